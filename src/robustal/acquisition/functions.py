@@ -1,0 +1,56 @@
+"""The baseline functions and the paper's DRE: random, entropy, dre."""
+
+from __future__ import annotations
+
+import torch
+
+from robustal._validation import check_choice, check_int
+from robustal.acquisition.base import Acquisition, ScoreAcquisition, SelectionContext, register_acquisition
+from robustal.acquisition.scores import dre_sample, entropy
+
+
+class RandomAcquisition(Acquisition):
+    """Uniform sampling without replacement: the baseline."""
+
+    def pick(self, ctx: SelectionContext, n: int) -> tuple[torch.Tensor, None]:
+        return torch.randperm(len(ctx.unlabeled), generator=ctx.generator)[:n], None
+
+
+@register_acquisition("random")
+def random_acquisition() -> Acquisition:
+    """Uniform random sampling (baseline)."""
+    return RandomAcquisition()
+
+
+@register_acquisition("entropy")
+def entropy_acquisition() -> Acquisition:
+    """Highest Shannon entropy of the softmax (Shannon 1948; Settles 2009)."""
+    return ScoreAcquisition(lambda ctx: entropy(ctx.predictions().probs))
+
+
+#: Values DRE can bin, as functions of the pool softmax.
+DRE_FEATURES = {"entropy": entropy, "max-prob": lambda p: p.max(1).values}
+
+
+class DensityRobustEntropy(Acquisition):
+    """DRE (density-based robust sampling with entropy): the selection's entropy histogram matches the pool's.
+
+    Args:
+        bins: Number of equal-width histogram bins over [min, max] of the feature (the paper: 50).
+        feature: What is binned: ``entropy`` of the softmax (the paper) or ``max-prob`` (top-1 probability).
+    """
+
+    def __init__(self, bins: int = 50, feature: str = "entropy"):
+        self.bins = check_int(bins, "bins", "dre", min_value=1)
+        self.feature = check_choice(feature, "feature", "dre", DRE_FEATURES)
+
+    def pick(self, ctx: SelectionContext, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        values = DRE_FEATURES[self.feature](ctx.predictions().probs)
+        pos = dre_sample(values, n, self.bins, ctx.generator)
+        return pos, values[pos]
+
+
+@register_acquisition("dre")
+def dre_acquisition(bins: int = 50, feature: str = "entropy") -> Acquisition:
+    """DRE: sample so the entropy distribution of the selection matches the pool's (the robustal paper)."""
+    return DensityRobustEntropy(bins=bins, feature=feature)

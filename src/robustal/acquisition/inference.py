@@ -1,0 +1,83 @@
+"""Model inference over the pool, kept apart from scoring: one forward pass yields the softmax and the penultimate
+features that every score function needs; MC-dropout passes are batched and streamed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robustal.data.dataset import to_float
+from robustal.models.base import mc_dropout
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Softmax probabilities ``(n, classes)`` and, when asked for, penultimate features ``(n, d)``, on the CPU."""
+
+    probs: torch.Tensor
+    features: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024, device: torch.device | str = "cpu",
+            features: bool = False) -> Predictions:
+    """Softmax (and features, if the model has ``features``/``head`` and ``features=True``) for images ``x``.
+
+    The model runs in eval mode; its mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    probs, feats = [], []
+    try:
+        for start in range(0, len(x), batch_size):
+            xb = to_float(x[start:start + batch_size], device)
+            if features:
+                f = model.features(xb)
+                logits = model.head(f)
+                feats.append(f.flatten(1).float().cpu())
+            else:
+                logits = model(xb)
+            probs.append(torch.softmax(logits.float(), 1).cpu())
+    finally:
+        model.train(was_training)
+    classes = probs[0].shape[1] if probs else 0
+    return Predictions(torch.cat(probs) if probs else torch.empty(0, classes),
+                       torch.cat(feats) if features and feats else None)
+
+
+@dataclass(frozen=True)
+class MCPredictions:
+    """Streaming summaries of T MC-dropout passes: mean softmax ``(n, classes)`` and mean entropy ``(n,)`` (bits)."""
+
+    mean_probs: torch.Tensor
+    mean_entropy: torch.Tensor
+    passes: int
+
+
+@torch.no_grad()
+def mc_predict(model: nn.Module, x: torch.Tensor, *, passes: int = 10, batch_size: int = 1024,
+               device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> MCPredictions:
+    """T stochastic passes with only the MC-dropout layers active (BatchNorm stays in eval mode).
+
+    Each batch is replicated T times and run in one forward pass (chunked so that at most ``batch_size`` images go
+    through at once); only Σp and Σ p·log p are kept, never the T × n × classes tensor.
+    """
+    from robustal.acquisition.scores import entropy
+
+    was_training = model.training
+    model.eval()
+    per_chunk = max(1, batch_size // passes)
+    sum_p, sum_h = [], []
+    try:
+        with mc_dropout(model, generator=generator):
+            for start in range(0, len(x), per_chunk):
+                xb = to_float(x[start:start + per_chunk], device)
+                reps = xb.repeat(passes, *([1] * (xb.ndim - 1)))  # (T·b, C, H, W), pass-major
+                p = torch.softmax(model(reps).float(), 1).view(passes, len(xb), -1)  # (T, b, classes)
+                sum_p.append(p.sum(0).cpu())
+                sum_h.append(entropy(p.reshape(-1, p.shape[-1])).view(passes, len(xb)).sum(0).cpu())
+    finally:
+        model.train(was_training)
+    return MCPredictions(torch.cat(sum_p) / passes, torch.cat(sum_h) / passes, passes)

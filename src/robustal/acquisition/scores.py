@@ -1,0 +1,208 @@
+"""Pure scoring and sampling functions on probabilities or features. No model in sight: each is testable on
+hand-made arrays. Entropies are in bits (base 2), as in the reference code."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from robustal._validation import check_int
+from robustal.errors import ConfigError
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in bits of each row of ``probs`` ``(n, classes)`` → ``(n,)``; 0·log 0 = 0."""
+    return -torch.special.xlogy(probs, probs).sum(-1) / math.log(2)
+
+
+def check_n(n: int, available: int, caller: str) -> int:
+    """``n`` must be an int in [1, available]: a clear error when asking for more samples than the pool holds."""
+    if isinstance(n, int) and not isinstance(n, bool) and n > available:
+        raise ConfigError(f"{caller} was asked for {n} samples but only {available} are available; "
+                          f"ask for at most {available} (lower --per-stage or --budget).")
+    return check_int(n, "n", caller, min_value=1)
+
+
+def top_n(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Positions of the ``n`` highest scores; ties go to the lower position (stable sort), so picks are deterministic."""
+    return torch.sort(scores, descending=True, stable=True).indices[:n]
+
+
+def apportion(counts: torch.Tensor, n: int) -> torch.Tensor:
+    """Split ``n`` over bins proportionally to ``counts`` (largest remainder, ties to the lower bin); sums to ``n``.
+
+    Each share is at most its bin's count, because ``n ≤ counts.sum()``.
+    """
+    total = int(counts.sum())
+    exact = counts.to(torch.int64) * n
+    share = exact // total
+    remainder = exact % total
+    missing = n - int(share.sum())
+    if missing:
+        share[top_n(remainder, missing)] += 1
+    return share
+
+
+def dre_sample(values: torch.Tensor, n: int, bins: int = 50, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DRE: a random sample of ``n`` positions whose histogram of ``values`` matches the whole pool's.
+
+    ``values`` (usually entropies) are binned into ``bins`` equal-width bins over [min, max] -- the last bin closed,
+    so every sample has a bin (the reference's half-open bins dropped the single maximum). Bin b receives a share of
+    ``n`` proportional to its mass (largest-remainder rounding, exactly ``n`` in total), drawn uniformly inside the bin.
+
+    Returns:
+        ``(n,)`` int64 positions into ``values``, in bin order.
+    """
+    check_int(bins, "bins", "dre_sample", min_value=1)
+    check_n(n, len(values), "dre_sample")
+    values = values.double()
+    lo, hi = values.min(), values.max()
+    width = (hi - lo) / bins
+    bin_of = torch.zeros(len(values), dtype=torch.int64) if width == 0 else \
+        ((values - lo) / width).floor().clamp_(0, bins - 1).to(torch.int64)
+    share = apportion(torch.bincount(bin_of, minlength=bins), n)
+    # Random order inside each bin: shuffle, then stable-sort by bin.
+    shuffled = torch.randperm(len(values), generator=generator)
+    order = shuffled[torch.sort(bin_of[shuffled], stable=True).indices]
+    sorted_bins = bin_of[order]
+    first_of_bin = torch.searchsorted(sorted_bins, sorted_bins, side="left")
+    rank_in_bin = torch.arange(len(values)) - first_of_bin
+    return order[rank_in_bin < share[sorted_bins]]
+
+
+
+def _top2(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-1 and top-2 probabilities and classes of each row; equal probabilities go to the lower class index."""
+    values, classes = torch.sort(probs, dim=1, descending=True, stable=True)
+    return values[:, 0], values[:, 1], classes[:, 0], classes[:, 1]
+
+
+def margin(probs: torch.Tensor) -> torch.Tensor:
+    """Margin score ``1 − (p₍₁₎ − p₍₂₎)`` in [0, 1] of ``probs`` ``(n, classes)`` → ``(n,)`` float64.
+
+    Higher = smaller gap between the two most likely classes = picked first (Scheffer et al. 2001; Wang & Shi 2014).
+    Computed in float64, where ``1 − x`` is exact for float32 ``x``, so no two distinct margins collapse to one score.
+    """
+    p1, p2, _, _ = _top2(probs.double())
+    return 1 - (p1 - p2)
+
+
+def least_confidence(probs: torch.Tensor) -> torch.Tensor:
+    """Least-confidence score ``1 − p₍₁₎`` in [0, 1 − 1/classes] → ``(n,)`` float64; higher = picked first.
+
+    (Lewis & Gale 1994; Wang & Shi 2014.) Computed in float64 so the ordering of the top-1 probabilities is kept.
+    """
+    return 1 - probs.double().max(1).values
+
+
+def gini(probs: torch.Tensor) -> torch.Tensor:
+    """DeepGini impurity ``1 − Σ_c p_c²`` in [0, 1 − 1/classes] → ``(n,)`` float64 (Feng et al. 2020)."""
+    p = probs.double()
+    return 1 - (p * p).sum(1)
+
+
+def bald(mean_probs: torch.Tensor, mean_entropy: torch.Tensor) -> torch.Tensor:
+    """BALD: mutual information between the prediction and the weights, in bits, from T MC-dropout passes.
+
+    ``H(mean_t p_t) − mean_t H(p_t)`` (Houlsby et al. 2011; Gal et al. 2017), where ``mean_probs`` ``(n, classes)``
+    is the mean softmax and ``mean_entropy`` ``(n,)`` the mean per-pass entropy in bits. By Jensen's inequality it is
+    ≥ 0; rounding negatives (float error when every pass agrees) are clamped to 0.
+    """
+    return (entropy(mean_probs.double()) - mean_entropy.double()).clamp_(min=0)
+
+
+def _rank_in_group(group: torch.Tensor) -> torch.Tensor:
+    """For entries already sorted by ``group``: each entry's 0-based rank inside its run of equal groups."""
+    first = torch.searchsorted(group, group, side="left")
+    return torch.arange(len(group)) - first
+
+
+def mcp_select(probs: torch.Tensor, n: int) -> torch.Tensor:
+    """MCP (Shen et al. 2020, multiple-boundary clustering and prioritization): ``n`` positions spread evenly over
+    the decision boundaries.
+
+    Each sample belongs to the boundary (group) of its (top-1, top-2) class pair and has priority
+    ``p₍₂₎ / p₍₁₎`` ∈ [0, 1] (1 = on the boundary). Picks go round-robin: round r takes the (r+1)-th highest-priority
+    sample of every group that still has one; whole rounds are taken while they fit in ``n``; the last, partial
+    round takes its highest priorities. Equivalently, the picks are the first ``n`` samples ordered by (rank in
+    group, priority descending, position ascending), and that is also the pick order returned.
+
+    Ties: equal probabilities make the lower class index the top-1 (then top-2); equal priorities go to the lower
+    position -- so the result is deterministic.
+
+    Returns:
+        ``(n,)`` int64 positions into ``probs``.
+    """
+    check_n(n, len(probs), "mcp_select")
+    p1, p2, c1, c2 = _top2(probs.double())
+    priority = p2 / p1
+    group = c1 * probs.shape[1] + c2
+    # Priority descending, position ascending ...
+    by_priority = torch.sort(priority, descending=True, stable=True).indices
+    # ... then grouped (stable: keeps that order inside each group) to get each sample's rank in its group.
+    grouped = by_priority[torch.sort(group[by_priority], stable=True).indices]
+    rank = torch.empty_like(grouped)
+    rank[grouped] = _rank_in_group(group[grouped])
+    # Round (rank) first, then priority descending and position ascending inside a round.
+    order = by_priority[torch.sort(rank[by_priority], stable=True).indices]
+    return order[:n]
+
+
+def _sq_norms(x: torch.Tensor) -> torch.Tensor:
+    return (x * x).sum(1)
+
+
+def k_center_greedy(pool_feats: torch.Tensor, labeled_feats: torch.Tensor, n: int,
+                    generator: torch.Generator | None = None, *, chunk_elements: int = 1 << 22,
+                    return_distances: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Greedy k-center (core-set, Sener & Savarese 2018): repeatedly pick the pool point farthest (Euclidean) from
+    its nearest center, where the centers are the labeled points plus the picks so far.
+
+    Memory and time: one nearest-center distance vector of length ``len(pool_feats)``. It is initialised against
+    the labeled set in chunks of the pool (at most ``chunk_elements`` pool×labeled entries at a time) with
+    ``‖a‖² − 2a·b + ‖b‖²`` clamped at 0, and after each pick updated with ``torch.minimum`` against the new center
+    only -- O(n·pool) distance evaluations, never a pool×pool or a whole pool×labeled matrix.
+
+    Ties go to the lowest position. With an empty labeled set the first center is drawn uniformly with ``generator``.
+    When every remaining distance is 0 (duplicates of the centers) the lowest unpicked positions follow; a picked
+    point is never picked again.
+
+    Args:
+        pool_feats: ``(N, d)`` candidate points.
+        labeled_feats: ``(L, d)`` existing centers; ``L`` may be 0.
+        n: Number of picks, ``1 ≤ n ≤ N``.
+        return_distances: Also return each pick's distance to its nearest center at the time it was picked
+            (``inf`` for a first center drawn at random).
+
+    Returns:
+        ``(n,)`` int64 positions into ``pool_feats`` in pick order (and their distances, if asked for).
+    """
+    check_n(n, len(pool_feats), "k_center_greedy")
+    if pool_feats.ndim != 2 or labeled_feats.ndim != 2 or (len(labeled_feats) and
+                                                             labeled_feats.shape[1] != pool_feats.shape[1]):
+        raise ConfigError("k_center_greedy needs 2-D feature matrices with the same number of columns; got "
+                          f"{tuple(pool_feats.shape)} and {tuple(labeled_feats.shape)}.")
+    pool = pool_feats
+    dist2 = torch.full((len(pool),), math.inf, dtype=pool.dtype, device=pool.device)
+    if len(labeled_feats):
+        lab = labeled_feats.to(pool.dtype)
+        lab_sq = _sq_norms(lab)
+        rows = max(1, chunk_elements // len(lab))
+        for start in range(0, len(pool), rows):
+            a = pool[start:start + rows]
+            d2 = (_sq_norms(a)[:, None] - 2 * (a @ lab.T) + lab_sq[None, :]).clamp_(min=0)  # (rows, L)
+            dist2[start:start + rows] = d2.min(1).values
+    picks = torch.empty(n, dtype=torch.int64)
+    picked_d2 = torch.empty(n, dtype=pool.dtype)
+    for i in range(n):
+        if i == 0 and not len(labeled_feats):
+            j = int(torch.randint(len(pool), (1,), generator=generator))
+        else:
+            j = int(torch.argmax(dist2))  # first maximum = lowest position
+        picks[i], picked_d2[i] = j, float(dist2[j])
+        dist2 = torch.minimum(dist2, _sq_norms(pool - pool[j]))
+        dist2[j] = -1  # never picked again, even when every distance is 0 (minimum keeps it at -1)
+    if return_distances:
+        return picks, picked_d2.sqrt()
+    return picks

@@ -1,0 +1,38 @@
+"""Exceptions for problems the user can fix. The CLI prints their message and exits non-zero, with no traceback."""
+
+from __future__ import annotations
+
+
+class RobustalError(Exception):
+    """Base class for user-facing errors: bad input, bad data, bad configuration."""
+
+
+class ConfigError(RobustalError, ValueError):
+    """An argument or configuration value is invalid."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name is not in a registry; the message lists the valid names and the nearest match."""
+
+    def __init__(self, kind: str, name: str, choices: list[str]):
+        from robustal._registry import nearest
+
+        self.kind, self.name, self.choices = kind, name, choices
+        close = nearest(name, choices)
+        hint = f" Did you mean {close!r}?" if close else ""
+        super().__init__(f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(choices)}.")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return self.args[0]
+
+
+class DataError(RobustalError):
+    """A dataset file is missing, corrupt, truncated or of the wrong shape."""
+
+
+class ChecksumError(DataError):
+    """A downloaded or cached file does not have its published checksum."""
+
+
+class StoreError(RobustalError):
+    """The results store cannot be used as asked (e.g. resuming with a different configuration)."""

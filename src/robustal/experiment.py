@@ -1,0 +1,73 @@
+"""A run by names: dataset + model + loop settings → a stored, resumable active-learning run.
+
+Shared by ``robustal run``, ``robustal demo`` and studies, so that a run started by any of them resumes under any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustal.data import Dataset, load_dataset
+from robustal.evaluation import EVAL_STEPS, paper_attack
+from robustal.loop import ActiveLearningLoop, LoopConfig, RunResult, StageResult
+from robustal.models import create_model
+from robustal.store import Store
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: ``dataset`` (name or .npz path), ``model`` (None: the dataset's default), loop settings.
+
+    ``loop.train.epsilon`` None means the dataset's ε; ``eval_steps`` is the PGD steps of the per-stage robust
+    accuracy (the paper: 50) with the dataset's ε and step.
+    """
+
+    dataset: str
+    loop: LoopConfig
+    model: str | None = None
+    eval_steps: int = EVAL_STEPS
+    eval_attack: str = "pgd"
+
+    def default_name(self) -> str:
+        ds = Path(self.dataset).stem if self.dataset.endswith(".npz") else self.dataset
+        return f"{ds}-{self.model or 'default'}-{self.loop.train.mode}-{self.loop.acquisition}-s{self.loop.seed}"
+
+
+def model_factory(name: str, dataset: Dataset):
+    """A zero-argument factory building ``name`` for ``dataset``'s images and classes."""
+    c, h, _ = dataset.image_shape
+
+    def build() -> nn.Module:
+        return create_model(name, num_classes=dataset.num_classes, in_channels=c, image_size=h)
+
+    return build
+
+
+def resolve(spec: RunSpec, dataset: Dataset) -> tuple[str, LoopConfig]:
+    """The model name and a loop configuration with the dataset's ε, augmentation and evaluation attack filled in."""
+    model = spec.model or dataset.default_model
+    loop = replace(spec.loop, train=spec.loop.train.for_dataset(dataset),
+                   eval_attack=paper_attack(dataset, spec.eval_steps, spec.eval_attack) if spec.eval_steps else None)
+    return model, loop
+
+
+def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = None,
+                   data_dir: str | Path | None = None, device: str | torch.device = "auto", progress: bool = False,
+                   on_stage=None, dataset: Dataset | None = None) -> RunResult:
+    """Load the data, build the model and run (or resume) the loop, storing into ``out/results.db`` if given."""
+    dataset = dataset or load_dataset(spec.dataset, data_dir)
+    model_name, loop_cfg = resolve(spec, dataset)
+    factory = model_factory(model_name, dataset)
+    factory()  # fail early on a model that cannot take this data
+    store = Store(out) if out is not None else None
+    loop = ActiveLearningLoop(None, dataset.splits(), loop_cfg, store=store, name=name or spec.default_name(),
+                              device=device, reinit=factory, progress=progress, on_stage=on_stage,
+                              meta={"dataset": spec.dataset, "model_name": model_name})
+    return loop.run()
+
+
+__all__ = ["RunSpec", "StageResult", "resolve", "run_experiment"]

@@ -1,0 +1,246 @@
+"""The robust active-learning loop (the paper's Algorithm 1).
+
+Random initial labeled set → warm-up training → stages: the acquisition function picks ``per_stage`` unlabeled
+samples, the oracle labels them, the model trains on all labels (continuing from the previous stage's model and
+optimizer, or from scratch), the best epoch by validation is kept, and clean and robust accuracy are measured on the
+test split. Stages run until ``budget`` labels.
+
+With a :class:`~robustal.store.Store`, every finished stage is written (checkpoint first, then results in one
+transaction), and running the same configuration again resumes after the last finished stage. Every random choice
+comes from a generator derived from ``(seed, stage, purpose)``, so a resumed run ends exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import nn
+
+from robustal._runtime import derive_seed, make_generator, resolve_device
+from robustal._validation import check_int
+from robustal.acquisition import Selection, SelectionContext, create_acquisition
+from robustal.attacks import AttackConfig
+from robustal.data.dataset import Split, Splits
+from robustal.errors import ConfigError
+from robustal.evaluation import evaluate
+from robustal.store import StageRecord, Store
+from robustal.training import TrainConfig, fit, make_optimizer
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Settings of one active-learning run.
+
+    Attributes:
+        acquisition: Registered acquisition function name (see ``robustal.acquisition.list_acquisitions``).
+        acquisition_options: Keyword options for it (e.g. ``{"bins": 50}`` for ``dre``).
+        initial: Size of the random initial labeled set.
+        per_stage: Samples labeled per stage (the last stage takes what is left of the budget).
+        budget: Total number of labels, initial set included.
+        train: How each stage trains (``TrainConfig.epsilon`` must be set for ``pgd``).
+        eval_attack: The attack of the per-stage robust accuracy (None: clean accuracy only).
+        from_scratch: Re-initialise model and optimizer at each stage instead of continuing.
+        seed: Seeds the initial set, the model's initialisation, training, selection and evaluation.
+    """
+
+    acquisition: str = "dre"
+    acquisition_options: dict = field(default_factory=dict)
+    initial: int = 100
+    per_stage: int = 100
+    budget: int = 1000
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval_attack: AttackConfig | None = None
+    from_scratch: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        caller = "LoopConfig"
+        check_int(self.initial, "initial", caller, min_value=1)
+        check_int(self.per_stage, "per_stage", caller, min_value=1)
+        check_int(self.budget, "budget", caller, min_value=1)
+        check_int(self.seed, "seed", caller, min_value=0)
+        if self.initial > self.budget:
+            raise ConfigError(f"The initial labeled set ({self.initial}) is larger than the budget ({self.budget}); "
+                              "lower --initial or raise --budget.")
+        create_acquisition(self.acquisition, **self.acquisition_options)  # unknown name or bad option: fail now
+
+    def stage_sizes(self) -> list[int]:
+        """Labels added at each stage: ``[initial, per_stage, ..., remainder]`` summing to ``budget``."""
+        sizes, total = [self.initial], self.initial
+        while total < self.budget:
+            sizes.append(min(self.per_stage, self.budget - total))
+            total += sizes[-1]
+        return sizes
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train"] = self.train.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """A finished stage: its record (as stored) and the pool indices labeled at it."""
+
+    record: StageRecord
+    picked: torch.Tensor
+    scores: torch.Tensor | None
+
+
+@dataclass
+class RunResult:
+    """All stages of a run, the final model, and the labeled pool indices."""
+
+    stages: list[StageRecord]
+    model: nn.Module
+    labeled: torch.Tensor
+
+
+class ActiveLearningLoop:
+    """Runs the loop for one model and one set of splits.
+
+    Args:
+        model: The network (its initial weights are the run's; they are re-seeded from ``config.seed`` when
+            ``reinit`` is given instead).
+        splits: ``pool`` (labels used only as the oracle), ``val`` and ``test``.
+        config: A :class:`LoopConfig`.
+        store: Where to write results and checkpoints and resume from (optional).
+        name: The run's name in the store.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        reinit: A factory building a freshly initialised model; used for the initial weights (seeded from the run's
+            seed, reproducibly) and for ``from_scratch``.
+        progress: Show progress bars.
+        on_stage: Called with each :class:`StageResult` as it finishes (progress, logging).
+        meta: Extra facts stored with the run's configuration (dataset and model names); a resume must match them.
+    """
+
+    def __init__(self, model: nn.Module | None, splits: Splits, config: LoopConfig, *, store: Store | None = None,
+                 name: str = "run", device: str | torch.device = "auto",
+                 reinit: Callable[[], nn.Module] | None = None, progress: bool = False,
+                 on_stage: Callable[[StageResult], None] | None = None, meta: dict | None = None):
+        if model is None and reinit is None:
+            raise ValueError("Give a model or a reinit factory.")
+        pool = len(splits.pool)
+        if config.budget > pool:
+            raise ConfigError(f"The budget ({config.budget}) is larger than the pool ({pool} samples); "
+                              f"lower --budget to at most {pool}.")
+        if config.train.mode == "pgd" and config.train.epsilon is None:
+            raise ConfigError("pgd training needs TrainConfig.epsilon (use TrainConfig.for_dataset(dataset)).")
+        self.splits, self.config, self.store, self.name = splits, config, store, name
+        self.device = resolve_device(device)
+        self.reinit, self.progress, self.on_stage, self.meta = reinit, progress, on_stage, meta or {}
+        self.acquisition = create_acquisition(config.acquisition, **config.acquisition_options)
+        self.model = self._fresh_model() if reinit is not None else model
+        self.model.to(self.device)
+        self._initial_state = copy.deepcopy(self.model.state_dict())
+
+    def _fresh_model(self) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.config.seed, "model-init"))
+            return self.reinit()
+
+    def _seed(self, *keys: object) -> int:
+        return derive_seed(self.config.seed, *keys)
+
+    def run(self) -> RunResult:
+        """Run (or resume) all stages; returns every stage's record."""
+        cfg = self.config
+        sizes = cfg.stage_sizes()
+        optimizer = make_optimizer(self.model, cfg.train)
+        labeled = torch.empty(0, dtype=torch.int64)
+        records: list[StageRecord] = []
+        start_stage = 0
+        if self.store is not None:
+            status = self.store.start_run(self.name, self._store_config(), cfg.seed)
+            done = self.store.stages(self.name)
+            if done:
+                last = done[-1].stage
+                state = self.store.load_checkpoint(self.name, last)
+                self.model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                picks = self.store.selections(self.name)
+                labeled = torch.tensor([i for s in range(last + 1) for i in picks.get(s, [])], dtype=torch.int64)
+                if not torch.equal(labeled, state["labeled"]):
+                    raise ConfigError(f"Run {self.name!r}: checkpoint and results disagree on the labeled set; "
+                                      "the output folder was modified by hand.")
+                self.store.prune_checkpoints(self.name, last)
+                records, start_stage = done, last + 1
+            if status == "finished" and start_stage >= len(sizes):
+                return RunResult(records, self.model, labeled)
+        try:
+            for stage in range(start_stage, len(sizes)):
+                result, optimizer = self._stage(stage, sizes[stage], labeled, optimizer)
+                labeled = torch.cat([labeled, result.picked])
+                records.append(result.record)
+                if self.store is not None:
+                    self.store.save_checkpoint(self.name, stage, {
+                        "model": self.model.state_dict(), "optimizer": optimizer.state_dict(), "labeled": labeled,
+                        "stage": stage})
+                    self.store.add_stage(self.name, result.record, result.picked, result.scores)
+                    self.store.prune_checkpoints(self.name, stage)
+                if self.on_stage is not None:
+                    self.on_stage(result)
+        except BaseException:
+            if self.store is not None:
+                self.store.set_status(self.name, "interrupted")
+            raise
+        if self.store is not None:
+            self.store.set_status(self.name, "finished")
+        return RunResult(records, self.model, labeled)
+
+    def _store_config(self) -> dict:
+        return {"loop": self.config.to_dict(), "model": type(self.model).__name__, "pool": len(self.splits.pool),
+                **self.meta}
+
+    def _stage(self, stage: int, size: int, labeled: torch.Tensor,
+               optimizer: torch.optim.Optimizer) -> tuple[StageResult, torch.optim.Optimizer]:
+        """Select (stage 0: at random), label, train, evaluate; returns the result and the optimizer to go on with."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        if stage == 0:
+            gen = make_generator(cfg.seed, "initial")
+            selection = Selection(torch.randperm(len(self.splits.pool), generator=gen)[:size])
+        else:
+            ctx = SelectionContext(self.model, self.splits.pool.x, labeled, make_generator(cfg.seed, "select", stage),
+                                   device=self.device)
+            selection = self.acquisition.select(ctx, size)
+        picked = selection.indices.to(torch.int64).cpu()
+        t1 = time.perf_counter()
+        if cfg.from_scratch and stage > 0:
+            self.model.load_state_dict(self._initial_state)
+            optimizer = make_optimizer(self.model, cfg.train)
+        all_labeled = torch.cat([labeled, picked])
+        train = self.splits.pool.subset(all_labeled)  # the oracle: the pool's labels for the labeled indices
+        fresh = stage == 0 or cfg.from_scratch  # ε warm-up only helps a model that starts from scratch
+        train_cfg = cfg.train if fresh else replace(cfg.train, epsilon_warmup=0)
+        result = fit(self.model, train, self.splits.val, train_cfg, optimizer=optimizer, device=self.device,
+                     seed=self._seed("train", stage), progress=self.progress, desc=f"stage {stage} train")
+        t2 = time.perf_counter()
+        ev = evaluate(self.model, self.splits.test, cfg.eval_attack, device=self.device, seed=self._seed("eval", stage))
+        t3 = time.perf_counter()
+        record = StageRecord(stage=stage, labeled=len(all_labeled), clean=ev.clean, robust=ev.robust,
+                             train_seconds=t2 - t1, select_seconds=t1 - t0, eval_seconds=t3 - t2,
+                             best_epoch=result.best_epoch, val_score=result.best_score)
+        return StageResult(record, picked, selection.scores), optimizer
+
+
+def run_active_learning(model: nn.Module, pool: Split, val: Split, test: Split, config: LoopConfig, *,
+                        store: Store | None = None, name: str = "run", device: str | torch.device = "auto",
+                        progress: bool = False) -> RunResult:
+    """The loop on your own model and tensors.
+
+    Example:
+        >>> pool = Split(x_pool, y_pool)            # uint8 (N, C, H, W) or float in [0, 1]; int64 labels
+        >>> cfg = LoopConfig(acquisition="dre", initial=100, per_stage=100, budget=500,
+        ...                  train=TrainConfig(mode="pgd", epsilon=0.3, epochs=5),
+        ...                  eval_attack=AttackConfig("pgd", 0.3, 0.01, 50))
+        >>> result = run_active_learning(my_model, pool, val, test, cfg)
+        >>> [(s.labeled, s.clean, s.robust) for s in result.stages]
+    """
+    loop = ActiveLearningLoop(model, Splits(pool, val, test), config, store=store, name=name, device=device,
+                              progress=progress)
+    return loop.run()

@@ -1,0 +1,281 @@
+"""The results store: one SQLite file (``DIR/results.db``) plus per-run checkpoints under ``DIR/checkpoints``.
+
+Tables: ``runs`` (name, configuration, seed, library versions, status), ``stages`` (labeled count, clean and robust
+accuracy, times) and ``selections`` (the pool indices picked at each stage, with scores). Every write is one
+transaction; WAL mode and a long busy timeout let several processes share one store without losing rows.
+Checkpoints are written to a temporary file and renamed into place, so a crash never leaves a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from robustal.errors import StoreError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    versions TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stages (
+    run TEXT NOT NULL REFERENCES runs(name),
+    stage INTEGER NOT NULL,
+    labeled INTEGER NOT NULL,
+    clean REAL,
+    robust REAL,
+    train_seconds REAL,
+    select_seconds REAL,
+    eval_seconds REAL,
+    best_epoch INTEGER,
+    val_score REAL,
+    PRIMARY KEY (run, stage)
+);
+CREATE TABLE IF NOT EXISTS selections (
+    run TEXT NOT NULL REFERENCES runs(name),
+    stage INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    pool_index INTEGER NOT NULL,
+    score REAL,
+    PRIMARY KEY (run, stage, position)
+);
+"""
+
+#: Configuration keys that may differ between the run that started and the one that resumes it.
+NON_SEMANTIC_KEYS = frozenset({"device", "progress", "workers", "data_dir", "batch_size_eval"})
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One finished stage of a run."""
+
+    stage: int
+    labeled: int
+    clean: float
+    robust: float | None
+    train_seconds: float = 0.0
+    select_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    best_epoch: int | None = None
+    val_score: float | None = None
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that a result depends on, recorded with each run."""
+    import numpy
+
+    import robustal
+
+    return {"robustal": robustal.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save`` through a temporary file and an atomic rename."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two configuration dicts, ignoring :data:`NON_SEMANTIC_KEYS`."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in NON_SEMANTIC_KEYS:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: stored {a!r}, now {b!r}")
+    return out
+
+
+class Store:
+    """Results of many runs in ``root/results.db``, checkpoints in ``root/checkpoints/<run>/``.
+
+    Args:
+        root: The output folder (created if needed).
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.path = self.root / "results.db"
+            with self._connect() as con:
+                con.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"Cannot use {str(self.root)!r} as an output folder ({e}). "
+                             "Choose a writable folder with --out.") from None
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA busy_timeout=120000")
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    # --- runs -----------------------------------------------------------------------------------------------------
+    def start_run(self, name: str, config: dict, seed: int) -> str:
+        """Create run ``name`` or reopen it for resuming; returns its status.
+
+        Raises:
+            StoreError: the store already has ``name`` with a different configuration.
+        """
+        now = time.time()
+        text = json.dumps(config, sort_keys=True)
+        config = json.loads(text)  # compare like with like: tuples became lists in the stored copy
+        with self._transaction() as con:
+            row = con.execute("SELECT config, status FROM runs WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                            (name, text, seed, json.dumps(library_versions()), now, now))
+                return "new"
+            diff = config_diff(json.loads(row[0]), config)
+            if diff:
+                raise StoreError(
+                    f"{self.path} already holds run {name!r} with a different configuration ("
+                    + "; ".join(diff) + "). Resume with the same settings, or write to another --out folder "
+                    "(or give the run another --name).")
+            if row[1] != "finished":
+                con.execute("UPDATE runs SET status = 'running', updated = ? WHERE name = ?", (now, name))
+            return row[1]
+
+    def set_status(self, name: str, status: str) -> None:
+        with self._transaction() as con:
+            con.execute("UPDATE runs SET status = ?, updated = ? WHERE name = ?", (status, time.time(), name))
+
+    def runs(self) -> list[dict]:
+        """Every run: name, config (dict), seed, versions (dict), status."""
+        with self._connect() as con:
+            rows = con.execute("SELECT name, config, seed, versions, status, created, updated FROM runs "
+                               "ORDER BY created, name").fetchall()
+        return [{"name": r[0], "config": json.loads(r[1]), "seed": r[2], "versions": json.loads(r[3]),
+                 "status": r[4], "created": r[5], "updated": r[6]} for r in rows]
+
+    def status(self, name: str) -> str | None:
+        with self._connect() as con:
+            row = con.execute("SELECT status FROM runs WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    # --- stages ---------------------------------------------------------------------------------------------------
+    def add_stage(self, name: str, record: StageRecord, picks: torch.Tensor, scores: torch.Tensor | None) -> None:
+        """Record a finished stage and the pool indices it labeled, in one transaction."""
+        picks_list = [int(i) for i in picks.tolist()]
+        score_list = [float(s) for s in scores.tolist()] if scores is not None else [None] * len(picks_list)
+        with self._transaction() as con:
+            con.execute("INSERT OR REPLACE INTO stages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (name, record.stage, record.labeled, record.clean, record.robust, record.train_seconds,
+                         record.select_seconds, record.eval_seconds, record.best_epoch, record.val_score))
+            con.execute("DELETE FROM selections WHERE run = ? AND stage = ?", (name, record.stage))
+            con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)",
+                            [(name, record.stage, pos, idx, s)
+                             for pos, (idx, s) in enumerate(zip(picks_list, score_list, strict=True))])
+            con.execute("UPDATE runs SET updated = ? WHERE name = ?", (time.time(), name))
+
+    def stages(self, name: str) -> list[StageRecord]:
+        """The finished stages of run ``name``, in order."""
+        with self._connect() as con:
+            rows = con.execute("SELECT stage, labeled, clean, robust, train_seconds, select_seconds, eval_seconds, "
+                               "best_epoch, val_score FROM stages WHERE run = ? ORDER BY stage", (name,)).fetchall()
+        return [StageRecord(*r) for r in rows]
+
+    def selections(self, name: str) -> dict[int, list[int]]:
+        """Pool indices labeled at each stage of run ``name`` (stage 0: the initial random set)."""
+        with self._connect() as con:
+            rows = con.execute("SELECT stage, pool_index FROM selections WHERE run = ? ORDER BY stage, position",
+                               (name,)).fetchall()
+        out: dict[int, list[int]] = {}
+        for stage, idx in rows:
+            out.setdefault(stage, []).append(idx)
+        return out
+
+    def selection_scores(self, name: str) -> dict[int, list[float | None]]:
+        """The score of each pick, per stage, where the acquisition function has scores."""
+        with self._connect() as con:
+            rows = con.execute("SELECT stage, score FROM selections WHERE run = ? ORDER BY stage, position",
+                               (name,)).fetchall()
+        out: dict[int, list[float | None]] = {}
+        for stage, score in rows:
+            out.setdefault(stage, []).append(score)
+        return out
+
+    # --- checkpoints ----------------------------------------------------------------------------------------------
+    def checkpoint_path(self, name: str, stage: int) -> Path:
+        return self.root / "checkpoints" / _safe(name) / f"stage-{stage:03d}.pt"
+
+    def save_checkpoint(self, name: str, stage: int, state: dict) -> Path:
+        """Write stage ``stage``'s checkpoint atomically (call before :meth:`add_stage`)."""
+        path = self.checkpoint_path(name, stage)
+        atomic_torch_save(state, path)
+        return path
+
+    def load_checkpoint(self, name: str, stage: int) -> dict:
+        """Load stage ``stage``'s checkpoint with ``weights_only=True`` (no pickled code runs)."""
+        path = self.checkpoint_path(name, stage)
+        if not path.is_file():
+            raise StoreError(f"Run {name!r} has finished stage {stage} in {self.path} but its checkpoint {path} is "
+                             "missing; delete the run's folder and results to start it again.")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def prune_checkpoints(self, name: str, keep: int) -> None:
+        """Delete run ``name``'s checkpoints other than stage ``keep`` (older ones and strays from a crash)."""
+        folder = self.checkpoint_path(name, keep).parent
+        for p in folder.glob("stage-*.pt"):
+            if p.name != f"stage-{keep:03d}.pt":
+                p.unlink(missing_ok=True)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def stage_record_dict(record: StageRecord) -> dict:
+    return asdict(record)

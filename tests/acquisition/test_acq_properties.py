@@ -1,0 +1,99 @@
+"""Property-based tests (hypothesis) of the pure scores and samplers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robustal.acquisition.scores import (
+    bald,
+    dre_sample,
+    entropy,
+    gini,
+    k_center_greedy,
+    least_confidence,
+    margin,
+    mcp_select,
+)
+
+SETTINGS = settings(max_examples=60, deadline=None)
+TOL = 1e-5
+
+
+@st.composite
+def probabilities(draw, max_rows: int = 12, max_classes: int = 8, passes: int | None = None):
+    """Softmax rows ``(n, C)`` (or ``(T, n, C)``), from mild to saturated logits -- saturated ones hold exact 0s."""
+    n = draw(st.integers(1, max_rows))
+    c = draw(st.integers(2, max_classes))
+    shape = (n, c) if passes is None else (passes, n, c)
+    logits = draw(st.lists(st.floats(-10, 10, allow_nan=False), min_size=math.prod(shape),
+                           max_size=math.prod(shape)))
+    scale = draw(st.sampled_from([0.0, 1.0, 10.0, 200.0]))
+    return torch.softmax(torch.tensor(logits, dtype=torch.float32).view(shape) * scale, -1)
+
+
+@SETTINGS
+@given(probabilities())
+def test_entropy_is_between_0_and_log2_classes(p):
+    h = entropy(p)
+    assert (h >= -TOL).all() and (h <= math.log2(p.shape[1]) + TOL).all()
+
+
+@SETTINGS
+@given(probabilities())
+def test_margin_least_confidence_gini_in_range(p):
+    c = p.shape[1]
+    for score, hi in ((margin(p), 1.0), (least_confidence(p), 1 - 1 / c), (gini(p), 1 - 1 / c)):
+        assert (score >= -TOL).all() and (score <= hi + TOL).all()
+
+
+@SETTINGS
+@given(st.integers(1, 6).flatmap(lambda t: probabilities(passes=t)))
+def test_bald_is_non_negative_and_at_most_the_predictive_entropy(p):
+    mean_p, mean_h = p.mean(0), entropy(p).mean(0)
+    mi = bald(mean_p, mean_h)
+    assert (mi >= 0).all()
+    assert (mi <= entropy(mean_p.double()) + TOL).all()
+
+
+@st.composite
+def values_and_n(draw):
+    values = draw(st.lists(st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.sampled_from([0.0, 1.0])),
+                           min_size=1, max_size=40))
+    n = draw(st.integers(1, len(values)))
+    return torch.tensor(values, dtype=torch.float64), n
+
+
+@SETTINGS
+@given(values_and_n(), st.integers(1, 60), st.integers(0, 2**31))
+def test_dre_sample_returns_n_distinct_positions(vn, bins, seed):
+    values, n = vn
+    picks = dre_sample(values, n, bins=bins, generator=torch.Generator().manual_seed(seed))
+    assert picks.shape == (n,) and len(set(picks.tolist())) == n
+    assert ((picks >= 0) & (picks < len(values))).all()
+
+
+@SETTINGS
+@given(probabilities(max_rows=30, max_classes=4), st.data())
+def test_mcp_returns_n_distinct_positions_covering_every_boundary(p, data):
+    n = data.draw(st.integers(1, len(p)))
+    picks = mcp_select(p, n)
+    assert len(set(picks.tolist())) == n
+    top = torch.sort(p, dim=1, descending=True, stable=True).indices[:, :2]
+    groups = {tuple(r) for r in top.tolist()}
+    if n >= len(groups):
+        assert {tuple(r) for r in top[picks].tolist()} == groups
+
+
+@SETTINGS
+@given(st.integers(1, 25), st.integers(0, 6), st.integers(1, 4), st.data())
+def test_k_center_returns_n_distinct_positions(pool_size, labeled_size, dim, data):
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 1000)))
+    pool = torch.randint(0, 3, (pool_size, dim), generator=g).float()  # many duplicates and zero distances
+    labeled = torch.randint(0, 3, (labeled_size, dim), generator=g).float()
+    n = data.draw(st.integers(1, pool_size))
+    picks = k_center_greedy(pool, labeled, n, g)
+    assert len(set(picks.tolist())) == n
