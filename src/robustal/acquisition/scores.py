@@ -71,7 +71,6 @@ def dre_sample(values: torch.Tensor, n: int, bins: int = 50, generator: torch.Ge
     return order[rank_in_bin < share[sorted_bins]]
 
 
-
 def _top2(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-1 and top-2 probabilities and classes of each row; equal probabilities go to the lower class index."""
     values, classes = torch.sort(probs, dim=1, descending=True, stable=True)
@@ -82,7 +81,7 @@ def margin(probs: torch.Tensor) -> torch.Tensor:
     """Margin score ``1 − (p₍₁₎ − p₍₂₎)`` in [0, 1] of ``probs`` ``(n, classes)`` → ``(n,)`` float64.
 
     Higher = smaller gap between the two most likely classes = picked first (Scheffer et al. 2001; Wang & Shi 2014).
-    Computed in float64, where ``1 − x`` is exact for float32 ``x``, so no two distinct margins collapse to one score.
+    Computed in float64, so two different float32 margins never collapse to one score (as ``1 − x`` can in float32).
     """
     p1, p2, _, _ = _top2(probs.double())
     return 1 - (p1 - p2)

@@ -1,0 +1,168 @@
+"""The active-learning loop: stages, reproducibility, resume after SIGKILL, errors, the Python API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from robustal.attacks import AttackConfig
+from robustal.data import Split
+from robustal.errors import ConfigError, StoreError, UnknownNameError
+from robustal.experiment import RunSpec, run_experiment
+from robustal.loop import LoopConfig, run_active_learning
+from robustal.store import Store
+from robustal.training import TrainConfig
+
+FAST = TrainConfig(mode="pgd", epochs=2, batch_size=32, attack_steps=2)
+
+
+def digits_spec(acquisition="dre", seed=0, **loop) -> RunSpec:
+    cfg = LoopConfig(acquisition=acquisition, initial=30, per_stage=30, budget=90, train=FAST, seed=seed)
+    return RunSpec(dataset="digits", model="small-cnn", eval_steps=3, loop=replace(cfg, **loop))
+
+
+def test_stage_sizes_end_exactly_at_the_budget():
+    assert LoopConfig(initial=100, per_stage=100, budget=350).stage_sizes() == [100, 100, 100, 50]
+    assert LoopConfig(initial=100, per_stage=100, budget=100).stage_sizes() == [100]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"per_stage": 0}, "'per_stage' parameter of LoopConfig must be an int in \\[1, inf\\]"),
+    ({"initial": 500, "budget": 100}, "initial labeled set \\(500\\) is larger than the budget \\(100\\)"),
+    ({"initial": 0}, "'initial' parameter"),
+    ({"acquisition": "entropyy"}, "Unknown acquisition function 'entropyy'. Did you mean 'entropy'"),
+    ({"acquisition": "dre", "acquisition_options": {"bins": 0}}, "'bins' parameter of dre"),
+])
+def test_loop_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        LoopConfig(**kwargs)
+
+
+def test_budget_larger_than_pool(digits):
+    spec = digits_spec(budget=5000)
+    with pytest.raises(ConfigError, match=r"budget \(5000\) is larger than the pool \(1297 samples\)"):
+        run_experiment(spec, None, dataset=digits)
+
+
+def test_unknown_acquisition_is_an_unknown_name_error():
+    with pytest.raises(UnknownNameError):
+        LoopConfig(acquisition="nope")
+
+
+def test_run_labels_distinct_samples_and_records_every_stage(digits, tmp_path):
+    result = run_experiment(digits_spec(), tmp_path, name="r", dataset=digits)
+    assert [s.labeled for s in result.stages] == [30, 60, 90]
+    assert len(result.labeled) == 90 == len(set(result.labeled.tolist()))
+    store = Store(tmp_path)
+    assert store.status("r") == "finished"
+    picks = store.selections("r")
+    assert [len(picks[s]) for s in range(3)] == [30, 30, 30]
+    assert torch.equal(torch.tensor([i for s in range(3) for i in picks[s]]), result.labeled)
+    for s in store.stages("r"):
+        assert 0 <= s.robust <= s.clean <= 1
+
+
+def test_same_seed_same_selections_other_seed_different(digits):
+    a = run_experiment(digits_spec(seed=1), None, dataset=digits)
+    b = run_experiment(digits_spec(seed=1), None, dataset=digits)
+    c = run_experiment(digits_spec(seed=2), None, dataset=digits)
+    assert torch.equal(a.labeled, b.labeled)
+    assert [(s.clean, s.robust) for s in a.stages] == [(s.clean, s.robust) for s in b.stages]
+    assert not torch.equal(a.labeled, c.labeled)
+
+
+def test_finished_run_is_not_redone(digits, tmp_path):
+    first = run_experiment(digits_spec(), tmp_path, name="r", dataset=digits)
+    t0 = time.perf_counter()
+    again = run_experiment(digits_spec(), tmp_path, name="r", dataset=digits)
+    assert time.perf_counter() - t0 < 5
+    assert [s.clean for s in again.stages] == [s.clean for s in first.stages]
+
+
+def test_resuming_with_another_configuration_is_refused(digits, tmp_path):
+    run_experiment(digits_spec(), tmp_path, name="r", dataset=digits)
+    with pytest.raises(StoreError, match="different configuration.*acquisition: stored 'dre', now 'entropy'"):
+        run_experiment(digits_spec(acquisition="entropy"), tmp_path, name="r", dataset=digits)
+
+
+def _stages_in(db) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM stages").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+RUN_ARGS = ["run", "--dataset", "digits", "--model", "small-cnn", "--training", "pgd", "--acquisition", "entropy",
+            "--initial", "30", "--per-stage", "30", "--budget", "150", "--epochs", "3", "--batch-size", "32",
+            "--attack-steps", "2", "--eval-steps", "3", "--seed", "3", "--no-progress", "--name", "r"]
+
+
+def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
+    cmd = [sys.executable, "-m", "robustal.cli", *RUN_ARGS]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*cmd, "--out", str(tmp_path / "whole")], check=True, capture_output=True, env=env, timeout=300)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
+    deadline = time.time() + 240
+    while _stages_in(killed / "results.db") < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the next stage's training
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= _stages_in(killed / "results.db") < 5
+    subprocess.run([*cmd, "--out", str(killed)], check=True, capture_output=True, env=env, timeout=300)
+
+    whole, resumed = Store(tmp_path / "whole"), Store(killed)
+    assert resumed.selections("r") == whole.selections("r")
+    assert resumed.stages("r") != []
+    metrics = lambda s: [(r.stage, r.labeled, r.clean, r.robust, r.best_epoch, r.val_score) for r in s.stages("r")]
+    assert metrics(resumed) == metrics(whole)
+    assert resumed.status("r") == "finished"
+    assert len(list((killed / "checkpoints" / "r").glob("stage-*.pt"))) == 1
+
+
+class UserNet(nn.Module):
+    """A user's own model: no robustal base class."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_python_api_with_own_model_and_float_tensors(digits):
+    splits = digits.splits()
+    as_float = lambda s: Split(s.x.float() / 255, s.y)
+    torch.manual_seed(0)
+    cfg = LoopConfig(acquisition="entropy", initial=50, per_stage=50, budget=150, seed=0,
+                     train=TrainConfig(mode="pgd", epsilon=0.2, epochs=2, attack_steps=2),
+                     eval_attack=AttackConfig("pgd", 0.2, 0.01, 5))
+    result = run_active_learning(UserNet(), as_float(splits.pool), as_float(splits.val), as_float(splits.test), cfg,
+                                 device="cpu")
+    assert [s.labeled for s in result.stages] == [50, 100, 150]
+    assert all(s.robust is not None and s.robust <= s.clean for s in result.stages)
+    assert isinstance(result.model, UserNet)
+
+
+def test_robust_accuracy_rises_over_stages_on_real_mnist(mnist_npz):
+    """LeNet-5 under PGD training on real MNIST images: more (well-chosen) labels, more robustness."""
+    cfg = LoopConfig(acquisition="dre", initial=100, per_stage=400, budget=900, seed=0,
+                     train=TrainConfig(mode="pgd", epochs=4, batch_size=64))
+    spec = RunSpec(dataset=str(mnist_npz), model="lenet5", eval_steps=10, loop=cfg)
+    stages = run_experiment(spec, None).stages
+    assert stages[-1].robust > stages[0].robust + 0.05

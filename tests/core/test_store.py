@@ -1,0 +1,101 @@
+"""The results store: schema, concurrent writers, atomic checkpoints, configuration checks."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustal.errors import StoreError
+from robustal.store import StageRecord, Store, atomic_write_bytes, config_diff
+
+
+def _writer(root: str, worker: int, runs: int, stages: int) -> None:
+    store = Store(root)
+    for r in range(runs):
+        name = f"w{worker}-r{r}"
+        store.start_run(name, {"worker": worker, "run": r}, seed=r)
+        for s in range(stages):
+            store.add_stage(name, StageRecord(s, 10 * (s + 1), 0.5, 0.25), torch.arange(s * 10, s * 10 + 10), None)
+        store.set_status(name, "finished")
+
+
+def test_two_processes_writing_one_store_lose_nothing(tmp_path):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, 5, 8)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    store = Store(tmp_path)
+    runs = store.runs()
+    assert len(runs) == 10 and {r["status"] for r in runs} == {"finished"}
+    for r in runs:
+        assert [s.stage for s in store.stages(r["name"])] == list(range(8))
+        assert sum(len(v) for v in store.selections(r["name"]).values()) == 80
+
+
+def test_runs_record_config_seed_and_versions(tmp_path):
+    store = Store(tmp_path)
+    assert store.start_run("a", {"x": 1, "t": (1, 2)}, seed=7) == "new"
+    (run,) = store.runs()
+    assert run["config"] == {"x": 1, "t": [1, 2]} and run["seed"] == 7 and run["status"] == "running"
+    assert {"robustal", "torch", "numpy", "python"} <= set(run["versions"])
+    assert store.start_run("a", {"x": 1, "t": (1, 2)}, seed=7) == "running"  # resumable, tuples == lists
+
+
+def test_different_config_is_refused_with_the_differences(tmp_path):
+    store = Store(tmp_path)
+    store.start_run("a", {"loop": {"budget": 100, "device": "cpu"}}, seed=0)
+    store.start_run("a", {"loop": {"budget": 100, "device": "cuda"}}, seed=0)  # device does not matter
+    with pytest.raises(StoreError, match="loop.budget: stored 100, now 200"):
+        store.start_run("a", {"loop": {"budget": 200, "device": "cpu"}}, seed=0)
+
+
+def test_selection_scores_round_trip(tmp_path):
+    store = Store(tmp_path)
+    store.start_run("a", {}, 0)
+    store.add_stage("a", StageRecord(0, 3, 0.9, None), torch.tensor([5, 1, 9]), torch.tensor([0.5, 0.25, 0.125]))
+    assert store.selections("a") == {0: [5, 1, 9]}
+    assert store.selection_scores("a") == {0: [0.5, 0.25, 0.125]}
+    assert store.stages("a")[0].robust is None
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    store = Store(tmp_path)
+    for stage in range(3):
+        store.save_checkpoint("a", stage, {"w": torch.full((2,), float(stage)), "labeled": torch.arange(stage)})
+    store.prune_checkpoints("a", 2)
+    assert [p.name for p in (tmp_path / "checkpoints" / "a").iterdir()] == ["stage-002.pt"]
+    assert torch.equal(store.load_checkpoint("a", 2)["w"], torch.full((2,), 2.0))
+    with pytest.raises(StoreError, match="checkpoint .* is missing"):
+        store.load_checkpoint("a", 0)
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old")
+
+    def boom(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temporary left behind
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="Choose a writable folder with --out"):
+        Store(Path(blocker) / "out")
+
+
+def test_config_diff_ignores_runtime_keys():
+    assert config_diff({"a": 1, "device": "cpu"}, {"a": 1, "device": "cuda"}) == []
+    assert config_diff({"a": {"b": 1}}, {"a": {"b": 2}}) == ["a.b: stored 1, now 2"]
