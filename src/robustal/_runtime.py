@@ -16,7 +16,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {device!r} ({e}).") from None
+        raise ConfigError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. "
+                          f"Got {device!r} ({e}).") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("The 'device' parameter asks for CUDA, but no CUDA device is available. Use --device cpu.")
     return dev

@@ -202,32 +202,45 @@ DEMO_FUNCTIONS = ("random", "entropy", "dre")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from robustal.experiment import RunSpec, run_experiment
+    from robustal.experiment import RunSpec
     from robustal.loop import LoopConfig
     from robustal.report import format_table
+    from robustal.study import RunTask, run_local
     from robustal.training import TrainConfig
 
     started = time.perf_counter()
-    rows = []
-    runs = [(mode, acq) for mode in ("standard", "pgd") for acq in DEMO_FUNCTIONS]
-    _log(f"demo: {len(runs)} active-learning runs on scikit-learn's digits (small-cnn, {args.initial} + "
-         f"{args.per_stage}/stage up to {args.budget} labels, {args.epochs} epochs/stage); results in {args.out}")
-    bar = _bar(len(runs), "runs", disable=args.no_progress)
-    for mode, acq in runs:
-        spec = RunSpec(dataset="digits", model="small-cnn", eval_steps=args.eval_steps, loop=LoopConfig(
-            acquisition=acq, initial=args.initial, per_stage=args.per_stage, budget=args.budget,
-            train=TrainConfig(mode=mode, epochs=args.epochs, batch_size=64), seed=args.seed))
-        result = run_experiment(spec, args.out, name=f"digits-{mode}-{acq}-s{args.seed}", device=args.device)
-        first, last = result.stages[0], result.stages[-1]
-        rows.append([mode, acq, last.labeled, first.clean, last.clean, first.robust, last.robust])
+    tasks = []
+    for mode in ("standard", "pgd"):
+        for acq in DEMO_FUNCTIONS:
+            loop = LoopConfig(acquisition=acq, initial=args.initial, per_stage=args.per_stage, budget=args.budget,
+                              train=TrainConfig(mode=mode, epochs=args.epochs, batch_size=64), seed=args.seed)
+            tasks.append(RunTask(f"digits-{mode}-{acq}-s{args.seed}",
+                                 RunSpec(dataset="digits", model="small-cnn", eval_steps=args.eval_steps, loop=loop)))
+    _log(f"demo: {len(tasks)} active-learning runs on scikit-learn's digits (small-cnn, {args.initial} + "
+         f"{args.per_stage}/stage up to {args.budget} labels, {args.epochs} epochs/stage, {args.workers} workers); "
+         f"results in {args.out}")
+    bar = _bar(len(tasks), "runs", disable=args.no_progress)
+
+    def on_done(name: str, stages) -> None:
         bar.update(1)
-        bar.write(f"{mode:8s} {acq:8s} clean {last.clean:.3f} robust {last.robust:.3f}")
-    bar.close()
+        bar.write(f"{name}: clean {stages[-1].clean:.3f}, robust {stages[-1].robust:.3f}")
+
+    try:
+        results = run_local(tasks, args.out, workers=args.workers, device=args.device, on_done=on_done)
+    finally:
+        bar.close()
+    rows = []
+    for task in tasks:
+        stages = results[task.name]
+        first, last = stages[0], stages[-1]
+        rows.append([task.spec.loop.train.mode, task.spec.loop.acquisition, last.labeled, first.clean, last.clean,
+                     first.robust, last.robust])
     print(format_table(["training", "acquisition", "labels", "clean (first)", "clean (last)", "robust (first)",
                         "robust (last)"], rows))
-    print(f"\nrobust = accuracy under PGD-{args.eval_steps} (eps=0.2) on {result.stages[-1].labeled and 250} held-out "
-          f"digits; {time.perf_counter() - started:.0f} s. Standard training gives accurate but fragile models; "
-          "PGD training at every stage gives robust ones.")
+    print(f"\nclean/robust: accuracy on 250 held-out digits, robust under PGD-{args.eval_steps} (eps=0.2); first = "
+          f"after the {args.initial} random labels, last = at {args.budget} labels; "
+          f"{time.perf_counter() - started:.0f} s."
+          "\nStandard training gives accurate but fragile models; PGD training at every stage gives robust ones.")
     return 0
 
 
@@ -274,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=300)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--eval-steps", type=int, default=50)
+    p.add_argument("--workers", type=int, default=2, help="parallel runs (default: %(default)s)")
     add_runtime_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

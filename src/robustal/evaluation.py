@@ -16,7 +16,7 @@ EVAL_STEPS = 50
 
 
 def paper_attack(dataset: Dataset, steps: int = EVAL_STEPS, name: str = "pgd") -> AttackConfig:
-    """The paper's evaluation attack for ``dataset``: PGD-50 with its ε and step (0.3/0.01 MNIST; 8/255, 2/255 CIFAR)."""
+    """The paper's evaluation attack for ``dataset``: PGD-50 with its ε and step (0.3/0.01 MNIST, 8/255 CIFAR)."""
     return AttackConfig(name=name, epsilon=dataset.epsilon, step_size=dataset.step_size, steps=steps,
                         random_start=True)
 

@@ -161,8 +161,8 @@ def test_python_api_with_own_model_and_float_tensors(digits):
 
 def test_robust_accuracy_rises_over_stages_on_real_mnist(mnist_npz):
     """LeNet-5 under PGD training on real MNIST images: more (well-chosen) labels, more robustness."""
-    cfg = LoopConfig(acquisition="dre", initial=100, per_stage=400, budget=900, seed=0,
-                     train=TrainConfig(mode="pgd", epochs=4, batch_size=64))
+    cfg = LoopConfig(acquisition="dre", initial=200, per_stage=600, budget=1400, seed=0,
+                     train=TrainConfig(mode="pgd", epochs=6, batch_size=64, epsilon_warmup=3))
     spec = RunSpec(dataset=str(mnist_npz), model="lenet5", eval_steps=10, loop=cfg)
     stages = run_experiment(spec, None).stages
     assert stages[-1].robust > stages[0].robust + 0.05

@@ -25,7 +25,7 @@ def check_n(n: int, available: int, caller: str) -> int:
 
 
 def top_n(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Positions of the ``n`` highest scores; ties go to the lower position (stable sort), so picks are deterministic."""
+    """Positions of the ``n`` highest scores; ties go to the lower position (stable sort): deterministic picks."""
     return torch.sort(scores, descending=True, stable=True).indices[:n]
 
 
