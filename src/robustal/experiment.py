@@ -13,7 +13,7 @@ from torch import nn
 
 from robustal.data import Dataset, load_dataset
 from robustal.evaluation import EVAL_STEPS, paper_attack
-from robustal.loop import ActiveLearningLoop, LoopConfig, RunResult, StageResult
+from robustal.loop import ActiveLearningLoop, LoopConfig, RunResult
 from robustal.models import create_model
 from robustal.store import Store
 
@@ -70,4 +70,4 @@ def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = 
     return loop.run()
 
 
-__all__ = ["RunSpec", "StageResult", "resolve", "run_experiment"]
+__all__ = ["RunSpec", "model_factory", "resolve", "run_experiment"]

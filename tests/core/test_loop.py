@@ -103,7 +103,7 @@ def _stages_in(db) -> int:
 
 
 RUN_ARGS = ["run", "--dataset", "digits", "--model", "small-cnn", "--training", "pgd", "--acquisition", "entropy",
-            "--initial", "30", "--per-stage", "30", "--budget", "150", "--epochs", "3", "--batch-size", "32",
+            "--initial", "30", "--per-stage", "30", "--budget", "150", "--epochs", "6", "--batch-size", "32",
             "--attack-steps", "2", "--eval-steps", "3", "--seed", "3", "--no-progress", "--name", "r"]
 
 
@@ -118,7 +118,7 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
     deadline = time.time() + 240
     while _stages_in(killed / "results.db") < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    time.sleep(0.3)  # into the next stage's training
+    time.sleep(0.1)  # into the next stage's training
     assert proc.poll() is None, "the run finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -6,7 +6,7 @@ Images stay uint8 ``(N, C, H, W)`` on the host (CIFAR-10's training set is 150 M
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -60,7 +60,6 @@ class Dataset:
     step_size: float = 2 / 255
     augment: tuple[str, ...] = ()
     default_model: str = "small-cnn"
-    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for part in ("train", "test"):
