@@ -208,3 +208,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, *, overshoot: float = 0.02, max_
         return x.new_zeros(0), torch.zeros(0, dtype=torch.bool, device=x.device), x.clone()
     x_adv = torch.cat(advs)
     return (x_adv - x).flatten(1).norm(dim=1), torch.cat(flips), x_adv
+
+
+# AutoAttack and Square register themselves; pyautoattack is imported only when they run.
+from robustal import autoattack as _autoattack  # noqa: E402, F401, I001
