@@ -1,8 +1,33 @@
-"""Tables and reports of stored results."""
+"""Tables, curves and statistics of stored results: ``robustal report DIR`` → ``DIR/report/report.md``.
+
+Everything is read from the store (``DIR/results.db``); the study's copy (``DIR/study.toml``), when there is one,
+says which runs belong to the grid and in which order. The report holds, per dataset and model:
+
+- final clean and robust accuracy per acquisition function and training mode, mean ± std over seeds;
+- the area under the accuracy-vs-labels and robustness-vs-labels curves (trapezoid rule, divided by the label
+  range, so it is a mean accuracy over the budget in [0, 1]);
+- the curves (one PNG per dataset, model and training mode);
+- the entropy distribution of the selected samples vs the whole pool, per function. The entropies are recomputed
+  under each run's *final* model (its last stored checkpoint, loaded with ``weights_only=True``) so that every
+  function is measured with the same yardstick; the store's per-pick ``score`` is the entropy at selection time
+  only for ``entropy`` and ``dre``, so it cannot be compared across functions;
+- each function vs ``random`` by a two-sided Mann–Whitney U test on final robust and clean accuracy across seeds,
+  with the Vargha–Delaney Â12 effect size (the probability that the function beats random; 0.5: no difference);
+- ``stages.csv``: one row per stage of every run.
+"""
 
 from __future__ import annotations
 
+import csv
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from robustal.store import StageRecord, Store
+
+CSV_FIELDS = ("run", "dataset", "model", "training", "acquisition", "seed", "status", "stage", "labeled", "clean",
+              "robust", "train_seconds", "select_seconds", "eval_seconds", "best_epoch", "val_score")
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], floatfmt: str = ".3f") -> str:
@@ -20,3 +45,371 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], float
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in body)])
+
+
+# --- statistics -----------------------------------------------------------------------------------------------------
+def vargha_delaney_a12(x: Sequence[float], y: Sequence[float]) -> float:
+    """Vargha–Delaney Â12: the probability that a value drawn from ``x`` is larger than one from ``y`` (ties: ½).
+
+    0.5 means no difference, 1.0 that every ``x`` beats every ``y``. Vargha & Delaney (2000), J. Educ. Behav. Stat.
+    """
+    if len(x) == 0 or len(y) == 0:
+        raise ValueError("vargha_delaney_a12 needs two non-empty samples.")
+    wins = sum((a > b) + 0.5 * (a == b) for a in x for b in y)
+    return wins / (len(x) * len(y))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A two-sided Mann–Whitney U test of ``x`` vs ``y`` and Â12(x, y)."""
+
+    u: float
+    p: float
+    a12: float
+
+
+def compare(x: Sequence[float], y: Sequence[float]) -> Comparison:
+    """Mann–Whitney U (two-sided, scipy's default exact/asymptotic choice) and Â12 of ``x`` against ``y``."""
+    from scipy.stats import mannwhitneyu
+
+    res = mannwhitneyu(list(x), list(y), alternative="two-sided")
+    return Comparison(float(res.statistic), float(res.pvalue), vargha_delaney_a12(x, y))
+
+
+def normalized_auc(labels: Sequence[float], values: Sequence[float]) -> float:
+    """Area under ``values`` vs ``labels`` by the trapezoid rule, divided by the label range (one point: its value)."""
+    if len(labels) != len(values) or not labels:
+        raise ValueError("normalized_auc needs as many values as labels, at least one.")
+    if len(labels) == 1 or labels[-1] == labels[0]:
+        return float(values[-1])
+    area = sum((labels[i + 1] - labels[i]) * (values[i + 1] + values[i]) / 2 for i in range(len(labels) - 1))
+    return float(area / (labels[-1] - labels[0]))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+# --- reading the store ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunResults:
+    """One stored run with its grid coordinates."""
+
+    name: str
+    dataset: str
+    model: str
+    training: str
+    acquisition: str
+    seed: int
+    status: str
+    stages: list[StageRecord]
+    config: dict
+
+    @property
+    def group(self) -> tuple[str, str]:
+        return self.dataset, self.model
+
+    @property
+    def final(self) -> StageRecord:
+        return self.stages[-1]
+
+
+def collect(root: str | Path, names: Sequence[str] | None = None) -> list[RunResults]:
+    """The runs stored in ``root`` (only ``names``, in that order, when given), with their stages."""
+    from robustal.study import dataset_label
+
+    store = Store(root)
+    runs = {r["name"]: r for r in store.runs()}
+    order = [n for n in names if n in runs] if names is not None else list(runs)
+    out = []
+    for name in order:
+        r = runs[name]
+        cfg = r["config"]
+        loop = cfg.get("loop", {})
+        out.append(RunResults(name=name, dataset=dataset_label(str(cfg.get("dataset", "?"))),
+                              model=str(cfg.get("model_name", cfg.get("model", "?"))),
+                              training=loop.get("train", {}).get("mode", "?"), acquisition=loop.get("acquisition", "?"),
+                              seed=int(r["seed"]), status=r["status"], stages=store.stages(name), config=cfg))
+    return out
+
+
+def stage_rows(runs: Sequence[RunResults]) -> list[dict]:
+    """One dict per stage of every run, with :data:`CSV_FIELDS` as keys."""
+    return [{"run": r.name, "dataset": r.dataset, "model": r.model, "training": r.training,
+             "acquisition": r.acquisition, "seed": r.seed, "status": r.status, "stage": s.stage, "labeled": s.labeled,
+             "clean": s.clean, "robust": s.robust, "train_seconds": s.train_seconds,
+             "select_seconds": s.select_seconds, "eval_seconds": s.eval_seconds, "best_epoch": s.best_epoch,
+             "val_score": s.val_score} for r in runs for s in r.stages]
+
+
+def write_csv(rows: Sequence[dict], path: Path) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_FIELDS})
+    return path
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean ± std over seeds of one (dataset, model, training, acquisition) cell's finished runs."""
+
+    dataset: str
+    model: str
+    training: str
+    acquisition: str
+    seeds: int
+    labels: int
+    clean: tuple[float, float]
+    robust: tuple[float, float] | None
+    auc_clean: tuple[float, float]
+    auc_robust: tuple[float, float] | None
+    final_clean: list[float]
+    final_robust: list[float] | None
+
+
+def _cells(runs: Sequence[RunResults]) -> dict[tuple[str, str, str, str], list[RunResults]]:
+    cells: dict[tuple[str, str, str, str], list[RunResults]] = {}
+    for r in runs:
+        if r.status == "finished" and r.stages:
+            cells.setdefault((r.dataset, r.model, r.training, r.acquisition), []).append(r)
+    return cells
+
+
+def summarize(runs: Sequence[RunResults]) -> list[Summary]:
+    """Final accuracies and normalized AUCs per grid cell, over the finished runs' seeds."""
+    out = []
+    for (ds, model, mode, acq), rs in _cells(runs).items():
+        clean = [r.final.clean for r in rs]
+        has_robust = all(s.robust is not None for r in rs for s in r.stages)
+        robust = [r.final.robust for r in rs] if has_robust else None
+        auc_c = [normalized_auc([s.labeled for s in r.stages], [s.clean for s in r.stages]) for r in rs]
+        auc_r = ([normalized_auc([s.labeled for s in r.stages], [s.robust for s in r.stages]) for r in rs]
+                 if has_robust else None)
+        out.append(Summary(ds, model, mode, acq, len(rs), rs[0].final.labeled, mean_std(clean),
+                           mean_std(robust) if robust else None, mean_std(auc_c),
+                           mean_std(auc_r) if auc_r else None, clean, robust))
+    return out
+
+
+# --- figures --------------------------------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _slug(*parts: str) -> str:
+    return "-".join("".join(c if c.isalnum() or c in "-_." else "_" for c in p) for p in parts)
+
+
+def plot_curves(runs: Sequence[RunResults], dataset: str, model: str, training: str, path: Path) -> Path:
+    """Clean and robust accuracy vs labels, mean over seeds with a ±std band, one line per function."""
+    import numpy as np
+
+    plt = _pyplot()
+    cells = {k[3]: v for k, v in _cells(runs).items() if k[:3] == (dataset, model, training)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    palette = plt.get_cmap("tab20").colors  # 12 functions: tab10 would repeat colours
+    for i, (acq, rs) in enumerate(cells.items()):
+        n = min(len(r.stages) for r in rs)
+        labels = [s.labeled for s in rs[0].stages[:n]]
+        for ax, key in zip(axes, ("clean", "robust"), strict=True):
+            vals = np.array([[getattr(s, key) if getattr(s, key) is not None else np.nan for s in r.stages[:n]]
+                             for r in rs], dtype=float)
+            if np.isnan(vals).all():
+                continue
+            mean, std = vals.mean(0), vals.std(0, ddof=1) if len(rs) > 1 else np.zeros(n)
+            color = palette[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+            ax.plot(labels, mean, marker="o", ms=3, label=acq, lw=1.5 if acq != "random" else 2.5,
+                    ls="--" if acq == "random" else "-", color=color)
+            ax.fill_between(labels, mean - std, mean + std, color=color, alpha=0.12)
+    for ax, title in zip(axes, ("clean accuracy", "robust accuracy"), strict=True):
+        ax.set_xlabel("labeled samples")
+        ax.set_ylabel(title)
+        ax.set_title(f"{dataset} / {model} / {training}: {title}")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def selection_entropies(root: str | Path, run: RunResults, dataset=None, data_dir: str | Path | None = None):
+    """Entropies (bits) of the whole pool and of the samples the function picked (stages ≥ 1), under the run's
+    final model, recomputed from its last checkpoint. Returns ``(pool, selected)`` numpy arrays."""
+    import torch
+
+    from robustal.acquisition.inference import predict
+    from robustal.acquisition.scores import entropy
+    from robustal.data import load_dataset
+    from robustal.experiment import model_factory
+
+    store = Store(root)
+    dataset = dataset or load_dataset(run.config["dataset"], data_dir)
+    model = model_factory(run.model, dataset)()
+    state = store.load_checkpoint(run.name, run.final.stage)
+    model.load_state_dict(state["model"])
+    pool = dataset.splits().pool
+    with torch.random.fork_rng(devices=[]):
+        probs = predict(model, pool.x, batch_size=1024).probs
+    h = entropy(probs)
+    picks = store.selections(run.name)
+    chosen = torch.tensor([i for stage, idx in picks.items() if stage > 0 for i in idx], dtype=torch.int64)
+    return h.numpy(), h[chosen].numpy()
+
+
+def plot_entropies(data: dict[str, tuple], title: str, path: Path) -> Path:
+    """Per function, density histograms of the pool's entropies and the selected samples' entropies."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = list(data)
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    hi = max(float(np.max(p)) for p, _ in data.values()) or 1.0
+    bins = np.linspace(0, hi, 31)
+    for ax, name in zip(axes.flat, names, strict=False):
+        pool, sel = data[name]
+        ax.hist(pool, bins=bins, density=True, alpha=0.5, label="pool", color="tab:gray")
+        if len(sel):
+            ax.hist(sel, bins=bins, density=True, alpha=0.6, label="selected", color="tab:red")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("entropy (bits)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --- the report -----------------------------------------------------------------------------------------------------
+def _pm(ms: tuple[float, float] | None) -> str:
+    return "-" if ms is None else f"{ms[0]:.3f} ± {ms[1]:.3f}"
+
+
+def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: str | Path | None = None,
+                 entropies: bool = True, header: str = "") -> Path:
+    """Write ``report.md``, ``stages.csv`` and PNG figures for the results in ``root``; returns the report's path.
+
+    Args:
+        root: A study's (or run's) output folder.
+        out: Where to write (default: ``root/report``).
+        data_dir: The dataset cache, to recompute entropies.
+        entropies: Recompute and plot the entropy distributions (loads each dataset and final model).
+        header: Markdown put at the top (e.g. the commands that made the results).
+    """
+    from robustal.errors import ConfigError
+    from robustal.study import load_study_copy
+
+    root = Path(root)
+    if not (root / "results.db").is_file():
+        raise ConfigError(f"{str(root)!r} holds no results.db; give the --out folder of a study or run.")
+    out = Path(out) if out is not None else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    study = load_study_copy(root)
+    names = [t.name for t in study.tasks()] if study is not None else None
+    runs = collect(root, names)
+    write_csv(stage_rows(runs), out / "stages.csv")
+    summaries = summarize(runs)
+    finished = sum(r.status == "finished" for r in runs)
+    expected = len(names) if names is not None else len(runs)
+    lines = [f"# Report: {study.name if study else root.name}", ""]
+    if header:
+        lines += [header.rstrip(), ""]
+    lines += [f"Results folder: `{root}`; {finished} of {expected} runs finished"
+              + (" (missing or unfinished runs are left out of the tables)." if finished < expected else "."), "",
+              "Accuracies are on the test split: clean, and robust under the stored evaluation attack "
+              "(see each run's configuration). Mean ± standard deviation over seeds. AUC: area under the "
+              "accuracy-vs-labels curve (trapezoid rule) divided by the label range. Per-stage numbers: "
+              "[stages.csv](stages.csv).", ""]
+    groups = list(dict.fromkeys((s.dataset, s.model) for s in summaries))
+    for ds, model in groups:
+        cell = [s for s in summaries if (s.dataset, s.model) == (ds, model)]
+        lines += [f"## {ds} / {model}", "", "### Final accuracy and area under the curves", ""]
+        lines.append(format_table(
+            ["training", "acquisition", "seeds", "labels", "clean", "robust", "AUC clean", "AUC robust"],
+            [[s.training, s.acquisition, s.seeds, s.labels, _pm(s.clean), _pm(s.robust), _pm(s.auc_clean),
+              _pm(s.auc_robust)] for s in cell]))
+        lines += ["", "### Each function vs random (two-sided Mann–Whitney U across seeds; Â12 = P(function > random))",
+                  ""]
+        rows = []
+        for mode in dict.fromkeys(s.training for s in cell):
+            base = next((s for s in cell if s.training == mode and s.acquisition == "random"), None)
+            if base is None:
+                continue
+            for s in cell:
+                if s.training != mode or s.acquisition == "random":
+                    continue
+                c = compare(s.final_clean, base.final_clean)
+                r = (compare(s.final_robust, base.final_robust)
+                     if s.final_robust is not None and base.final_robust is not None else None)
+                rows.append([mode, s.acquisition, s.seeds, c.u, c.p, c.a12, r and r.u, r and r.p, r and r.a12])
+        if rows:
+            lines.append(format_table(["training", "acquisition", "seeds", "U clean", "p clean", "Â12 clean",
+                                       "U robust", "p robust", "Â12 robust"], rows))
+        else:
+            lines.append("No `random` runs to compare with.")
+        lines += ["", "### Curves", ""]
+        for mode in dict.fromkeys(s.training for s in cell):
+            png = plot_curves(runs, ds, model, mode, out / f"curves-{_slug(ds, model, mode)}.png")
+            lines += [f"![{ds} {model} {mode}]({png.name})", ""]
+        if entropies:
+            lines += _entropy_section(root, runs, ds, model, out, data_dir)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return out / "report.md"
+
+
+def _entropy_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, out: Path, data_dir) -> list[str]:
+    import numpy as np
+
+    from robustal.data import load_dataset
+
+    lines = ["### Entropy of the selected samples vs the pool", "",
+             "Entropies (bits) under each run's final model, recomputed from its last checkpoint; all seeds pooled. "
+             "Pool: every pool sample; selected: the samples the function picked (stages ≥ 1).", ""]
+    cells = {k: v for k, v in _cells(runs).items() if k[:2] == (ds, model)}
+    if not cells:
+        return []
+    first = next(iter(cells.values()))[0]
+    try:
+        dataset = load_dataset(first.config["dataset"], data_dir)
+    except Exception as e:  # the data moved or is not cached here: the rest of the report stands
+        return lines + [f"Skipped: cannot load {first.config['dataset']!r} ({e}).", ""]
+    rows = []
+    for mode in dict.fromkeys(k[2] for k in cells):
+        data = {}
+        for (_, _, m, acq), rs in cells.items():
+            if m != mode:
+                continue
+            parts = [selection_entropies(root, r, dataset) for r in rs]
+            pool = np.concatenate([p for p, _ in parts])
+            sel = np.concatenate([s for _, s in parts])
+            data[acq] = (pool, sel)
+            rows.append([mode, acq, float(pool.mean()), float(sel.mean()) if len(sel) else None,
+                         float(np.median(sel)) if len(sel) else None, len(sel)])
+        png = plot_entropies(data, f"{ds} / {model} / {mode}: entropy of selected vs pool",
+                             out / f"entropy-{_slug(ds, model, mode)}.png")
+        lines += [f"![entropy {ds} {model} {mode}]({png.name})", ""]
+    lines.append(format_table(["training", "acquisition", "pool mean", "selected mean", "selected median",
+                               "selected n"], rows))
+    return lines + [""]
+
+
+__all__ = ["CSV_FIELDS", "Comparison", "RunResults", "Summary", "collect", "compare", "format_table", "mean_std",
+           "normalized_auc", "plot_curves", "plot_entropies", "selection_entropies", "stage_rows", "summarize",
+           "vargha_delaney_a12", "write_csv", "write_report"]

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -247,6 +247,48 @@ class Store:
             out.setdefault(stage, []).append(score)
         return out
 
+    # --- moving runs between stores (the Ray executor) ------------------------------------------------------------
+    def export_run(self, name: str, partial: bool = False) -> dict | None:
+        """Run ``name``'s rows and last checkpoint as a plain dict (None if absent; with ``partial``, None if finished).
+
+        Keys: ``run`` (the runs row), ``stages`` and ``selections`` (row tuples), ``checkpoint`` (the last stage's
+        checkpoint file as bytes, or None). :meth:`import_run` writes it into another store.
+        """
+        with self._connect() as con:
+            run = con.execute("SELECT name, config, seed, versions, status, created, updated FROM runs WHERE name = ?",
+                              (name,)).fetchone()
+            if run is None or (partial and run[4] == "finished"):
+                return None
+            stages = con.execute("SELECT * FROM stages WHERE run = ? ORDER BY stage", (name,)).fetchall()
+            selections = con.execute("SELECT * FROM selections WHERE run = ? ORDER BY stage, position",
+                                     (name,)).fetchall()
+        checkpoint = None
+        if stages:
+            path = self.checkpoint_path(name, stages[-1][1])
+            checkpoint = path.read_bytes() if path.is_file() else None
+        return {"run": tuple(run), "stages": [tuple(r) for r in stages], "selections": [tuple(r) for r in selections],
+                "checkpoint": checkpoint}
+
+    def import_run(self, record: dict | None) -> None:
+        """Write a run exported by :meth:`export_run`, replacing this store's rows of that run, in one transaction.
+
+        The checkpoint is written first (atomically), so the store never lists a stage whose checkpoint is missing.
+        """
+        if record is None:
+            return
+        name = record["run"][0]
+        if record["stages"] and record.get("checkpoint") is not None:
+            last = record["stages"][-1][1]
+            atomic_write_bytes(self.checkpoint_path(name, last), record["checkpoint"])
+        with self._transaction() as con:
+            con.execute("DELETE FROM selections WHERE run = ?", (name,))
+            con.execute("DELETE FROM stages WHERE run = ?", (name,))
+            con.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", record["run"])
+            con.executemany("INSERT INTO stages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", record["stages"])
+            con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)", record["selections"])
+        if record["stages"]:
+            self.prune_checkpoints(name, record["stages"][-1][1])
+
     # --- checkpoints ----------------------------------------------------------------------------------------------
     def checkpoint_path(self, name: str, stage: int) -> Path:
         return self.root / "checkpoints" / _safe(name) / f"stage-{stage:03d}.pt"
@@ -275,7 +317,3 @@ class Store:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def stage_record_dict(record: StageRecord) -> dict:
-    return asdict(record)

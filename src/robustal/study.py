@@ -1,7 +1,25 @@
-"""Running many runs: sequentially in this process, or on local worker processes.
+"""Studies: a grid of runs declared in a TOML file, run on local worker processes or on Ray.
 
-Each run is a :class:`RunTask` (a name and a :class:`~robustal.experiment.RunSpec`). Finished runs are skipped and
-interrupted ones resume, because every run goes through :func:`~robustal.experiment.run_experiment` and the store.
+A study file declares datasets × models × training modes × acquisition functions × seeds and the loop settings
+shared by every run::
+
+    [study]
+    name = "tiny"
+    [grid]
+    datasets = ["digits"]              # registered names, or .npz files (relative to this file's folder)
+    models = ["small-cnn"]             # or a table {digits = ["small-cnn"]}; left out: each dataset's default
+    training = ["standard", "pgd"]
+    acquisitions = ["random", "entropy", "dre"]
+    seeds = [0, 1, 2]
+    [loop]                             # initial, per_stage, budget, from_scratch, eval_steps, eval_attack
+    [train]                            # any TrainConfig field: epochs, batch_size, lr, attack_steps, ...
+    [acquisition.dre]                  # options of one acquisition function
+    bins = 50
+
+Each run is a :class:`RunTask` (a unique name and a :class:`~robustal.experiment.RunSpec`). Finished runs are
+skipped and interrupted ones resume, because every run goes through :func:`~robustal.experiment.run_experiment` and
+the store. Under Ray, each run is stored on its worker in a temporary store and its rows and final checkpoint are
+sent back to the driver, which alone writes the real store (:meth:`~robustal.store.Store.import_run`).
 """
 
 from __future__ import annotations
@@ -9,11 +27,22 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from robustal.errors import ConfigError, DataError
 from robustal.experiment import RunSpec, run_experiment
 from robustal.store import StageRecord, Store
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+#: The file name of the study's copy in its output folder, read by ``robustal report``.
+STUDY_COPY = "study.toml"
+#: The original study file's folder, against which the copy's relative dataset paths resolve.
+STUDY_SOURCE = "study-source.txt"
 
 
 @dataclass(frozen=True)
@@ -24,27 +53,243 @@ class RunTask:
     spec: RunSpec
 
 
-def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, threads: int) -> tuple[str, list]:
-    """Worker entry point: one run, stored in ``out``; returns its stage records."""
+# --- study files ----------------------------------------------------------------------------------------------------
+SECTIONS = ("study", "grid", "loop", "train", "acquisition")
+STUDY_KEYS = ("name", "description")
+GRID_KEYS = ("datasets", "models", "training", "acquisitions", "seeds")
+LOOP_KEYS = ("initial", "per_stage", "budget", "from_scratch", "eval_steps", "eval_attack")
+
+
+def _check_keys(table: object, valid: Sequence[str], where: str, path: object) -> dict:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{where}] must be a table. Got {table!r} instead.")
+    for key in table:
+        if key not in valid:
+            from robustal._registry import nearest
+
+            close = nearest(key, list(valid))
+            hint = f" Did you mean {close!r}?" if close else ""
+            raise ConfigError(f"{path}: unknown key {key!r} in [{where}].{hint} Valid keys: {', '.join(valid)}.")
+    return table
+
+
+def _str_list(value: object, key: str, path: object, allow_empty: bool = False) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or (not value and not allow_empty):
+        raise ConfigError(f"{path}: [grid] {key} must be a non-empty list of strings. Got {value!r} instead.")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{path}: [grid] {key} lists a name twice: {value!r}.")
+    return tuple(value)
+
+
+def dataset_label(dataset: str) -> str:
+    """The short name of a dataset entry in run names: the registered name, or an .npz file's stem."""
+    return Path(dataset).stem if dataset.endswith(".npz") else dataset
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study: the grid and the settings shared by every run. Build with :meth:`load` or :meth:`from_dict`.
+
+    Attributes:
+        name: The study's name.
+        datasets: Registered dataset names or .npz paths (resolved against ``base``).
+        models: Per dataset entry, the model names (None: the dataset's default model).
+        training: Training modes (``standard``, ``pgd``).
+        acquisitions: Acquisition function names.
+        seeds: Seeds; one run per seed and grid cell.
+        loop: ``[loop]`` settings (initial, per_stage, budget, from_scratch, eval_steps, eval_attack).
+        train: ``[train]`` settings, :class:`~robustal.training.TrainConfig` fields.
+        acquisition_options: Per acquisition function, its options.
+        base: The folder that relative .npz paths are resolved against (the study file's folder).
+    """
+
+    name: str
+    datasets: tuple[str, ...]
+    models: dict[str, tuple[str | None, ...]]
+    training: tuple[str, ...]
+    acquisitions: tuple[str, ...]
+    seeds: tuple[int, ...]
+    loop: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    acquisition_options: dict = field(default_factory=dict)
+    base: Path = Path(".")
+
+    @classmethod
+    def load(cls, path: str | Path, base: str | Path | None = None) -> Study:
+        """Read a study file; relative .npz paths resolve against ``base`` (default: the file's folder)."""
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"Study file {str(path)!r} not found.") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e}).") from None
+        return cls.from_dict(data, base=Path(base) if base is not None else path.resolve().parent, source=path)
+
+    @classmethod
+    def from_dict(cls, data: dict, base: str | Path = ".", source: object = "study") -> Study:
+        """Validate a parsed study file (the same checks and messages as :meth:`load`)."""
+        from robustal.data import DATASETS
+        from robustal.models import MODELS
+        from robustal.training import TrainConfig
+
+        _check_keys(data, SECTIONS, "top level", source)
+        study = _check_keys(data.get("study", {}), STUDY_KEYS, "study", source)
+        grid = _check_keys(data.get("grid", {}), GRID_KEYS, "grid", source)
+        loop = dict(_check_keys(data.get("loop", {}), LOOP_KEYS, "loop", source))
+        train_keys = [f.name for f in fields(TrainConfig) if f.name != "mode"]
+        train = dict(_check_keys(data.get("train", {}), train_keys, "train", source))
+        options = data.get("acquisition", {})
+        name = study.get("name", Path(str(source)).stem)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{source}: [study] name must be a non-empty string. Got {name!r} instead.")
+        for key in ("datasets", "training", "acquisitions", "seeds"):
+            if key not in grid:
+                raise ConfigError(f"{source}: [grid] needs {key!r} (a list).")
+        datasets = _str_list(grid["datasets"], "datasets", source)
+        for ds in datasets:
+            if not ds.endswith(".npz"):
+                DATASETS.get(ds)  # UnknownNameError with the valid names
+        models_value = grid.get("models")
+        models: dict[str, tuple[str | None, ...]] = {}
+        if models_value is None:
+            models = {ds: (None,) for ds in datasets}
+        elif isinstance(models_value, dict):
+            _check_keys(models_value, datasets, "grid.models", source)
+            models = {ds: _str_list(models_value[ds], f"models.{ds}", source) if ds in models_value else (None,)
+                      for ds in datasets}
+        else:
+            names = _str_list(models_value, "models", source)
+            models = {ds: names for ds in datasets}
+        for names in models.values():
+            for m in names:
+                if m is not None:
+                    MODELS.get(m)
+        training = _str_list(grid["training"], "training", source)
+        acquisitions = _str_list(grid["acquisitions"], "acquisitions", source)
+        seeds = grid["seeds"]
+        if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            raise ConfigError(f"{source}: [grid] seeds must be a non-empty list of distinct ints >= 0. "
+                              f"Got {seeds!r} instead.")
+        if not isinstance(options, dict):
+            raise ConfigError(f"{source}: [acquisition] must hold one table per function. Got {options!r} instead.")
+        _check_keys(options, acquisitions, "acquisition", source)
+        for acq, opts in options.items():
+            if not isinstance(opts, dict):
+                raise ConfigError(f"{source}: [acquisition.{acq}] must be a table. Got {opts!r} instead.")
+        if "augment" in train:
+            aug = train["augment"]
+            train["augment"] = (aug,) if isinstance(aug, str) else tuple(aug)
+        if "eval_steps" in loop:
+            from robustal._validation import check_int
+
+            check_int(loop["eval_steps"], "eval_steps", f"[loop] of {source}", min_value=0)
+        self = cls(name=name, datasets=datasets, models=models, training=training, acquisitions=acquisitions,
+                   seeds=tuple(seeds), loop=loop, train=train, acquisition_options=dict(options), base=Path(base))
+        # Build every loop configuration once: bad values fail now, with the configuration classes' messages.
+        for mode in training:
+            TrainConfig(mode=mode, **train)
+        for acq in acquisitions:
+            self._loop_config(acq, training[0], seeds[0])
+        return self
+
+    def _loop_config(self, acquisition: str, mode: str, seed: int):
+        from robustal.loop import LoopConfig
+        from robustal.training import TrainConfig
+
+        loop = {k: v for k, v in self.loop.items() if k not in ("eval_steps", "eval_attack")}
+        options = dict(self.acquisition_options.get(acquisition, {}))
+        return LoopConfig(acquisition=acquisition, acquisition_options=options,
+                          train=TrainConfig(mode=mode, **self.train), seed=seed, **loop)
+
+    def dataset_path(self, dataset: str) -> str:
+        """A registered name as is; an .npz path made absolute against :attr:`base` (or the working folder)."""
+        if not dataset.endswith(".npz") or Path(dataset).is_absolute():
+            return dataset
+        for candidate in (self.base / dataset, Path(dataset)):
+            if candidate.is_file():
+                return str(candidate.resolve())
+        return str((self.base / dataset).resolve())
+
+    def tasks(self) -> list[RunTask]:
+        """Every run of the grid, in grid order, named ``dataset-model-training-acquisition-sSEED``."""
+        from robustal.data import DATASETS
+
+        out = []
+        for ds in self.datasets:
+            for model in self.models[ds]:
+                model_label = model or (_default_model(ds) if ds in DATASETS else "default")
+                for mode in self.training:
+                    for acq in self.acquisitions:
+                        for seed in self.seeds:
+                            loop = self._loop_config(acq, mode, seed)
+                            spec = RunSpec(dataset=self.dataset_path(ds), model=model, loop=loop,
+                                           **{k: self.loop[k] for k in ("eval_steps", "eval_attack") if k in self.loop})
+                            out.append(RunTask(f"{dataset_label(ds)}-{model_label}-{mode}-{acq}-s{seed}", spec))
+        names = [t.name for t in out]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"Study {self.name!r}: two grid entries give the same run name (two .npz files with "
+                              "the same stem?); rename one.")
+        return out
+
+    def check_data(self) -> None:
+        """Fail early, before any run starts, on an .npz entry that does not exist."""
+        for ds in self.datasets:
+            if ds.endswith(".npz") and not Path(self.dataset_path(ds)).is_file():
+                raise DataError(f"Study {self.name!r}: dataset file {ds!r} not found (looked in {self.base} and the "
+                                "working folder). Paths in a study file are relative to the file's folder.")
+
+
+def _default_model(dataset: str) -> str:
+    """A registered dataset's default model name, without loading its data."""
+    return {"mnist": "lenet5", "fashion-mnist": "lenet5", "svhn": "vgg8", "cifar10": "resnet18",
+            "digits": "small-cnn"}.get(dataset, "default")
+
+
+def save_study_copy(study_file: str | Path, out: str | Path) -> Path:
+    """Copy the study file to ``out/study.toml`` (and record its folder), so ``robustal report`` knows the grid."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    src = Path(study_file).resolve()
+    dest = out / STUDY_COPY
+    if src != dest.resolve():
+        dest.write_bytes(src.read_bytes())
+        (out / STUDY_SOURCE).write_text(str(src.parent) + "\n")
+    return dest
+
+
+def load_study_copy(out: str | Path) -> Study | None:
+    """The study stored in ``out`` by :func:`save_study_copy` (None if there is none)."""
+    out = Path(out)
+    if not (out / STUDY_COPY).is_file():
+        return None
+    source = out / STUDY_SOURCE
+    base = source.read_text().strip() if source.is_file() else out
+    return Study.load(out / STUDY_COPY, base=base)
+
+
+# --- executors ------------------------------------------------------------------------------------------------------
+def _check_unique(tasks: Sequence[RunTask]) -> None:
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError("Run names in a study must be unique.")
+
+
+def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, threads: int | None) -> tuple[str, list]:
+    """Worker entry point: one run, stored in ``out``; returns its stage records (``threads`` None: leave torch's)."""
     import torch
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     result = run_experiment(task.spec, out, name=task.name, data_dir=data_dir, device=device)
     return task.name, result.stages
 
 
-def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, device: str = "auto",
-              data_dir: str | Path | None = None,
-              on_done: Callable[[str, list[StageRecord]], None] | None = None) -> dict[str, list[StageRecord]]:
-    """Run ``tasks`` (skipping finished ones) on ``workers`` processes; each worker writes its run to the store.
-
-    Torch threads are split evenly between workers. ``on_done(name, stages)`` is called as each run finishes.
-    """
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise ValueError("Run names in a study must be unique.")
-    store = Store(out)
-    results: dict[str, list[StageRecord]] = {}
+def _split_finished(tasks: Sequence[RunTask], store: Store, results: dict, on_done) -> list[RunTask]:
     todo = []
     for t in tasks:
         if store.status(t.name) == "finished":
@@ -53,15 +298,32 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
                 on_done(t.name, results[t.name])
         else:
             todo.append(t)
+    return todo
+
+
+def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, device: str = "auto",
+              data_dir: str | Path | None = None,
+              on_done: Callable[[str, list[StageRecord]], None] | None = None) -> dict[str, list[StageRecord]]:
+    """Run ``tasks`` (skipping finished ones) on ``workers`` processes; each worker writes its run to the store.
+
+    Torch threads are split evenly between worker processes (one worker: runs in this process, with its torch
+    threads). ``on_done(name, stages)`` is called as each run finishes
+    (at once for runs that were already finished).
+    """
+    _check_unique(tasks)
+    names = [t.name for t in tasks]
+    store = Store(out)
+    results: dict[str, list[StageRecord]] = {}
+    todo = _split_finished(tasks, store, results, on_done)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     data = str(data_dir) if data_dir else None
     if workers <= 1 or len(todo) <= 1:
         for t in todo:
-            name, stages = _run_task(t, str(out), device, data, threads)
+            name, stages = _run_task(t, str(out), device, data, None)  # in this process: its own threads
             results[name] = stages
             if on_done is not None:
                 on_done(name, stages)
-        return results
+        return {n: results[n] for n in names}
     import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
@@ -79,3 +341,102 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
                 fut.cancel()
             raise
     return {n: results[n] for n in names}
+
+
+def _ray_task(task: RunTask, partial: dict | None, device: str, data_dir: str | None) -> dict:
+    """Ray worker: one run into a temporary store (seeded with the driver's partial rows to resume); its records."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="robustal-ray-") as tmp:
+        store = Store(tmp)
+        if partial is not None:
+            store.import_run(partial)
+        run_experiment(task.spec, tmp, name=task.name, data_dir=data_dir, device=device)
+        return store.export_run(task.name)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("The Ray executor needs Ray: pip install 'robustal[ray]' "
+                          "(or use --executor local).") from None
+    return ray
+
+
+def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = None, device: str = "auto",
+            data_dir: str | Path | None = None, num_cpus: int | None = None,
+            on_done: Callable[[str, list[StageRecord]], None] | None = None) -> dict[str, list[StageRecord]]:
+    """Run ``tasks`` (skipping finished ones) as Ray tasks; only this process writes the store in ``out``.
+
+    Args:
+        address: A Ray cluster's address (``auto``, ``ray://host:10001``...); None starts a local instance with
+            ``num_cpus`` CPUs (default: this machine's count), no dashboard and no worker logs on the console.
+        device: Each task asks Ray for one GPU when this is ``cuda``/``cuda:N``, none otherwise.
+
+    An interrupted run resumes on a worker from the rows and checkpoint the driver sends it; a finished run comes
+    back as its rows and final checkpoint, imported into the store in one transaction.
+    """
+    ray = _import_ray()
+    _check_unique(tasks)
+    names = [t.name for t in tasks]
+    store = Store(out)
+    results: dict[str, list[StageRecord]] = {}
+    todo = _split_finished(tasks, store, results, on_done)
+    if not todo:
+        return {n: results[n] for n in names}
+    started = not ray.is_initialized()
+    if started:
+        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        if address is None:
+            kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        ray.init(address=address, **kwargs)
+    try:
+        gpus = 1 if str(device).startswith("cuda") else 0
+        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_task)
+        data = str(data_dir) if data_dir else None
+        refs = {remote.remote(t, store.export_run(t.name, partial=True), device, data): t.name for t in todo}
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    record = ray.get(ref)
+                    store.import_run(record)
+                    name = refs[ref]
+                    results[name] = store.stages(name)
+                    if on_done is not None:
+                        on_done(name, results[name])
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+    finally:
+        if started:
+            ray.shutdown()
+    return {n: results[n] for n in names}
+
+
+EXECUTORS = ("local", "ray")
+
+
+def run_study(study: Study, out: str | Path, *, executor: str = "local", workers: int = 1, device: str = "auto",
+              data_dir: str | Path | None = None, address: str | None = None,
+              on_done: Callable[[str, list[StageRecord]], None] | None = None) -> dict[str, list[StageRecord]]:
+    """Run every unfinished run of ``study`` into ``out`` with the ``local`` or ``ray`` executor."""
+    from robustal._validation import check_choice
+
+    check_choice(executor, "executor", "run_study", EXECUTORS)
+    study.check_data()
+    tasks = study.tasks()
+    if executor == "ray":
+        return run_ray(tasks, out, address=address, device=device, data_dir=data_dir,
+                       num_cpus=workers if address is None else None, on_done=on_done)
+    return run_local(tasks, out, workers=workers, device=device, data_dir=data_dir, on_done=on_done)
+
+
+__all__ = ["EXECUTORS", "RunTask", "Study", "dataset_label", "load_study_copy", "run_local", "run_ray", "run_study",
+           "save_study_copy"]

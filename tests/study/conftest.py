@@ -1,0 +1,61 @@
+"""Tiny digits studies shared by the study and report tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY = """\
+[study]
+name = "tiny"
+
+[grid]
+datasets = ["digits"]
+models = ["small-cnn"]
+training = {training}
+acquisitions = {acquisitions}
+seeds = {seeds}
+
+[loop]
+initial = 30
+per_stage = 30
+budget = 90
+eval_steps = 2
+
+[train]
+epochs = 1
+batch_size = 32
+attack_steps = 2
+epsilon_warmup = 0
+
+[acquisition.dre]
+bins = 10
+"""
+
+
+def write_tiny(folder: Path, training=("standard",), acquisitions=("random", "dre"), seeds=(0,)) -> Path:
+    """A tiny digits study file in ``folder``."""
+    text = TINY.format(training=list(training), acquisitions=list(acquisitions), seeds=list(seeds))
+    if "dre" not in acquisitions:
+        text = text.replace("[acquisition.dre]\nbins = 10\n", "")
+    path = folder / "tiny.toml"
+    path.write_text(text.replace("'", '"'))
+    return path
+
+
+@pytest.fixture
+def tiny_study(tmp_path) -> Path:
+    return write_tiny(tmp_path)
+
+
+@pytest.fixture
+def make_study(tmp_path):
+    """``make_study(training=..., acquisitions=..., seeds=...)`` → the path of a tiny digits study file."""
+    return lambda **kw: write_tiny(tmp_path, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_writer():
+    """:func:`write_tiny` for fixtures of wider scope."""
+    return write_tiny

@@ -1,0 +1,108 @@
+"""Reports: numbers equal the store's, figures are real PNGs, statistics on hand-made samples."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from robustal.report import collect, compare, mean_std, normalized_auc, summarize, vargha_delaney_a12, write_report
+from robustal.store import Store
+from robustal.study import Study, run_study, save_study_copy
+
+
+def test_a12_on_hand_made_samples():
+    assert vargha_delaney_a12([1, 2, 3], [1, 2, 3]) == 0.5
+    assert vargha_delaney_a12([4, 5, 6], [1, 2, 3]) == 1.0
+    assert vargha_delaney_a12([1, 2, 3], [4, 5, 6]) == 0.0
+    assert vargha_delaney_a12([1, 3], [2]) == 0.5
+    assert vargha_delaney_a12([2, 2], [2, 1]) == 0.75  # (0.5 + 1 + 0.5 + 1) / 4
+    with pytest.raises(ValueError):
+        vargha_delaney_a12([], [1])
+
+
+def test_mann_whitney_agrees_with_a12():
+    c = compare([4, 5, 6], [1, 2, 3])
+    assert c.u == 9.0 and c.a12 == 1.0 and c.p == pytest.approx(0.1)  # exact two-sided p for 3 vs 3: 2/20
+    c = compare([1.0, 2.0, 3.0, 4.0], [1.5, 2.5, 3.5, 4.5])
+    assert c.a12 == pytest.approx(c.u / 16) and 0 < c.p <= 1
+
+
+def test_auc_and_mean_std():
+    assert normalized_auc([100, 200, 300], [0.5, 0.7, 0.9]) == pytest.approx(0.7)
+    assert normalized_auc([100, 300], [0.2, 0.4]) == pytest.approx(0.3)
+    assert normalized_auc([100], [0.42]) == 0.42
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    assert mean_std([0.5]) == (0.5, 0.0)
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, tiny_writer):
+    folder = tmp_path_factory.mktemp("study")
+    path = tiny_writer(folder, training=("standard", "pgd"), acquisitions=("random", "entropy"), seeds=(0, 1))
+    out = folder / "out"
+    save_study_copy(path, out)
+    run_study(Study.load(path), out)
+    return out
+
+
+def test_report_numbers_equal_the_store(finished_study, tmp_path):
+    md = write_report(finished_study, tmp_path / "rep")
+    store = Store(finished_study)
+    runs = {r["name"]: r for r in store.runs()}
+    with open(tmp_path / "rep" / "stages.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(len(store.stages(n)) for n in runs) == 8 * 3
+    for row in rows:
+        s = store.stages(row["run"])[int(row["stage"])]
+        assert (int(row["labeled"]), float(row["clean"]), float(row["robust"])) == (s.labeled, s.clean, s.robust)
+        assert float(row["train_seconds"]) == s.train_seconds
+        assert row["training"] == runs[row["run"]]["config"]["loop"]["train"]["mode"]
+        assert int(row["seed"]) == runs[row["run"]]["seed"]
+    summaries = {(s.training, s.acquisition): s for s in summarize(collect(finished_study))}
+    assert len(summaries) == 4
+    s = summaries[("pgd", "entropy")]
+    finals = [store.stages(f"digits-small-cnn-pgd-entropy-s{seed}")[-1] for seed in (0, 1)]
+    assert s.final_clean == [f.clean for f in finals] and s.final_robust == [f.robust for f in finals]
+    assert s.clean == mean_std([f.clean for f in finals])
+    stages = [store.stages(f"digits-small-cnn-pgd-entropy-s{seed}") for seed in (0, 1)]
+    aucs = [normalized_auc([x.labeled for x in st], [x.robust for x in st]) for st in stages]
+    assert s.auc_robust == mean_std(aucs)
+    text = md.read_text()
+    assert f"{s.robust[0]:.3f} ± {s.robust[1]:.3f}" in text and f"{s.auc_robust[0]:.3f} ± {s.auc_robust[1]:.3f}" in text
+    c = compare(s.final_robust, summaries[("pgd", "random")].final_robust)
+    assert f"{c.a12:.3f}" in text
+    assert "4 of 8" not in text and "8 of 8 runs finished" in text
+
+
+def test_figures_are_real_pngs(finished_study, tmp_path):
+    import matplotlib.image as mpimg
+
+    md = write_report(finished_study, tmp_path / "rep")
+    pngs = sorted((tmp_path / "rep").glob("*.png"))
+    assert {p.name for p in pngs} == {f"{kind}-digits-small-cnn-{mode}.png" for kind in ("curves", "entropy")
+                                      for mode in ("standard", "pgd")}
+    for p in pngs:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        img = mpimg.imread(p)
+        assert img.shape[0] > 200 and img.shape[1] > 300 and img.var() > 0
+        assert f"]({p.name})" in md.read_text()
+
+
+def test_report_of_an_unfinished_study_lists_what_is_missing(finished_study, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_study, copy)
+    Store(copy).set_status("digits-small-cnn-pgd-entropy-s1", "interrupted")
+    text = write_report(copy, entropies=False).read_text()
+    assert "7 of 8 runs finished" in text
+    assert (copy / "report" / "report.md").is_file()
+
+
+def test_report_needs_a_results_folder(tmp_path):
+    from robustal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="holds no results.db"):
+        write_report(tmp_path)

@@ -1,0 +1,169 @@
+"""Study files: parsing, validation messages, grid expansion; running a study, interrupting it and resuming it."""
+
+from __future__ import annotations
+
+import pytest
+
+from robustal.cli import main
+from robustal.errors import ConfigError, DataError, UnknownNameError
+from robustal.experiment import run_experiment
+from robustal.store import Store
+from robustal.study import Study, load_study_copy, run_local, run_study, save_study_copy
+
+BASE = {"grid": {"datasets": ["digits"], "training": ["standard"], "acquisitions": ["random"], "seeds": [0]}}
+
+
+def study(**sections) -> Study:
+    data = {k: dict(v) for k, v in BASE.items()}
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return Study.from_dict(data, source="s.toml")
+
+
+def test_load_and_expand_the_grid(make_study):
+    s = Study.load(make_study(training=("standard", "pgd"), acquisitions=("random", "least-confidence", "dre"),
+                              seeds=(0, 1)))
+    assert (s.name, s.datasets, s.training, s.seeds) == ("tiny", ("digits",), ("standard", "pgd"), (0, 1))
+    tasks = s.tasks()
+    assert len(tasks) == 1 * 1 * 2 * 3 * 2
+    assert tasks[0].name == "digits-small-cnn-standard-random-s0"
+    assert "digits-small-cnn-pgd-least-confidence-s1" in {t.name for t in tasks}
+    assert len({t.name for t in tasks}) == len(tasks)
+    t = next(t for t in tasks if t.name == "digits-small-cnn-pgd-dre-s1")
+    loop = t.spec.loop
+    assert (loop.acquisition, loop.seed, loop.train.mode, loop.budget, loop.per_stage) == ("dre", 1, "pgd", 90, 30)
+    assert loop.acquisition_options == {"bins": 10} and t.spec.eval_steps == 2 and loop.train.epochs == 1
+    assert [t.name for t in s.tasks()] == [t.name for t in tasks]  # deterministic
+
+
+def test_models_per_dataset_and_default_model():
+    s = study(grid={"datasets": ["digits", "mnist"], "models": {"mnist": ["lenet5", "vgg8"]}})
+    assert [t.name for t in s.tasks()] == ["digits-small-cnn-standard-random-s0", "mnist-lenet5-standard-random-s0",
+                                           "mnist-vgg8-standard-random-s0"]
+    assert s.tasks()[0].spec.model is None  # the dataset's default, resolved when the run starts
+
+
+def test_npz_paths_are_relative_to_the_study_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "my.npz").write_bytes(b"")
+    (tmp_path / "s.toml").write_text('[grid]\ndatasets = ["data/my.npz"]\nmodels = ["lenet5"]\n'
+                                     'training = ["pgd"]\nacquisitions = ["entropy"]\nseeds = [3]\n')
+    s = Study.load(tmp_path / "s.toml")
+    (task,) = s.tasks()
+    assert task.name == "my-lenet5-pgd-entropy-s3"
+    assert task.spec.dataset == str((tmp_path / "data" / "my.npz").resolve())
+    s.check_data()
+    (tmp_path / "data" / "my.npz").unlink()
+    with pytest.raises(DataError, match="not found"):
+        s.check_data()
+
+
+@pytest.mark.parametrize("sections, match", [
+    ({"grid": {"seed": [0]}}, r"unknown key 'seed' in \[grid\]\. Did you mean 'seeds'\? Valid keys: datasets, models"),
+    ({"loop": {"budgett": 5}}, r"unknown key 'budgett' in \[loop\]\. Did you mean 'budget'\?"),
+    ({"train": {"epoch": 5}}, r"unknown key 'epoch' in \[train\]\. Did you mean 'epochs'\?"),
+    ({"studdy": {}}, r"unknown key 'studdy' in \[top level\]"),
+    ({"acquisition": {"dre": {"bins": 5}}}, r"unknown key 'dre' in \[acquisition\]\. .*Valid keys: random"),
+    ({"grid": {"seeds": []}}, r"seeds must be a non-empty list"),
+    ({"grid": {"training": ["pgdd"]}}, r"'mode' parameter of TrainConfig must be one of 'standard', 'pgd'"),
+    ({"loop": {"per_stage": 0}}, r"'per_stage' parameter of LoopConfig"),
+    ({"train": {"lr": -1.0}}, r"'lr' parameter of TrainConfig"),
+    ({"train": {"augment": "rotate"}}, r"'augment' parameter of TrainConfig must be one of 'crop', 'flip'"),
+    ({"loop": {"eval_steps": -1}}, r"'eval_steps' parameter of \[loop\] of s.toml must be an int in \[0, inf\]"),
+])
+def test_config_errors(sections, match):
+    with pytest.raises(ConfigError, match=match):
+        study(**sections)
+
+
+@pytest.mark.parametrize("grid, match", [
+    ({"acquisitions": ["entropyy"]}, "Unknown acquisition function 'entropyy'. Did you mean 'entropy'"),
+    ({"models": ["lenet"]}, "Unknown model 'lenet'. Did you mean 'lenet5'"),
+    ({"datasets": ["mnits"]}, "Unknown dataset 'mnits'. Did you mean 'mnist'"),
+])
+def test_unknown_names(grid, match):
+    with pytest.raises(UnknownNameError, match=match):
+        study(grid=grid)
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    (tmp_path / "bad.toml").write_text("[grid\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Study.load(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="not found"):
+        Study.load(tmp_path / "none.toml")
+
+
+def test_interrupted_study_finishes_only_what_is_missing(make_study, tmp_path, digits):
+    s = Study.load(make_study(acquisitions=("random", "entropy", "dre")))
+    tasks = s.tasks()
+    out = tmp_path / "out"
+    run_local(tasks[:2], out)  # the first two runs finish ...
+
+    class Stop(Exception):
+        pass
+
+    def stop(result):  # ... the third is interrupted after its first stage
+        raise Stop
+
+    with pytest.raises(Stop):
+        run_experiment(tasks[2].spec, out, name=tasks[2].name, dataset=digits, on_stage=stop)
+    store = Store(out)
+    before = {r["name"]: r for r in store.runs()}
+    assert before[tasks[2].name]["status"] == "interrupted" and len(store.stages(tasks[2].name)) == 1
+    stage0 = store.stages(tasks[2].name)[0]
+    done = []
+    results = run_study(s, out, on_done=lambda name, stages: done.append(name))
+    after = {r["name"]: r for r in store.runs()}
+    assert all(r["status"] == "finished" for r in after.values()) and len(after) == 3
+    for t in tasks[:2]:
+        assert after[t.name] == before[t.name]  # untouched: same rows, same timestamps
+    assert store.stages(tasks[2].name)[0] == stage0  # resumed after its finished stage, not redone
+    assert [r.labeled for r in results[tasks[2].name]] == [30, 60, 90]
+    assert sorted(done) == sorted(t.name for t in tasks)
+
+
+def test_cli_study_then_report(make_study, tmp_path, capsys):
+    path = make_study(acquisitions=("random", "entropy"))
+    out = tmp_path / "out"
+    assert main(["study", str(path), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "digits-small-cnn" in printed and "robustal report" in printed
+    assert (out / "study.toml").read_text() == path.read_text()
+    assert [t.name for t in load_study_copy(out).tasks()] == [t.name for t in Study.load(path).tasks()]
+    # a second call has nothing to do
+    assert main(["study", str(path), "--out", str(out), "--no-progress"]) == 0
+    (tmp_path / "head.md").write_text("Made with `robustal study tiny.toml`.\n")
+    assert main(["report", str(out), "--no-entropy", "--header", str(tmp_path / "head.md")]) == 0
+    text = (out / "report" / "report.md").read_text()
+    assert text.startswith("# Report: tiny\n\nMade with `robustal study tiny.toml`.")
+
+
+def test_cli_study_errors(tmp_path, capsys):
+    (tmp_path / "s.toml").write_text('[grid]\ndatasets = ["digits"]\ntraining = ["pgd"]\n'
+                                     'acquisitions = ["bald", "egll"]\nseeds = [0]\n')
+    assert main(["study", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert "Unknown acquisition function 'egll'. Did you mean 'egl'?" in capsys.readouterr().err
+
+
+def test_save_study_copy_keeps_relative_paths_working(tmp_path):
+    (tmp_path / "d.npz").write_bytes(b"")
+    (tmp_path / "s.toml").write_text('[grid]\ndatasets = ["d.npz"]\nmodels = ["lenet5"]\ntraining = ["pgd"]\n'
+                                     'acquisitions = ["dre"]\nseeds = [0]\n')
+    save_study_copy(tmp_path / "s.toml", tmp_path / "out")
+    copy = load_study_copy(tmp_path / "out")
+    assert copy.tasks()[0].spec.dataset == str((tmp_path / "d.npz").resolve())
+
+
+def test_shipped_studies_parse():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "studies"
+    cpu = Study.load(root / "paper-cpu.toml")
+    assert len(cpu.tasks()) == 1 * 1 * 2 * 12 * 3
+    assert cpu.tasks()[0].spec.dataset == str((root.parent / "mnist-8k.npz").resolve())
+    full = Study.load(root / "paper.toml")
+    assert len(full.tasks()) == (1 + 1 + 1 + 4) * 2 * 12 * 3
+    assert {t.name.split("-pgd-")[0] for t in full.tasks() if "-pgd-" in t.name} == {
+        "mnist-lenet5", "fashion-mnist-lenet5", "svhn-vgg8", "cifar10-resnet18", "cifar10-preact-resnet18",
+        "cifar10-vgg16", "cifar10-wide-resnet"}

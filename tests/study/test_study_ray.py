@@ -1,0 +1,64 @@
+"""The Ray executor: a two-run tiny digits study on a local Ray instance; only the driver writes the store."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from robustal.errors import ConfigError
+from robustal.store import Store
+from robustal.study import Study, run_local, run_ray
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_two_runs_through_ray_match_local_runs(make_study, tmp_path, ray_local):
+    tasks = Study.load(make_study(acquisitions=("random", "entropy"))).tasks()
+    done = []
+    results = run_ray(tasks, tmp_path / "ray", on_done=lambda name, stages: done.append(name))
+    assert sorted(done) == sorted(t.name for t in tasks)
+    store = Store(tmp_path / "ray")
+    assert {r["name"]: r["status"] for r in store.runs()} == {t.name: "finished" for t in tasks}
+    local = run_local(tasks, tmp_path / "local")
+    for t in tasks:
+        assert [s.labeled for s in results[t.name]] == [30, 60, 90]
+        # the same seeds give the same picks and accuracies wherever a run executes
+        assert store.selections(t.name) == Store(tmp_path / "local").selections(t.name)
+        assert [(s.clean, s.robust) for s in store.stages(t.name)] == [(s.clean, s.robust) for s in local[t.name]]
+        assert store.selection_scores(t.name) == Store(tmp_path / "local").selection_scores(t.name)
+        state = store.load_checkpoint(t.name, 2)  # the final checkpoint came back to the driver
+        assert state["labeled"].tolist() == [i for s in range(3) for i in store.selections(t.name)[s]]
+    # finished runs are skipped: nothing is sent to Ray
+    before = store.runs()
+    run_ray(tasks, tmp_path / "ray")
+    assert store.runs() == before
+
+
+def test_ray_resumes_an_interrupted_run(make_study, tmp_path, digits, ray_local):
+    from robustal.experiment import run_experiment
+
+    (task,) = Study.load(make_study(acquisitions=("dre",))).tasks()
+
+    def stop(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(task.spec, tmp_path, name=task.name, dataset=digits, on_stage=stop)
+    stage0 = Store(tmp_path).stages(task.name)[0]
+    run_ray([task], tmp_path)
+    store = Store(tmp_path)
+    assert store.status(task.name) == "finished" and store.stages(task.name)[0] == stage0
+    assert [s.labeled for s in store.stages(task.name)] == [30, 60, 90]
+
+
+def test_missing_ray_is_a_config_error(make_study, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"pip install 'robustal\[ray\]'"):
+        run_ray(Study.load(make_study()).tasks(), tmp_path)
