@@ -259,7 +259,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         bar.write(f"{name}: clean {stages[-1].clean:.3f}, robust {stages[-1].robust:.3f}")
 
     try:
-        results = run_local(tasks, args.out, workers=args.workers, device=args.device, on_done=on_done)
+        longest_first = sorted(tasks, key=lambda t: t.spec.loop.train.mode != "pgd")  # balances the workers
+        results = run_local(longest_first, args.out, workers=args.workers, device=args.device, on_done=on_done)
     finally:
         bar.close()
     rows = []
@@ -493,11 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="A complete small comparison on scikit-learn's bundled digits (no download): "
                                    "random, entropy and DRE acquisition under standard and PGD training.")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="results folder (default: %(default)s)")
-    p.add_argument("--initial", type=int, default=50)
-    p.add_argument("--per-stage", type=int, default=50)
-    p.add_argument("--budget", type=int, default=300)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--eval-steps", type=int, default=50)
+    p.add_argument("--initial", type=int, default=50, help="random initial labels (default: %(default)s)")
+    p.add_argument("--per-stage", type=int, default=50, help="labels per stage (default: %(default)s)")
+    p.add_argument("--budget", type=int, default=300, help="total labels (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=6, help="epochs per stage (default: %(default)s)")
+    p.add_argument("--eval-steps", type=int, default=50, help="PGD steps of robust accuracy (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="parallel runs (default: %(default)s)")
     add_runtime_args(p)
     p.set_defaults(func=cmd_demo)
