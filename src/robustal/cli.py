@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="the run's name in the results store (default: run)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="random vs entropy vs DRE, standard vs PGD training, on digits (about 1 minute)",
+    p = sub.add_parser("demo", help="random vs entropy vs DRE, standard vs PGD training, on digits (about 75 s on 2 CPU cores)",
                        description="A complete small comparison on scikit-learn's bundled digits (no download): "
                                    "random, entropy and DRE acquisition under standard and PGD training.")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="results folder (default: %(default)s)")
