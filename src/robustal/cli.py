@@ -26,6 +26,9 @@ examples:
 """
 
 
+DATA_DIR_HELP = "download cache (default: $ROBUSTAL_DATA or ~/.cache/robustal)"
+
+
 def _datasets() -> list[str]:
     from robustal.data import list_datasets
 
@@ -50,7 +53,7 @@ def add_data_args(p: argparse.ArgumentParser, default: str | None = "digits") ->
                    help=f"registered dataset ({', '.join(_datasets())}) or an .npz with x_train, y_train, x_test, "
                         "y_test (default: %(default)s)")
     g.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="download cache (default: $ROBUSTAL_DATA or ~/.cache/robustal)")
+                   help=DATA_DIR_HELP)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -490,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="the run's name in the results store (default: run)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="random vs entropy vs DRE, standard vs PGD training, on digits (about 75 s on 2 CPU cores)",
+    p = sub.add_parser("demo", help="random vs entropy vs DRE, standard vs PGD training, on digits "
+                                    "(about 75 s on 2 CPU cores)",
                        description="A complete small comparison on scikit-learn's bundled digits (no download): "
                                    "random, entropy and DRE acquisition under standard and PGD training.")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="results folder (default: %(default)s)")
@@ -516,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None,
                    help="Ray cluster address (e.g. auto or ray://host:10001; default: start a local instance)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="download cache (default: $ROBUSTAL_DATA or ~/.cache/robustal)")
+                   help=DATA_DIR_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_study)
@@ -542,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--data", default=None, metavar="NAME|FILE.npz",
                        help="its dataset (default: the one recorded in the checkpoint)")
         g.add_argument("--data-dir", default=None, metavar="DIR",
-                       help="download cache (default: $ROBUSTAL_DATA or ~/.cache/robustal)")
+                       help=DATA_DIR_HELP)
         g.add_argument("--train-size", type=int, default=None, metavar="K",
                        help="the model's original training data are the first K samples of the training set "
                             "(default: as recorded by robustal train --train-size); the rest are the new unlabeled "

@@ -169,6 +169,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
     shuffle_gen = make_generator(seed, "fit-shuffle")
     device_gen = make_generator(seed, "fit-device", device=device)
     x_all, y_all = train.x.to(device), train.y.to(device)
+    if val is not None:  # validated every epoch: move it once
+        val = Split(val.x.to(device), val.y.to(device))
     batches_per_epoch = len(_batches(len(train), config.batch_size, torch.Generator().manual_seed(0)))
     bar = _progress_bar(config.epochs * batches_per_epoch, desc) if progress else None
     best = FitResult(best_epoch=0, best_score=float("-inf"))
