@@ -217,12 +217,12 @@ class Study:
 
     def tasks(self) -> list[RunTask]:
         """Every run of the grid, in grid order, named ``dataset-model-training-acquisition-sSEED``."""
-        from robustal.data import DATASETS
+        from robustal.data.registry import default_model_for
 
         out = []
         for ds in self.datasets:
             for model in self.models[ds]:
-                model_label = model or (_default_model(ds) if ds in DATASETS else "default")
+                model_label = model or default_model_for(ds) or "default"
                 for mode in self.training:
                     for acq in self.acquisitions:
                         for seed in self.seeds:
@@ -242,12 +242,6 @@ class Study:
             if ds.endswith(".npz") and not Path(self.dataset_path(ds)).is_file():
                 raise DataError(f"Study {self.name!r}: dataset file {ds!r} not found (looked in {self.base} and the "
                                 "working folder). Paths in a study file are relative to the file's folder.")
-
-
-def _default_model(dataset: str) -> str:
-    """A registered dataset's default model name, without loading its data."""
-    return {"mnist": "lenet5", "fashion-mnist": "lenet5", "svhn": "vgg8", "cifar10": "resnet18",
-            "digits": "small-cnn"}.get(dataset, "default")
 
 
 def save_study_copy(study_file: str | Path, out: str | Path) -> Path:

@@ -104,3 +104,12 @@ def test_truncated_idx_is_a_data_error(datasets_server, tmp_path, monkeypatch, m
     monkeypatch.setitem(builtin.FILES["mnist"], served.name, makers.md5(served))
     with pytest.raises(DataError, match=r"Corrupt or truncated IDX file .*t10k-labels-idx1-ubyte.gz"):
         load_dataset("mnist", tmp_path)
+
+
+def test_registered_default_models_match_the_loaded_datasets():
+    from robustal.data import default_model_for, list_datasets, load_dataset
+    from robustal.models import list_models
+
+    assert all(default_model_for(name) in list_models() for name in list_datasets())
+    assert load_dataset("digits").default_model == default_model_for("digits") == "small-cnn"
+    assert default_model_for("mnist") == "lenet5" and default_model_for("not-a-dataset") is None

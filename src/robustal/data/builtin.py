@@ -15,7 +15,7 @@ import torch
 from robustal.data.dataset import Dataset, Split
 from robustal.data.download import Resource, fetch
 from robustal.data.readers import read_cifar10, read_idx, read_svhn_mat
-from robustal.data.registry import images_to_tensor, labels_to_tensor, register_dataset
+from robustal.data.registry import default_model_for, images_to_tensor, labels_to_tensor, register_dataset
 from robustal.errors import DataError
 
 #: Base URLs of each dataset's files, tried in order.
@@ -83,22 +83,22 @@ def _idx_dataset(name: str, data_dir: Path) -> Dataset:
         x = np.pad(x, ((0, 0), (IDX_PAD, IDX_PAD), (IDX_PAD, IDX_PAD)))  # N×28×28 → N×32×32, zeros around
         parts[part] = Split(images_to_tensor(x, name, part), torch.from_numpy(y.astype(np.int64)))
     return Dataset(name=name, train=parts["train"], test=parts["test"], num_classes=10, epsilon=0.3, step_size=0.01,
-                   augment=(), default_model="lenet5")
+                   augment=(), default_model=default_model_for(name))
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", default_model="lenet5")
 def mnist(data_dir: Path) -> Dataset:
     """MNIST handwritten digits, 60 000 train / 10 000 test, zero-padded to 32×32; ε = 0.3, step 0.01."""
     return _idx_dataset("mnist", data_dir)
 
 
-@register_dataset("fashion-mnist")
+@register_dataset("fashion-mnist", default_model="lenet5")
 def fashion_mnist(data_dir: Path) -> Dataset:
     """Fashion-MNIST clothing images, 60 000 train / 10 000 test, zero-padded to 32×32; ε = 0.3, step 0.01."""
     return _idx_dataset("fashion-mnist", data_dir)
 
 
-@register_dataset("svhn")
+@register_dataset("svhn", default_model="vgg8")
 def svhn(data_dir: Path) -> Dataset:
     """SVHN cropped digits, the paper's first 50 000 train / 10 000 test samples; ε = 8/255, step 2/255.
 
@@ -112,10 +112,10 @@ def svhn(data_dir: Path) -> Dataset:
         x_t = images_to_tensor(x, str(files[filename]), part)
         parts[part] = Split(x_t, labels_to_tensor(y, len(x_t), str(files[filename]), part))
     return Dataset(name="svhn", train=parts["train"], test=parts["test"], num_classes=10, epsilon=8 / 255,
-                   step_size=2 / 255, augment=("crop",), default_model="vgg8")
+                   step_size=2 / 255, augment=("crop",), default_model=default_model_for("svhn"))
 
 
-@register_dataset("cifar10")
+@register_dataset("cifar10", default_model="resnet18")
 def cifar10(data_dir: Path) -> Dataset:
     """CIFAR-10, 50 000 train / 10 000 test colour images of 10 classes; ε = 8/255, step 2/255."""
     archive = fetch_files("cifar10", data_dir)["cifar-10-python.tar.gz"]
@@ -128,4 +128,4 @@ def cifar10(data_dir: Path) -> Dataset:
     train = Split(images_to_tensor(x_train, source, "train"), labels_to_tensor(y_train, len(x_train), source, "train"))
     test = Split(images_to_tensor(x_test, source, "test"), labels_to_tensor(y_test, len(x_test), source, "test"))
     return Dataset(name="cifar10", train=train, test=test, num_classes=10, epsilon=8 / 255, step_size=2 / 255,
-                   augment=("crop", "flip"), default_model="resnet18")
+                   augment=("crop", "flip"), default_model=default_model_for("cifar10"))

@@ -20,7 +20,23 @@ from robustal.errors import DataError
 
 DatasetLoader = Callable[[Path], Dataset]
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
-register_dataset = DATASETS.register
+_DEFAULT_MODELS: dict[str, str] = {}
+
+
+def register_dataset(name: str, *, default_model: str) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Register a loader under ``name`` with the architecture the paper pairs with the data."""
+
+    def decorator(loader: DatasetLoader) -> DatasetLoader:
+        DATASETS.register(name)(loader)
+        _DEFAULT_MODELS[name] = default_model
+        return loader
+
+    return decorator
+
+
+def default_model_for(name: str) -> str | None:
+    """Registered dataset ``name``'s default architecture, known without loading the data (None: unregistered)."""
+    return _DEFAULT_MODELS.get(name)
 
 #: Environment variable that overrides the default cache folder.
 DATA_ENV = "ROBUSTAL_DATA"
@@ -129,7 +145,7 @@ def load_npz(path: str | Path) -> Dataset:
 DIGITS_TEST_SIZE = 500
 
 
-@register_dataset("digits")
+@register_dataset("digits", default_model="small-cnn")
 def digits(data_dir: Path) -> Dataset:
     """scikit-learn's bundled 1 797 8×8 digits, 17 grey levels scaled to 0-255; 1 297 train / 500 test.
 
@@ -147,4 +163,4 @@ def digits(data_dir: Path) -> Dataset:
     y = d.target.astype(np.int64)
     return Dataset(name="digits", train=Split(torch.from_numpy(x[tr]), torch.from_numpy(y[tr])),
                    test=Split(torch.from_numpy(x[te]), torch.from_numpy(y[te])), num_classes=10,
-                   epsilon=0.2, step_size=0.01, default_model="small-cnn")
+                   epsilon=0.2, step_size=0.01, default_model=default_model_for("digits"))
