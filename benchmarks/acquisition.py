@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="standard training epochs on the labeled samples")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: on a shared 2-core machine 2 threads ran up to 10× slower)")
-    parser.add_argument("--repeat", type=int, default=1, help="best of this many timings per function and size")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="best of this many timings per function and size, as for the inference pass")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
