@@ -149,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from robustal.errors import ConfigError
     from robustal.evaluation import evaluate
     from robustal.experiment import model_factory
-    from robustal.store import atomic_torch_save
+    from robustal.retrain import save_checkpoint
     from robustal.training import fit
 
     device = resolve_device(args.device)
@@ -178,10 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if attack is not None:
         print(f"robust accuracy: {ev.robust:.4f} ({attack_label(attack)}, n={ev.n})")
     if args.save:
-        atomic_torch_save({"model": model.state_dict(), "model_name": model_name, "dataset": args.dataset,
-                           "num_classes": dataset.num_classes, "image_shape": list(dataset.image_shape),
-                           "epsilon": dataset.epsilon, "train_config": cfg.to_dict(),
-                           "train_size": len(train)}, Path(args.save))
+        save_checkpoint(args.save, model, model_name, dataset, args.dataset, cfg, len(train))
         _log(f"saved {args.save}")
     return 0
 
@@ -378,8 +375,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     import torch
 
     from robustal.evaluation import evaluate
-    from robustal.retrain import read_selection, retrain
-    from robustal.store import atomic_torch_save
+    from robustal.retrain import read_selection, retrain, save_checkpoint
 
     ckpt, dataset, k, device = _checkpoint_and_data(args)
     selected = read_selection(args.selected, len(dataset.train), k, args.n)
@@ -399,10 +395,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(f"robust accuracy: before {before.robust:.4f}, after {after.robust:.4f} "
               f"({after.robust - before.robust:+.4f}) ({attack_label(attack)}, n={after.n})")
     if args.save:
-        atomic_torch_save({"model": model.state_dict(), "model_name": ckpt.model_name, "dataset": ckpt.dataset,
-                           "num_classes": dataset.num_classes, "image_shape": list(dataset.image_shape),
-                           "epsilon": dataset.epsilon, "train_config": cfg.to_dict(), "train_size": k,
-                           "selected": torch.as_tensor(selected).tolist()}, Path(args.save))
+        save_checkpoint(args.save, model, ckpt.model_name, dataset, ckpt.dataset, cfg, k,
+                        selected=torch.as_tensor(selected).tolist())
         _log(f"saved {args.save}")
     return 0
 

@@ -19,12 +19,13 @@ says which runs belong to the grid and in which order. The report holds, per dat
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustal.store import StageRecord, Store
+from robustal.store import StageRecord, Store, atomic_write_bytes
 
 CSV_FIELDS = ("run", "dataset", "model", "training", "acquisition", "seed", "status", "stage", "labeled", "clean",
               "robust", "train_seconds", "select_seconds", "eval_seconds", "best_epoch", "val_score")
@@ -147,11 +148,13 @@ def stage_rows(runs: Sequence[RunResults]) -> list[dict]:
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_FIELDS})
+    """The tidy per-stage CSV, written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_FIELDS})
+    atomic_write_bytes(path, buf.getvalue().encode())
     return path
 
 
@@ -370,7 +373,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
             lines += [f"![{ds} {model} {mode}]({png.name})", ""]
         if entropies:
             lines += _entropy_section(root, runs, ds, model, out, data_dir)
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
     return out / "report.md"
 
 

@@ -36,7 +36,7 @@ from robustal.data.dataset import Split
 from robustal.errors import ConfigError, DataError
 from robustal.evaluation import EvalResult, evaluate
 from robustal.experiment import model_factory
-from robustal.store import atomic_write_bytes
+from robustal.store import atomic_torch_save, atomic_write_bytes
 from robustal.training import FitResult, TrainConfig, fit
 
 CSV_COLUMNS = ("rank", "index", "score")
@@ -110,6 +110,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                       image_shape=tuple(int(s) for s in obj["image_shape"]), dataset=obj.get("dataset"),
                       epsilon=obj.get("epsilon"), train_size=None if train_size is None else int(train_size),
                       train_config=dict(obj.get("train_config") or {}), path=path)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, dataset: Dataset, dataset_name: str,
+                    train_config: TrainConfig, train_size: int, selected: Sequence[int] | None = None) -> None:
+    """Write the checkpoint that :func:`load_checkpoint` reads (atomically; tensors and plain values only)."""
+    state = {"model": model.state_dict(), "model_name": model_name, "dataset": dataset_name,
+             "num_classes": dataset.num_classes, "image_shape": list(dataset.image_shape),
+             "epsilon": dataset.epsilon, "train_config": train_config.to_dict(), "train_size": int(train_size)}
+    if selected is not None:
+        state["selected"] = [int(i) for i in selected]
+    atomic_torch_save(state, Path(path))
 
 
 def resolve_train_size(checkpoint: Checkpoint, pool_size: int, override: int | None = None) -> int:
@@ -287,11 +298,12 @@ def retrain_study(checkpoint: Checkpoint, dataset: Dataset, metrics: Sequence[st
 
 
 def _mean_std(values: list[float]) -> str:
+    from robustal.report import mean_std
+
     if not values:
         return "-"
-    t = torch.tensor(values, dtype=torch.float64)
-    std = float(t.std()) if len(values) > 1 else 0.0
-    return f"{float(t.mean()):.4f} ± {std:.4f}"
+    mean, std = mean_std(values)
+    return f"{mean:.4f} ± {std:.4f}"
 
 
 def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
