@@ -1,0 +1,61 @@
+"""Command-line interface: a thin layer over the Python API. ``robustal --help`` lists the commands.
+
+One module per command group (``train``, ``run``/``demo``, ``study``/``report``, ``select``/``retrain``/
+``retrain-study``), each with a ``register(sub)`` that adds its parsers; shared options live in :mod:`.common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from robustal.errors import RobustalError
+
+DESCRIPTION = """\
+robustal: robust active learning. Train classifiers that are accurate and adversarially robust
+from few labels: adversarial (PGD) training at every stage of the active-learning loop, and
+acquisition functions (DRE by default) that pick which samples to label next.
+"""
+
+EPILOG = """\
+examples:
+  robustal demo                                   # small comparison on the offline digits data
+  robustal train --dataset digits --training pgd  # one model, clean and robust accuracy
+  robustal run --dataset mnist --training pgd --acquisition dre --budget 1000 --out runs/mnist
+  robustal select --model m.pt --metric dre --n 500 --out picks.csv  # then: robustal retrain (docs/retrain.md)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from robustal import __version__
+    from robustal.cli import retrain, run, study, train
+
+    parser = argparse.ArgumentParser(prog="robustal", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"robustal {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (train, run, study, retrain):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except RobustalError as e:
+        print(f"robustal {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        print(f"\nrobustal {args.command}: interrupted." + (f" Finished stages are saved in {out}; run the same "
+              "command again to resume." if out else ""), file=sys.stderr)
+        return 130

@@ -1,0 +1,7 @@
+"""``python -m robustal.cli``."""
+
+import sys
+
+from robustal.cli import main
+
+sys.exit(main())

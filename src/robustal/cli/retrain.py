@@ -1,0 +1,182 @@
+"""``robustal select``, ``retrain`` and ``retrain-study``: test selection for retraining a trained model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from robustal.cli.common import (
+    DATA_DIR_HELP,
+    acquisition_names,
+    add_eval_args,
+    add_runtime_args,
+    add_training_args,
+    attack_label,
+    eval_attack,
+    int_list,
+    log,
+    progress_bar,
+    train_config,
+)
+
+
+def _checkpoint_and_data(args: argparse.Namespace):
+    """``--model``'s checkpoint, the dataset (``--data``, default: the checkpoint's) and the original train size."""
+    from robustal._runtime import resolve_device
+    from robustal.checkpoint import load_checkpoint
+    from robustal.data import load_dataset
+    from robustal.errors import ConfigError
+    from robustal.retrain import resolve_train_size
+
+    device = resolve_device(args.device)
+    ckpt = load_checkpoint(args.model)
+    data = args.data or ckpt.dataset
+    if not data:
+        raise ConfigError(f"Checkpoint {args.model} does not name its dataset; give --data.")
+    dataset = load_dataset(data, args.data_dir)
+    epsilon = getattr(args, "epsilon", None)
+    if epsilon is not None or ckpt.epsilon is not None:
+        dataset.epsilon = float(epsilon if epsilon is not None else ckpt.epsilon)
+    ckpt.check(dataset)
+    k = resolve_train_size(ckpt, len(dataset.train), args.train_size)
+    return ckpt, dataset, k, device
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from robustal.retrain import select_samples, write_selection
+
+    ckpt, dataset, k, device = _checkpoint_and_data(args)
+    model = ckpt.build(dataset, device)
+    n_new = len(dataset.train) - k
+    log(f"{dataset.name}: ranking the {n_new} new unlabeled samples (training-set indices {k}..{k + n_new - 1}) "
+         f"with {args.metric!r}; {ckpt.model_name} was trained on the first {k}")
+    selection = select_samples(model, dataset.train, k, args.metric, args.n, seed=args.seed, device=device)
+    write_selection(args.out, selection)
+    print(f"wrote {args.out}: {len(selection.indices)} picks (rank, index, score)")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from robustal.checkpoint import save_checkpoint
+    from robustal.evaluation import evaluate
+    from robustal.retrain import read_selection, retrain
+
+    ckpt, dataset, k, device = _checkpoint_and_data(args)
+    selected = read_selection(args.selected, len(dataset.train), k, args.n)
+    cfg = train_config(args).for_dataset(dataset)
+    attack = eval_attack(args, dataset)
+    test = dataset.splits().test
+    model = ckpt.build(dataset, device)
+    before = evaluate(model, test, attack, device=device, seed=args.seed)
+    log(f"{dataset.name}: fine-tuning {ckpt.model_name} on its {k} original training samples + {len(selected)} "
+         f"selected, {cfg.mode} training for {cfg.epochs} epochs on {device}")
+    result = retrain(model, dataset, k, selected, cfg, device=device, seed=args.seed, progress=not args.no_progress)
+    log(f"best epoch {result.best_epoch} (validation {'robust' if cfg.mode == 'pgd' else 'clean'} accuracy "
+         f"{result.best_score:.4f}), {result.seconds:.1f} s")
+    after = evaluate(model, test, attack, device=device, seed=args.seed)
+    print(f"clean accuracy:  before {before.clean:.4f}, after {after.clean:.4f} ({after.clean - before.clean:+.4f})")
+    if attack is not None:
+        print(f"robust accuracy: before {before.robust:.4f}, after {after.robust:.4f} "
+              f"({after.robust - before.robust:+.4f}) ({attack_label(attack)}, n={after.n})")
+    if args.save:
+        save_checkpoint(args.save, model, ckpt.model_name, dataset, ckpt.dataset, cfg, k,
+                        selected=torch.as_tensor(selected).tolist())
+        log(f"saved {args.save}")
+    return 0
+
+
+def cmd_retrain_study(args: argparse.Namespace) -> int:
+    from robustal.retrain import retrain_study, study_table
+    from robustal.store import atomic_write_bytes
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    sizes, seeds = int_list(args.sizes, "--sizes"), int_list(args.seeds, "--seeds")
+    ckpt, dataset, k, device = _checkpoint_and_data(args)
+    cfg = train_config(args).for_dataset(dataset)
+    attack = eval_attack(args, dataset)
+    total = len(metrics) * len(sizes) * len(seeds)
+    log(f"retrain study: {', '.join(metrics)} x sizes {sizes} x seeds {seeds} ({total} trials), "
+         f"{cfg.mode} fine-tuning for {cfg.epochs} epochs from {args.model}; results in {args.out}")
+    bar = progress_bar(total, "trials", disable=args.no_progress)
+
+    def on_trial(row: dict) -> None:
+        bar.update(1)
+        robust = "-" if row["robust_after"] is None else f"{row['robust_after']:.4f}"
+        bar.write(f"{row['metric']} n={row['size']} seed {row['seed']}: clean {row['clean_after']:.4f}, "
+                  f"robust {robust} ({row['seconds']} s)")
+
+    try:
+        rows = retrain_study(ckpt, dataset, metrics, sizes, seeds, cfg, attack, args.out, train_size=k,
+                             device=device, on_trial=on_trial)
+    finally:
+        bar.close()
+    table = study_table([r for r in rows if r["metric"] in metrics and int(r["size"]) in sizes
+                         and int(r["seed"]) in seeds], metrics)
+    label = attack_label(attack) if attack is not None else "none"
+    text = (f"# Retraining study: {args.model}\n\nFine-tuned on the first {k} training samples + the selected ones, "
+            f"{cfg.mode} training, {cfg.epochs} epochs; test accuracy (n={len(dataset.splits().test)}), robust under "
+            f"{label}; mean ± std over seeds {seeds}.\n\n{table}\n")
+    atomic_write_bytes(Path(args.out) / "results.md", text.encode())
+    print(table)
+    print(f"\nwrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'results.md'}")
+    return 0
+
+
+def add_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", required=True, metavar="CKPT", help="a checkpoint saved by robustal train --save")
+    g.add_argument("--data", default=None, metavar="NAME|FILE.npz",
+                   help="its dataset (default: the one recorded in the checkpoint)")
+    g.add_argument("--data-dir", default=None, metavar="DIR",
+                   help=DATA_DIR_HELP)
+    g.add_argument("--train-size", type=int, default=None, metavar="K",
+                   help="the model's original training data are the first K samples of the training set "
+                        "(default: as recorded by robustal train --train-size); the rest are the new unlabeled "
+                        "set")
+
+
+def register(sub) -> None:
+    """Add this module's commands to the subparsers ``sub``."""
+    p = sub.add_parser("select", help="rank new unlabeled samples with a test-selection metric; write the top n",
+                       description="Rank the new unlabeled set -- the dataset's training samples after the model's "
+                                   "original training data (first K, see --train-size) -- with any acquisition "
+                                   "function as a test-selection metric, and write the top n to a CSV with columns "
+                                   "rank,index,score (index: into the training set; score empty for metrics "
+                                   "without one, such as random).")
+    add_checkpoint_args(p)
+    p.add_argument("--metric", default="dre", metavar="NAME",
+                   help=f"selection metric: {', '.join(acquisition_names())} (default: %(default)s)")
+    p.add_argument("--n", type=int, required=True, help="number of samples to select")
+    p.add_argument("--out", required=True, metavar="PICKS.csv", help="where to write the selection")
+    add_runtime_args(p)
+    p.set_defaults(func=cmd_select)
+    p = sub.add_parser("retrain", help="fine-tune a model on its training data + selected samples; before/after",
+                       description="Fine-tune the checkpoint on its original training data (the first K training "
+                                   "samples) plus the samples of a robustal select CSV, labeled from the dataset, "
+                                   "and print clean and robust test accuracy before and after.")
+    add_checkpoint_args(p)
+    p.add_argument("--selected", required=True, metavar="PICKS.csv", help="a CSV written by robustal select")
+    p.add_argument("--n", type=int, default=None, help="use the top N picks only (default: all)")
+    add_training_args(p, epochs=5)
+    p.set_defaults(epsilon_warmup=0)
+    add_eval_args(p)
+    add_runtime_args(p)
+    p.add_argument("--save", default=None, metavar="OUT.pt", help="save the fine-tuned model here")
+    p.set_defaults(func=cmd_retrain)
+    p = sub.add_parser("retrain-study", help="compare selection metrics for retraining over sizes and seeds",
+                       description="For every metric x size x seed: select from the new unlabeled set, fine-tune "
+                                   "the checkpoint on original + selected samples, and evaluate. Writes "
+                                   "DIR/results.csv (one row per trial, resumable) and DIR/results.md (mean +- std "
+                                   "over seeds of clean and robust accuracy after retraining).")
+    add_checkpoint_args(p)
+    p.add_argument("--metrics", default="dre,entropy,random", help="comma-separated (default: %(default)s)")
+    p.add_argument("--sizes", default="100,500", help="comma-separated selection sizes (default: %(default)s)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder")
+    add_training_args(p, epochs=5)
+    p.set_defaults(epsilon_warmup=0)
+    add_eval_args(p)
+    add_runtime_args(p, seed=False)
+    p.set_defaults(func=cmd_retrain_study)

@@ -1,0 +1,143 @@
+"""``robustal run`` and ``robustal demo``: stored, resumable active-learning runs."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from robustal.cli.common import (
+    add_data_args,
+    add_eval_args,
+    add_loop_args,
+    add_model_args,
+    add_runtime_args,
+    add_training_args,
+    log,
+    progress_bar,
+    train_config,
+)
+
+
+def loop_spec(args: argparse.Namespace):
+    from robustal.autoattack import require
+    from robustal.experiment import RunSpec
+    from robustal.loop import LoopConfig
+
+    options = {"bins": args.dre_bins} if args.dre_bins is not None and args.acquisition == "dre" else {}
+    loop = LoopConfig(acquisition=args.acquisition, acquisition_options=options, initial=args.initial,
+                      per_stage=args.per_stage, budget=args.budget, train=train_config(args),
+                      from_scratch=args.from_scratch, seed=args.seed)
+    require(args.attack)
+    return RunSpec(dataset=args.dataset, model=args.model, loop=loop, eval_steps=args.eval_steps,
+                   eval_attack=args.attack)
+
+
+def _stage_line(result) -> str:
+    r = result.record
+    robust = "-" if r.robust is None else f"{r.robust:.4f}"
+    return (f"stage {r.stage}: {r.labeled} labeled, clean {r.clean:.4f}, robust {robust} "
+            f"(select {r.select_seconds:.1f} s, train {r.train_seconds:.1f} s, best epoch {r.best_epoch})")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from robustal.experiment import run_experiment
+    from robustal.report import format_table
+
+    spec = loop_spec(args)
+    stages = len(spec.loop.stage_sizes())
+    bar = progress_bar(stages, "stages", disable=args.no_progress)
+    name = args.name or "run"
+
+    def on_stage(result) -> None:
+        bar.update(1)
+        bar.write(_stage_line(result))
+
+    log(f"run {name!r}: {spec.loop.acquisition} on {spec.dataset}, {spec.loop.train.mode} training, "
+         f"{spec.loop.initial} + {spec.loop.per_stage}/stage up to {spec.loop.budget} labels"
+         + (f"; results in {args.out}" if args.out else ""))
+    try:
+        result = run_experiment(spec, args.out, name=name, data_dir=args.data_dir, device=args.device,
+                                progress=not args.no_progress, on_stage=on_stage)
+    finally:
+        bar.close()
+    print(format_table(["stage", "labeled", "clean", "robust", "train s", "select s"],
+                       [[r.stage, r.labeled, r.clean, r.robust, round(r.train_seconds, 1),
+                         round(r.select_seconds, 2)] for r in result.stages], floatfmt=".4f"))
+    return 0
+
+
+DEMO_FUNCTIONS = ("random", "entropy", "dre")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from robustal.experiment import RunSpec
+    from robustal.loop import LoopConfig
+    from robustal.report import format_table
+    from robustal.study import RunTask, run_local
+    from robustal.training import TrainConfig
+
+    started = time.perf_counter()
+    tasks = []
+    for mode in ("standard", "pgd"):
+        for acq in DEMO_FUNCTIONS:
+            loop = LoopConfig(acquisition=acq, initial=args.initial, per_stage=args.per_stage, budget=args.budget,
+                              train=TrainConfig(mode=mode, epochs=args.epochs, batch_size=64), seed=args.seed)
+            tasks.append(RunTask(f"digits-{mode}-{acq}-s{args.seed}",
+                                 RunSpec(dataset="digits", model="small-cnn", eval_steps=args.eval_steps, loop=loop)))
+    log(f"demo: {len(tasks)} active-learning runs on scikit-learn's digits (small-cnn, {args.initial} + "
+         f"{args.per_stage}/stage up to {args.budget} labels, {args.epochs} epochs/stage, {args.workers} workers); "
+         f"results in {args.out}")
+    bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
+
+    def on_done(name: str, stages) -> None:
+        bar.update(1)
+        bar.write(f"{name}: clean {stages[-1].clean:.3f}, robust {stages[-1].robust:.3f}")
+
+    try:
+        longest_first = sorted(tasks, key=lambda t: t.spec.loop.train.mode != "pgd")  # balances the workers
+        results = run_local(longest_first, args.out, workers=args.workers, device=args.device, on_done=on_done)
+    finally:
+        bar.close()
+    rows = []
+    for task in tasks:
+        stages = results[task.name]
+        first, last = stages[0], stages[-1]
+        rows.append([task.spec.loop.train.mode, task.spec.loop.acquisition, last.labeled, first.clean, last.clean,
+                     first.robust, last.robust])
+    print(format_table(["training", "acquisition", "labels", "clean (first)", "clean (last)", "robust (first)",
+                        "robust (last)"], rows))
+    print(f"\nclean/robust: accuracy on 250 held-out digits, robust under PGD-{args.eval_steps} (eps=0.2); first = "
+          f"after the {args.initial} random labels, last = at {args.budget} labels; "
+          f"{time.perf_counter() - started:.0f} s."
+          "\nStandard training gives accurate but fragile models; PGD training at every stage gives robust ones.")
+    return 0
+
+
+def register(sub) -> None:
+    """Add this module's commands to the subparsers ``sub``."""
+    p = sub.add_parser("run", help="one active-learning run, stored and resumable",
+                       description="Run the (robust) active-learning loop: random initial set, then stages in which "
+                                   "the acquisition function picks samples to label and the model is retrained. "
+                                   "With --out, each stage is stored; re-running the same command resumes.")
+    add_data_args(p)
+    add_model_args(p)
+    add_loop_args(p)
+    add_training_args(p)
+    add_eval_args(p)
+    add_runtime_args(p)
+    p.add_argument("--out", default=None, metavar="DIR", help="results folder (DIR/results.db, checkpoints)")
+    p.add_argument("--name", default=None, help="the run's name in the results store (default: run)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("demo", help="random vs entropy vs DRE, standard vs PGD training, on digits "
+                                    "(about 75 s on 2 CPU cores)",
+                       description="A complete small comparison on scikit-learn's bundled digits (no download): "
+                                   "random, entropy and DRE acquisition under standard and PGD training.")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="results folder (default: %(default)s)")
+    p.add_argument("--initial", type=int, default=50, help="random initial labels (default: %(default)s)")
+    p.add_argument("--per-stage", type=int, default=50, help="labels per stage (default: %(default)s)")
+    p.add_argument("--budget", type=int, default=300, help="total labels (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=6, help="epochs per stage (default: %(default)s)")
+    p.add_argument("--eval-steps", type=int, default=50, help="PGD steps of robust accuracy (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="parallel runs (default: %(default)s)")
+    add_runtime_args(p)
+    p.set_defaults(func=cmd_demo)

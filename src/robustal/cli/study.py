@@ -1,0 +1,101 @@
+"""``robustal study`` and ``robustal report``: grids of runs and what they show."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from robustal.cli.common import DATA_DIR_HELP, add_runtime_args, log, progress_bar
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from robustal.report import format_table, mean_std
+    from robustal.store import Store
+    from robustal.study import Study, run_study, save_study_copy
+
+    started = time.perf_counter()
+    study = Study.load(args.file)
+    study.check_data()
+    tasks = study.tasks()
+    out = Path(args.out or Path("runs") / study.name)
+    store = Store(out)
+    save_study_copy(args.file, out)
+    finished = {t.name for t in tasks if store.status(t.name) == "finished"}
+    log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {args.executor} executor, "
+         f"{args.workers} workers; results in {out}")
+    bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
+    bar.n = bar.initial = len(finished)  # the rate and ETA count only the runs done now
+    bar.refresh()
+
+    def on_done(name: str, stages) -> None:
+        if name in finished:
+            return
+        bar.update(1)
+        robust = "-" if stages[-1].robust is None else f"{stages[-1].robust:.3f}"
+        bar.write(f"{name}: {stages[-1].labeled} labels, clean {stages[-1].clean:.3f}, robust {robust}")
+
+    try:
+        results = run_study(study, out, executor=args.executor, workers=args.workers, device=args.device,
+                            data_dir=args.data_dir, address=args.address, on_done=on_done)
+    finally:
+        bar.close()
+    cells: dict[tuple, list] = {}
+    for task in tasks:
+        loop = task.spec.loop
+        key = (task.name.removesuffix(f"-{loop.train.mode}-{loop.acquisition}-s{loop.seed}"), loop.train.mode,
+               loop.acquisition)
+        cells.setdefault(key, []).append(results[task.name][-1])
+    rows = []
+    for (prefix, mode, acq), finals in cells.items():
+        clean = mean_std([r.clean for r in finals])
+        robust = mean_std([r.robust for r in finals]) if all(r.robust is not None for r in finals) else None
+        rows.append([prefix, mode, acq, len(finals), f"{clean[0]:.3f} ± {clean[1]:.3f}",
+                     "-" if robust is None else f"{robust[0]:.3f} ± {robust[1]:.3f}"])
+    print(format_table(["dataset-model", "training", "acquisition", "seeds", "clean (final)", "robust (final)"], rows))
+    print(f"\n{len(tasks)} runs in {out} ({time.perf_counter() - started:.0f} s); tables, curves and tests: "
+          f"robustal report {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robustal.report import write_report
+
+    header = Path(args.header).read_text() if args.header else ""
+    path = write_report(args.dir, args.out, data_dir=args.data_dir, entropies=not args.no_entropy, header=header)
+    print(f"wrote {path}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add this module's commands to the subparsers ``sub``."""
+    p = sub.add_parser("study", help="run a study file's grid of runs (resumable), locally or on Ray",
+                       description="Run every run of a study file (datasets x models x training modes x acquisition "
+                                   "functions x seeds) that is not finished yet; interrupted runs resume. The study "
+                                   "file is copied to DIR/study.toml for `robustal report DIR`.")
+    p.add_argument("file", metavar="FILE.toml", help="study file (see studies/ for examples)")
+    p.add_argument("--out", default=None, metavar="DIR", help="results folder (default: runs/<study name>)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="parallel runs (local processes, or the local Ray instance's CPUs) (default: %(default)s)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local worker processes, or Ray tasks (pip install 'robustal[ray]') (default: %(default)s)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (e.g. auto or ray://host:10001; default: start a local instance)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help=DATA_DIR_HELP)
+    add_runtime_args(p, seed=False)
+    p.set_defaults(func=cmd_study)
+    p = sub.add_parser("report", help="tables, curves and statistical tests of a study's results",
+                       description="Write DIR/report/report.md with final and area-under-curve accuracies (mean +- "
+                                   "std over seeds), curves, entropy distributions of the selected samples, "
+                                   "Mann-Whitney U tests and Vargha-Delaney A12 of each function vs random, "
+                                   "and stages.csv.")
+    p.add_argument("dir", metavar="DIR", help="a study's (or run's) results folder")
+    p.add_argument("--out", default=None, metavar="REPORT_DIR", help="where to write (default: DIR/report)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="dataset cache, to recompute entropies (default: $ROBUSTAL_DATA or ~/.cache/robustal)")
+    p.add_argument("--no-entropy", action="store_true",
+                   help="skip the entropy distributions (they load each dataset and final model)")
+    p.add_argument("--header", default=None, metavar="FILE.md",
+                   help="Markdown put at the top of the report (e.g. the commands that made the results)")
+    p.set_defaults(func=cmd_report)
