@@ -94,6 +94,31 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, 
     return _project(x_adv + (epsilon if step_size is None else step_size) * grad.sign(), x, epsilon).detach()
 
 
+def trades_adversary(model: nn.Module, x: torch.Tensor, *, epsilon: float, step_size: float, steps: int,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """TRADES's inner maximisation (Zhang et al. 2019): PGD on ``KL(p(x) ‖ p(x_adv))`` within the ε-ball.
+
+    Needs no labels: it pushes the prediction away from the clean one. It starts from ``x + 0.001·N(0, 1)`` (drawn
+    from ``generator``), as the authors' code does, and runs the model in whatever mode it is in (the caller puts it
+    in eval mode, as the authors do).
+
+    Returns:
+        Images with ``‖x_adv − x‖∞ ≤ epsilon`` in [0, 1], detached.
+    """
+    x = x.detach()
+    with torch.no_grad():
+        p_clean = F.softmax(model(x).float(), 1)
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    x_adv = _project(x + 0.001 * noise, x, epsilon)
+    for _ in range(steps):
+        with torch.enable_grad():
+            x_adv = x_adv.detach().requires_grad_(True)
+            loss = F.kl_div(F.log_softmax(model(x_adv).float(), 1), p_clean, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, epsilon)
+    return x_adv.detach()
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no parameter gradients inside the block (for evaluation attacks); restores both afterwards."""

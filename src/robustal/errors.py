@@ -36,3 +36,8 @@ class ChecksumError(DataError):
 
 class StoreError(RobustalError):
     """The results store cannot be used as asked (e.g. resuming with a different configuration)."""
+
+
+class ChanceLevelWarning(UserWarning):
+    """A stage ended with a model no better than a constant prediction (adversarial training that has not started
+    to learn); the stage's ``at_chance`` flag is stored and the report counts such runs."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
@@ -21,14 +22,17 @@ import torch
 from torch import nn
 
 from robustal._runtime import derive_seed, make_generator, resolve_device
-from robustal._validation import check_int
+from robustal._validation import check_choice, check_int
 from robustal.acquisition import Selection, SelectionContext, create_acquisition
 from robustal.attacks import AttackConfig
 from robustal.data.dataset import Split, Splits
-from robustal.errors import ConfigError
+from robustal.errors import ChanceLevelWarning, ConfigError
 from robustal.evaluation import evaluate
 from robustal.store import StageRecord, Store
-from robustal.training import TrainConfig, fit, make_optimizer
+from robustal.training import FitResult, TrainConfig, fit, make_optimizer
+
+#: What the loop does about a model at chance level (see :attr:`LoopConfig.chance_recovery`).
+CHANCE_RECOVERIES = ("none", "warmup", "reinit")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class LoopConfig:
         train: How each stage trains (``TrainConfig.epsilon`` must be set for ``pgd``).
         eval_attack: The attack of the per-stage robust accuracy (None: clean accuracy only).
         from_scratch: Re-initialise model and optimizer at each stage instead of continuing.
+        chance_recovery: What to do about a model at chance level (validation score no better than a constant
+            prediction, see :attr:`robustal.training.FitResult.at_chance`). Every such stage is flagged in the store
+            and warned about (:class:`~robustal.errors.ChanceLevelWarning`); ``warmup`` also trains the next stage
+            with the ε warm-up, as for a fresh model; ``reinit`` does that, and trains a stage that ends at chance
+            once more from freshly initialised weights and optimizer, keeping the better of the two by validation.
         seed: Seeds the initial set, the model's initialisation, training, selection and evaluation.
     """
 
@@ -55,10 +64,12 @@ class LoopConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval_attack: AttackConfig | None = None
     from_scratch: bool = False
+    chance_recovery: str = "none"
     seed: int = 0
 
     def __post_init__(self) -> None:
         caller = "LoopConfig"
+        check_choice(self.chance_recovery, "chance_recovery", caller, CHANCE_RECOVERIES)
         check_int(self.initial, "initial", caller, min_value=1)
         check_int(self.per_stage, "per_stage", caller, min_value=1)
         check_int(self.budget, "budget", caller, min_value=1)
@@ -137,11 +148,27 @@ class ActiveLearningLoop:
         self.model = self._fresh_model() if reinit is not None else model
         self.model.to(self.device)
         self._initial_state = copy.deepcopy(self.model.state_dict())
+        self._at_chance = False  # did the last finished stage end at chance?
 
-    def _fresh_model(self) -> nn.Module:
+    def _fresh_model(self, *keys: object) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.config.seed, "model-init"))
+            torch.manual_seed(derive_seed(self.config.seed, "model-init", *keys))
             return self.reinit()
+
+    def _reinitialise(self, stage: int) -> torch.optim.Optimizer:
+        """New weights (seeded by the run's seed and ``stage``) in place, and a new optimizer for them."""
+        if self.reinit is not None:
+            state = self._fresh_model("reinit", stage).state_dict()
+        else:  # a model given through the API: reset every layer that can be
+            model = copy.deepcopy(self.model).cpu()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.config.seed, "model-init", "reinit", stage))
+                for m in model.modules():
+                    if hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
+            state = model.state_dict()
+        self.model.load_state_dict(state)
+        return make_optimizer(self.model, self.config.train)
 
     def _seed(self, *keys: object) -> int:
         return derive_seed(self.config.seed, *keys)
@@ -169,6 +196,7 @@ class ActiveLearningLoop:
                                       "the output folder was modified by hand.")
                 self.store.prune_checkpoints(self.name, last)
                 records, start_stage = done, last + 1
+                self._at_chance = bool(done[-1].at_chance)
             if status == "finished" and start_stage >= len(sizes):
                 return RunResult(records, self.model, labeled)
         try:
@@ -215,17 +243,50 @@ class ActiveLearningLoop:
             optimizer = make_optimizer(self.model, cfg.train)
         all_labeled = torch.cat([labeled, picked])
         train = self.splits.pool.subset(all_labeled)  # the oracle: the pool's labels for the labeled indices
-        fresh = stage == 0 or cfg.from_scratch  # ε warm-up only helps a model that starts from scratch
-        train_cfg = cfg.train if fresh else replace(cfg.train, epsilon_warmup=0)
+        # The ε warm-up helps a model that has not learned yet: a fresh one, or (with recovery) one at chance.
+        recovery = "warmup" if self._at_chance and cfg.chance_recovery != "none" else ""
+        warm = stage == 0 or cfg.from_scratch or bool(recovery)
+        train_cfg = cfg.train if warm else replace(cfg.train, epsilon_warmup=0)
         result = fit(self.model, train, self.splits.val, train_cfg, optimizer=optimizer, device=self.device,
                      seed=self._seed("train", stage), progress=self.progress, desc=f"stage {stage} train")
+        if result.at_chance and cfg.chance_recovery == "reinit":
+            result, optimizer, reinitialised = self._retry_from_scratch(stage, train, result, optimizer)
+            recovery = "reinit" if reinitialised else recovery
         t2 = time.perf_counter()
         ev = evaluate(self.model, self.splits.test, cfg.eval_attack, device=self.device, seed=self._seed("eval", stage))
         t3 = time.perf_counter()
+        self._at_chance = result.at_chance
+        if result.at_chance:
+            self._warn_at_chance(stage, len(all_labeled), result)
         record = StageRecord(stage=stage, labeled=len(all_labeled), clean=ev.clean, robust=ev.robust,
                              train_seconds=t2 - t1, select_seconds=t1 - t0, eval_seconds=t3 - t2,
-                             best_epoch=result.best_epoch, val_score=result.best_score)
+                             best_epoch=result.best_epoch, val_score=result.best_score, at_chance=result.at_chance,
+                             recovery=recovery)
         return StageResult(record, picked, selection.scores), optimizer
+
+    def _retry_from_scratch(self, stage: int, train: Split, first: FitResult, optimizer: torch.optim.Optimizer
+                            ) -> tuple[FitResult, torch.optim.Optimizer, bool]:
+        """Train the stage again from new weights (with the ε warm-up); keep whichever validates better."""
+        kept = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+        new_optimizer = self._reinitialise(stage)
+        second = fit(self.model, train, self.splits.val, self.config.train, optimizer=new_optimizer,
+                     device=self.device, seed=self._seed("train", stage, "reinit"), progress=self.progress,
+                     desc=f"stage {stage} retrain")
+        if (second.best_score, second.best_clean or 0.0) >= (first.best_score, first.best_clean or 0.0):
+            return second, new_optimizer, True
+        self.model.load_state_dict(kept[0])
+        optimizer.load_state_dict(kept[1])
+        return first, optimizer, False
+
+    def _warn_at_chance(self, stage: int, labeled: int, result: FitResult) -> None:
+        what = "robust" if self.config.train.adversarial else "clean"
+        hint = {"none": "it continues as it is (chance_recovery='none')",
+                "warmup": "the next stage trains with the epsilon warm-up",
+                "reinit": "retraining from new weights did not help; the next stage trains with the epsilon warm-up"}
+        warnings.warn(f"Run {self.name!r}, stage {stage} ({labeled} labels): validation {what} accuracy "
+                      f"{result.best_score:.3f} is at chance level (a constant prediction scores "
+                      f"{result.chance_level:.3f}); {hint[self.config.chance_recovery]}. The stage is flagged "
+                      "at_chance in the results.", ChanceLevelWarning, stacklevel=2)
 
 
 def run_active_learning(model: nn.Module, pool: Split, val: Split, test: Split, config: LoopConfig, *,

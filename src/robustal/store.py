@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS stages (
     eval_seconds REAL,
     best_epoch INTEGER,
     val_score REAL,
+    at_chance INTEGER NOT NULL DEFAULT 0,
+    recovery TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run, stage)
 );
 CREATE TABLE IF NOT EXISTS selections (
@@ -60,9 +62,20 @@ CREATE TABLE IF NOT EXISTS selections (
 NON_SEMANTIC_KEYS = frozenset({"device", "progress", "workers", "data_dir", "batch_size_eval"})
 
 
+#: The columns of ``stages``, in :class:`StageRecord`'s field order after ``run``.
+STAGE_COLUMNS = ("stage", "labeled", "clean", "robust", "train_seconds", "select_seconds", "eval_seconds",
+                 "best_epoch", "val_score", "at_chance", "recovery")
+#: Columns added to ``stages`` since the first release, with their SQL type (older stores get them on open).
+_ADDED_STAGE_COLUMNS = {"at_chance": "INTEGER NOT NULL DEFAULT 0", "recovery": "TEXT NOT NULL DEFAULT ''"}
+
+
 @dataclass(frozen=True)
 class StageRecord:
-    """One finished stage of a run."""
+    """One finished stage of a run.
+
+    ``at_chance``: the stage's model validated no better than a constant prediction; ``recovery``: what the loop did
+    about a model at chance in this stage (``""``, ``"warmup"`` or ``"reinit"``).
+    """
 
     stage: int
     labeled: int
@@ -73,6 +86,12 @@ class StageRecord:
     eval_seconds: float = 0.0
     best_epoch: int | None = None
     val_score: float | None = None
+    at_chance: bool = False
+    recovery: str = ""
+
+    def row(self) -> tuple:
+        """Values in :data:`STAGE_COLUMNS` order, as stored."""
+        return tuple(int(v) if isinstance(v, bool) else v for v in (getattr(self, c) for c in STAGE_COLUMNS))
 
 
 def library_versions() -> dict[str, str]:
@@ -137,6 +156,10 @@ class Store:
             self.path = self.root / "results.db"
             with self._connect() as con:
                 con.executescript(SCHEMA)
+                have = {r[1] for r in con.execute("PRAGMA table_info(stages)")}
+                for column, kind in _ADDED_STAGE_COLUMNS.items():
+                    if column not in have:
+                        con.execute(f"ALTER TABLE stages ADD COLUMN {column} {kind}")
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"Cannot use {str(self.root)!r} as an output folder ({e}). "
                              "Choose a writable folder with --out.") from None
@@ -211,9 +234,8 @@ class Store:
         picks_list = [int(i) for i in picks.tolist()]
         score_list = [float(s) for s in scores.tolist()] if scores is not None else [None] * len(picks_list)
         with self._transaction() as con:
-            con.execute("INSERT OR REPLACE INTO stages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (name, record.stage, record.labeled, record.clean, record.robust, record.train_seconds,
-                         record.select_seconds, record.eval_seconds, record.best_epoch, record.val_score))
+            con.execute(f"INSERT OR REPLACE INTO stages (run, {_STAGE_COLS}) VALUES (?{', ?' * len(STAGE_COLUMNS)})",
+                        (name, *record.row()))
             con.execute("DELETE FROM selections WHERE run = ? AND stage = ?", (name, record.stage))
             con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)",
                             [(name, record.stage, pos, idx, s)
@@ -223,9 +245,8 @@ class Store:
     def stages(self, name: str) -> list[StageRecord]:
         """The finished stages of run ``name``, in order."""
         with self._connect() as con:
-            rows = con.execute("SELECT stage, labeled, clean, robust, train_seconds, select_seconds, eval_seconds, "
-                               "best_epoch, val_score FROM stages WHERE run = ? ORDER BY stage", (name,)).fetchall()
-        return [StageRecord(*r) for r in rows]
+            rows = con.execute(f"SELECT {_STAGE_COLS} FROM stages WHERE run = ? ORDER BY stage", (name,)).fetchall()
+        return [_stage_record(r) for r in rows]
 
     def selections(self, name: str) -> dict[int, list[int]]:
         """Pool indices labeled at each stage of run ``name`` (stage 0: the initial random set)."""
@@ -251,7 +272,8 @@ class Store:
     def export_run(self, name: str, partial: bool = False) -> dict | None:
         """Run ``name``'s rows and last checkpoint as a plain dict (None if absent; with ``partial``, None if finished).
 
-        Keys: ``run`` (the runs row), ``stages`` and ``selections`` (row tuples), ``checkpoint`` (the last stage's
+        Keys: ``run`` (the runs row), ``stages`` (:data:`STAGE_COLUMNS` tuples) and ``selections`` (row tuples),
+        ``checkpoint`` (the last stage's
         checkpoint file as bytes, or None). :meth:`import_run` writes it into another store.
         """
         with self._connect() as con:
@@ -259,12 +281,13 @@ class Store:
                               (name,)).fetchone()
             if run is None or (partial and run[4] == "finished"):
                 return None
-            stages = con.execute("SELECT * FROM stages WHERE run = ? ORDER BY stage", (name,)).fetchall()
+            stages = con.execute(f"SELECT {_STAGE_COLS} FROM stages WHERE run = ? ORDER BY stage",
+                                 (name,)).fetchall()
             selections = con.execute("SELECT * FROM selections WHERE run = ? ORDER BY stage, position",
                                      (name,)).fetchall()
         checkpoint = None
         if stages:
-            path = self.checkpoint_path(name, stages[-1][1])
+            path = self.checkpoint_path(name, stages[-1][0])
             checkpoint = path.read_bytes() if path.is_file() else None
         return {"run": tuple(run), "stages": [tuple(r) for r in stages], "selections": [tuple(r) for r in selections],
                 "checkpoint": checkpoint}
@@ -278,16 +301,17 @@ class Store:
             return
         name = record["run"][0]
         if record["stages"] and record.get("checkpoint") is not None:
-            last = record["stages"][-1][1]
+            last = record["stages"][-1][0]
             atomic_write_bytes(self.checkpoint_path(name, last), record["checkpoint"])
         with self._transaction() as con:
             con.execute("DELETE FROM selections WHERE run = ?", (name,))
             con.execute("DELETE FROM stages WHERE run = ?", (name,))
             con.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", record["run"])
-            con.executemany("INSERT INTO stages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", record["stages"])
+            con.executemany(f"INSERT INTO stages (run, {_STAGE_COLS}) VALUES (?{', ?' * len(STAGE_COLUMNS)})",
+                            [(name, *row) for row in record["stages"]])
             con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)", record["selections"])
         if record["stages"]:
-            self.prune_checkpoints(name, record["stages"][-1][1])
+            self.prune_checkpoints(name, record["stages"][-1][0])
 
     # --- checkpoints ----------------------------------------------------------------------------------------------
     def checkpoint_path(self, name: str, stage: int) -> Path:
@@ -313,6 +337,15 @@ class Store:
         for p in folder.glob("stage-*.pt"):
             if p.name != f"stage-{keep:03d}.pt":
                 p.unlink(missing_ok=True)
+
+
+_STAGE_COLS = ", ".join(STAGE_COLUMNS)
+
+
+def _stage_record(row: tuple) -> StageRecord:
+    values = dict(zip(STAGE_COLUMNS, row, strict=True))
+    values["at_chance"] = bool(values["at_chance"])
+    return StageRecord(**values)
 
 
 def _safe(name: str) -> str:

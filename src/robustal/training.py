@@ -1,13 +1,20 @@
-"""Standard and adversarial (Madry PGD) training with per-epoch validation and best-epoch restore.
+"""Standard and adversarial training (Madry PGD, TRADES) with per-epoch validation and best-epoch restore.
 
-Under ``pgd`` every batch is replaced by its PGD adversarial examples before the optimizer step, and the validation
-score is robust accuracy under the same attack; under ``standard`` it is clean accuracy. The model and optimizer of
-the best epoch are restored at the end, so a caller can continue training from them (the active-learning loop does).
+Under ``pgd`` every batch is replaced by its PGD adversarial examples before the optimizer step (Madry et al. 2018);
+under ``trades`` the loss is the clean cross-entropy plus β·KL(p(x) ‖ p(x_adv)), with ``x_adv`` maximising that KL
+(Zhang et al. 2019). For both, the validation score is robust accuracy under the training PGD attack; under
+``standard`` it is clean accuracy. The model and optimizer of the best epoch are restored at the end, so a caller can
+continue training from them (the active-learning loop does).
+
+A model whose validation score is no better than predicting the majority class is *at chance*
+(:attr:`FitResult.at_chance`): adversarial training from a few hundred labels often ends there, with the network
+predicting one class for every input. The loop reports and recovers from it.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -17,13 +24,16 @@ from torch import nn
 
 from robustal._runtime import make_generator
 from robustal._validation import check_choice, check_float, check_int
-from robustal.attacks import AttackConfig
+from robustal.attacks import AttackConfig, trades_adversary
 from robustal.data.dataset import Dataset, Split, to_float
 from robustal.evaluation import evaluate
 
-TRAINING_MODES = ("standard", "pgd")
+TRAINING_MODES = ("standard", "pgd", "trades")
 OPTIMIZERS = ("adam", "sgd")
 AUGMENTATIONS = ("crop", "flip")
+#: A validation score at most this many times the majority class's share of the validation labels is at chance:
+#: the model is no better than a constant prediction (0.15 for 10 balanced classes).
+CHANCE_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -31,17 +41,23 @@ class TrainConfig:
     """How to train.
 
     Attributes:
-        mode: ``standard`` or ``pgd`` (adversarial training on PGD examples).
+        mode: ``standard``, ``pgd`` (adversarial training on PGD examples) or ``trades`` (clean cross-entropy +
+            ``trades_beta``·KL to the prediction on the KL-maximising PGD example).
         epochs, batch_size, optimizer, lr, momentum, weight_decay: The usual; ``momentum`` is SGD's.
         epsilon: L∞ budget of the training attack (None: the dataset's, see :meth:`for_dataset`).
         attack_steps: PGD steps k of the training attack.
         step_size: PGD step (None: 2.5·ε/k).
         random_start: Start the training attack at a random point of the ε-ball (the authors' code did not).
-        augment: Batched on-device augmentations: ``crop`` (4-pixel padded random crop) and ``flip``.
+        augment: Batched on-device augmentations: ``crop`` (4-pixel padded random crop) and ``flip``; None: the
+            dataset's (see :meth:`for_dataset`), ``()``: none.
         epsilon_warmup: Epochs over which the training ε (and step) rise linearly to their full value, counted
             from this call's first epoch (0: full ε from the start, as the reference). Small nets often start PGD
             training at MNIST's ε = 0.3 with several epochs at chance level; LeNet-5 on 8 000 MNIST images, seed 0,
             10 epochs: 30.6 % PGD-50 robust without warm-up, 61.0 % with 2 epochs. Validation always uses the full ε.
+        trades_beta: TRADES's β, the weight of the robustness (KL) term (the authors' default: 6).
+        min_steps: A floor on the optimizer steps of one :func:`fit`: when ``epochs`` passes over a small training
+            set give fewer, each epoch passes over the set several times (100 labels at batch 128 would otherwise
+            get one step per epoch). 0: no floor.
     """
 
     mode: str = "standard"
@@ -55,8 +71,10 @@ class TrainConfig:
     attack_steps: int = 10
     step_size: float | None = None
     random_start: bool = True
-    augment: tuple[str, ...] = ()
+    augment: tuple[str, ...] | None = None
     epsilon_warmup: int = 2
+    trades_beta: float = 6.0
+    min_steps: int = 0
 
     def __post_init__(self) -> None:
         caller = "TrainConfig"
@@ -66,23 +84,35 @@ class TrainConfig:
         check_int(self.batch_size, "batch_size", caller, min_value=1)
         check_int(self.attack_steps, "attack_steps", caller, min_value=1)
         check_int(self.epsilon_warmup, "epsilon_warmup", caller, min_value=0)
+        check_int(self.min_steps, "min_steps", caller, min_value=0)
+        check_float(self.trades_beta, "trades_beta", caller, min_value=0)
         check_float(self.lr, "lr", caller, min_value=0, min_inclusive=False)
         check_float(self.weight_decay, "weight_decay", caller, min_value=0)
         if self.epsilon is not None:
             check_float(self.epsilon, "epsilon", caller, min_value=0, max_value=1)
         if self.step_size is not None:
             check_float(self.step_size, "step_size", caller, min_value=0, max_value=1, min_inclusive=False)
-        for a in self.augment:
-            check_choice(a, "augment", caller, AUGMENTATIONS)
+        if self.augment is not None:
+            if isinstance(self.augment, str) or not isinstance(self.augment, (tuple, list)):
+                raise _augment_error(self.augment)
+            for a in self.augment:
+                check_choice(a, "augment", caller, AUGMENTATIONS)
+            object.__setattr__(self, "augment", tuple(self.augment))
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether training is adversarial (``pgd`` or ``trades``): validated by robust accuracy."""
+        return self.mode != "standard"
 
     def for_dataset(self, dataset: Dataset) -> TrainConfig:
-        """This configuration with the dataset's ε (if unset) and augmentations filled in."""
+        """This configuration with the dataset's ε (if unset) and augmentations (if None) filled in."""
         return replace(self, epsilon=dataset.epsilon if self.epsilon is None else self.epsilon,
-                       augment=self.augment or dataset.augment)
+                       augment=dataset.augment if self.augment is None else self.augment)
 
     def train_attack(self) -> AttackConfig | None:
-        """The attack that makes training batches (None under ``standard``)."""
-        if self.mode == "standard":
+        """The PGD attack of adversarial training: it makes ``pgd``'s training batches and measures the validation
+        robust accuracy of ``pgd`` and ``trades`` (None under ``standard``)."""
+        if not self.adversarial:
             return None
         if self.epsilon is None:
             raise ValueError("TrainConfig.epsilon is unset; call for_dataset(dataset) or give epsilon.")
@@ -91,18 +121,49 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["augment"] = list(self.augment)
+        d["augment"] = None if self.augment is None else list(self.augment)
         return d
+
+
+def _augment_error(value: object):
+    from robustal.errors import ConfigError
+
+    return ConfigError(f"The 'augment' parameter of TrainConfig must be a list of {', '.join(AUGMENTATIONS)} "
+                       f"(empty: no augmentation). Got {value!r} instead.")
 
 
 @dataclass
 class FitResult:
-    """The epoch kept (1-based), its validation score, and one record per epoch."""
+    """The epoch kept (1-based), its validation score, and one record per epoch.
+
+    Attributes:
+        best_clean: The kept epoch's validation clean accuracy (None without validation).
+        chance_level: The majority class's share of the validation labels: what a constant prediction scores.
+        steps: Optimizer steps taken.
+    """
 
     best_epoch: int
     best_score: float
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    best_clean: float | None = None
+    chance_level: float | None = None
+    steps: int = 0
+
+    @property
+    def at_chance(self) -> bool:
+        """Whether the kept epoch's validation score is no better than chance (see :data:`CHANCE_FACTOR`)."""
+        return self.chance_level is not None and is_at_chance(self.best_score, self.chance_level)
+
+
+def is_at_chance(score: float, chance_level: float) -> bool:
+    """A validation score at most :data:`CHANCE_FACTOR` times the majority-class share is at chance."""
+    return score <= CHANCE_FACTOR * chance_level + 1e-12
+
+
+def chance_level(labels: torch.Tensor) -> float:
+    """The accuracy of always predicting the most frequent of ``labels``."""
+    return float(torch.bincount(labels.cpu()).max()) / len(labels) if len(labels) else float("nan")
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -142,17 +203,41 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return parts
 
 
+def passes_per_epoch(n: int, config: TrainConfig) -> int:
+    """Passes over ``n`` training samples in one epoch: 1, or enough to reach ``config.min_steps`` in all epochs."""
+    batches = math.ceil(n / config.batch_size) - (n > config.batch_size and n % config.batch_size == 1)
+    return max(1, math.ceil(config.min_steps / (config.epochs * max(1, batches))))
+
+
+def _trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig, beta: float,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """TRADES: CE(f(x), y) + β·KL(p(x) ‖ p(x_adv)) (batch mean), the adversary found in eval mode as the authors do."""
+    was_training = model.training
+    model.eval()
+    x_adv = trades_adversary(model, x, epsilon=attack.epsilon, step_size=attack.step_size, steps=attack.steps,
+                             generator=generator)
+    model.train(was_training)
+    logits = model(x)
+    logits_adv = model(x_adv)
+    kl = F.kl_div(F.log_softmax(logits_adv.float(), 1), F.softmax(logits.float(), 1), reduction="batchmean")
+    return F.cross_entropy(logits, y) + beta * kl, logits_adv
+
+
 def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, *,
         optimizer: torch.optim.Optimizer | None = None, device: torch.device | str = "cpu", seed: int = 0,
         progress: bool = False, desc: str = "train") -> FitResult:
     """Train ``model`` on ``train`` for ``config.epochs`` epochs and restore the epoch with the best validation score.
 
+    The best epoch has the highest validation score; equal scores go to the higher validation clean accuracy, then
+    to the later epoch (a model still at chance scores the same every epoch: keeping its first epoch would throw the
+    rest of the training away).
+
     Args:
         model: On ``device`` already.
         train: Labeled training data (uint8 images).
-        val: Validation data; the score is robust accuracy under the training attack for ``pgd``, clean accuracy for
-            ``standard``. Without ``val`` the last epoch is kept.
-        config: A :class:`TrainConfig` with ``epsilon`` set when ``mode == "pgd"``.
+        val: Validation data; the score is robust accuracy under the training attack for ``pgd`` and ``trades``,
+            clean accuracy for ``standard``. Without ``val`` the last epoch is kept.
+        config: A :class:`TrainConfig` with ``epsilon`` set for adversarial modes.
         optimizer: Continue with this optimizer (and its state); a new one from ``config`` otherwise.
         seed: Seeds shuffling, augmentation and attack random starts.
         progress: Show a progress bar on stderr.
@@ -166,14 +251,19 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
         raise ValueError("Training a BatchNorm model needs at least 2 labeled samples.")
     optimizer = optimizer or make_optimizer(model, config)
     attack = config.train_attack()
+    augment = config.augment or ()
     shuffle_gen = make_generator(seed, "fit-shuffle")
     device_gen = make_generator(seed, "fit-device", device=device)
     x_all, y_all = train.x.to(device), train.y.to(device)
+    if val is not None and len(val) == 0:
+        val = None
     if val is not None:  # validated every epoch: move it once
         val = Split(val.x.to(device), val.y.to(device))
-    batches_per_epoch = len(_batches(len(train), config.batch_size, torch.Generator().manual_seed(0)))
+    passes = passes_per_epoch(len(train), config)
+    batches_per_epoch = passes * len(_batches(len(train), config.batch_size, torch.Generator().manual_seed(0)))
     bar = _progress_bar(config.epochs * batches_per_epoch, desc) if progress else None
-    best = FitResult(best_epoch=0, best_score=float("-inf"))
+    best = FitResult(best_epoch=0, best_score=float("-inf"), chance_level=chance_level(val.y) if val else None)
+    best_key = (float("-inf"), float("-inf"))
     best_state: tuple[dict, dict] | None = None
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -184,34 +274,42 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
             frac = epoch / (config.epsilon_warmup + 1)
             epoch_attack = replace(attack, epsilon=attack.epsilon * frac, step_size=attack.step_size * frac)
         total_loss = correct = seen = 0
-        for idx in _batches(len(train), config.batch_size, shuffle_gen):
+        for idx in (i for _ in range(passes) for i in _batches(len(train), config.batch_size, shuffle_gen)):
             idx = idx.to(device)
-            x, y = augment_batch(to_float(x_all[idx]), config.augment, device_gen), y_all[idx]
-            if epoch_attack is not None:
-                x = epoch_attack.run(model, x, y, generator=device_gen)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            x, y = augment_batch(to_float(x_all[idx]), augment, device_gen), y_all[idx]
+            if config.mode == "trades":
+                loss, logits = _trades_loss(model, x, y, epoch_attack, config.trades_beta, device_gen)
+            else:
+                if epoch_attack is not None:
+                    x = epoch_attack.run(model, x, y, generator=device_gen)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            best.steps += 1
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             if bar is not None:
                 bar.update(1)
         record = {"epoch": epoch, "loss": total_loss / seen, "train_acc": correct / seen}
-        if val is not None and len(val):
+        clean = float("-inf")
+        if val is not None:
             result = evaluate(model, val, attack, device=device, seed=seed + epoch)
             record.update(val_clean=result.clean, val_robust=result.robust)
             score = result.robust if attack is not None else result.clean
+            clean = result.clean
         else:
             score = float(epoch)  # no validation: keep the last epoch
         record.update(score=score, seconds=time.perf_counter() - t0)
         best.history.append(record)
         if bar is not None:
             bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.3f}", val=f"{score:.3f}" if val else "-")
-        if score > best.best_score:
+        if (score, clean) >= best_key:
+            best_key = (score, clean)
             best.best_epoch, best.best_score = epoch, score
+            best.best_clean = clean if val is not None else None
             if epoch < config.epochs:  # the last epoch's state is already in place
                 best_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
             else:
