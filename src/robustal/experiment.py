@@ -23,7 +23,8 @@ class RunSpec:
     """One run: ``dataset`` (name or .npz path), ``model`` (None: the dataset's default), loop settings.
 
     ``loop.train.epsilon`` None means the dataset's ε; ``eval_steps`` is the PGD steps of the per-stage robust
-    accuracy (the paper: 50) with the dataset's ε and step.
+    accuracy (the paper: 50) with the dataset's ε and step. ``acquisition_label`` names a variant of the acquisition
+    function (a study's ``dre-proportional``) in the store and the report.
     """
 
     dataset: str
@@ -31,10 +32,12 @@ class RunSpec:
     model: str | None = None
     eval_steps: int = EVAL_STEPS
     eval_attack: str = "pgd"
+    acquisition_label: str | None = None
 
     def default_name(self) -> str:
         ds = Path(self.dataset).stem if self.dataset.endswith(".npz") else self.dataset
-        return f"{ds}-{self.model or 'default'}-{self.loop.train.mode}-{self.loop.acquisition}-s{self.loop.seed}"
+        acq = self.acquisition_label or self.loop.acquisition
+        return f"{ds}-{self.model or 'default'}-{self.loop.train.mode}-{acq}-s{self.loop.seed}"
 
 
 def model_factory(name: str, dataset: Dataset):
@@ -48,8 +51,12 @@ def model_factory(name: str, dataset: Dataset):
 
 
 def resolve(spec: RunSpec, dataset: Dataset) -> tuple[str, LoopConfig]:
-    """The model name and a loop configuration with the dataset's ε, augmentation and evaluation attack filled in."""
+    """The model name and a loop configuration with the dataset's ε, augmentation and evaluation attack filled in.
+
+    A training ε set in the spec is also the evaluation's (the step scales with it, see
+    :meth:`~robustal.data.Dataset.with_epsilon`)."""
     model = spec.model or dataset.default_model
+    dataset = dataset.with_epsilon(spec.loop.train.epsilon)  # a chosen ε is the evaluation's budget too
     loop = replace(spec.loop, train=spec.loop.train.for_dataset(dataset),
                    eval_attack=paper_attack(dataset, spec.eval_steps, spec.eval_attack) if spec.eval_steps else None)
     return model, loop
@@ -64,9 +71,12 @@ def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = 
     factory = model_factory(model_name, dataset)
     factory()  # fail early on a model that cannot take this data
     store = Store(out) if out is not None else None
+    meta = {"dataset": spec.dataset, "model_name": model_name}
+    if spec.acquisition_label:
+        meta["acquisition_label"] = spec.acquisition_label
     loop = ActiveLearningLoop(None, dataset.splits(), loop_cfg, store=store, name=name or spec.default_name(),
                               device=device, reinit=factory, progress=progress, on_stage=on_stage,
-                              meta={"dataset": spec.dataset, "model_name": model_name})
+                              meta=meta)
     return loop.run()
 
 

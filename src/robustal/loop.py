@@ -48,11 +48,12 @@ class LoopConfig:
         train: How each stage trains (``TrainConfig.epsilon`` must be set for ``pgd``).
         eval_attack: The attack of the per-stage robust accuracy (None: clean accuracy only).
         from_scratch: Re-initialise model and optimizer at each stage instead of continuing.
-        chance_recovery: What to do about a model at chance level (validation score no better than a constant
-            prediction, see :attr:`robustal.training.FitResult.at_chance`). Every such stage is flagged in the store
-            and warned about (:class:`~robustal.errors.ChanceLevelWarning`); ``warmup`` also trains the next stage
-            with the ε warm-up, as for a fresh model; ``reinit`` does that, and trains a stage that ends at chance
-            once more from freshly initialised weights and optimizer, keeping the better of the two by validation.
+        chance_recovery: What to do about a model at chance level (validation clean accuracy no better than a
+            constant prediction, see :attr:`robustal.training.FitResult.at_chance`). Every such stage is flagged in
+            the store and warned about (:class:`~robustal.errors.ChanceLevelWarning`); ``warmup`` also trains the
+            next stage with the ε warm-up, as for a fresh model; ``reinit`` does that, and trains a stage that ends
+            at chance once more from freshly initialised weights and optimizer, keeping the better of the two by
+            validation.
         seed: Seeds the initial set, the model's initialisation, training, selection and evaluation.
     """
 
@@ -139,8 +140,8 @@ class ActiveLearningLoop:
         if config.budget > pool:
             raise ConfigError(f"The budget ({config.budget}) is larger than the pool ({pool} samples); "
                               f"lower --budget to at most {pool}.")
-        if config.train.mode == "pgd" and config.train.epsilon is None:
-            raise ConfigError("pgd training needs TrainConfig.epsilon (use TrainConfig.for_dataset(dataset)).")
+        if config.train.adversarial and config.train.epsilon is None:
+            raise ConfigError("Adversarial training needs TrainConfig.epsilon (use TrainConfig.for_dataset(dataset)).")
         self.splits, self.config, self.store, self.name = splits, config, store, name
         self.device = resolve_device(device)
         self.reinit, self.progress, self.on_stage, self.meta = reinit, progress, on_stage, meta or {}
@@ -260,8 +261,8 @@ class ActiveLearningLoop:
             self._warn_at_chance(stage, len(all_labeled), result)
         record = StageRecord(stage=stage, labeled=len(all_labeled), clean=ev.clean, robust=ev.robust,
                              train_seconds=t2 - t1, select_seconds=t1 - t0, eval_seconds=t3 - t2,
-                             best_epoch=result.best_epoch, val_score=result.best_score, at_chance=result.at_chance,
-                             recovery=recovery)
+                             best_epoch=result.best_epoch, val_score=result.best_score, val_clean=result.best_clean,
+                             at_chance=result.at_chance, recovery=recovery)
         return StageResult(record, picked, selection.scores), optimizer
 
     def _retry_from_scratch(self, stage: int, train: Split, first: FitResult, optimizer: torch.optim.Optimizer
@@ -279,14 +280,14 @@ class ActiveLearningLoop:
         return first, optimizer, False
 
     def _warn_at_chance(self, stage: int, labeled: int, result: FitResult) -> None:
-        what = "robust" if self.config.train.adversarial else "clean"
         hint = {"none": "it continues as it is (chance_recovery='none')",
                 "warmup": "the next stage trains with the epsilon warm-up",
                 "reinit": "retraining from new weights did not help; the next stage trains with the epsilon warm-up"}
-        warnings.warn(f"Run {self.name!r}, stage {stage} ({labeled} labels): validation {what} accuracy "
-                      f"{result.best_score:.3f} is at chance level (a constant prediction scores "
-                      f"{result.chance_level:.3f}); {hint[self.config.chance_recovery]}. The stage is flagged "
-                      "at_chance in the results.", ChanceLevelWarning, stacklevel=2)
+        warnings.warn(f"Run {self.name!r}, stage {stage} ({labeled} labels): validation clean accuracy "
+                      f"{result.best_clean:.3f} is at chance level (predicting the majority class scores "
+                      f"{result.chance_level:.3f}): the model has not learned yet; "
+                      f"{hint[self.config.chance_recovery]}. The stage is flagged at_chance in the results.",
+                      ChanceLevelWarning, stacklevel=2)
 
 
 def run_active_learning(model: nn.Module, pool: Split, val: Split, test: Split, config: LoopConfig, *,

@@ -28,7 +28,8 @@ from pathlib import Path
 from robustal.store import StageRecord, Store, atomic_write_bytes
 
 CSV_FIELDS = ("run", "dataset", "model", "training", "acquisition", "seed", "status", "stage", "labeled", "clean",
-              "robust", "train_seconds", "select_seconds", "eval_seconds", "best_epoch", "val_score")
+              "robust", "train_seconds", "select_seconds", "eval_seconds", "best_epoch", "val_score", "val_clean",
+              "at_chance", "recovery")
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], floatfmt: str = ".3f") -> str:
@@ -69,12 +70,43 @@ class Comparison:
     a12: float
 
 
-def compare(x: Sequence[float], y: Sequence[float]) -> Comparison:
-    """Mann–Whitney U (two-sided, scipy's default exact/asymptotic choice) and Â12 of ``x`` against ``y``."""
-    from scipy.stats import mannwhitneyu
+#: Up to this many ways of splitting the pooled samples, p-values are exact (10 seeds against 10: 184 756).
+EXACT_LIMIT = 250_000
 
-    res = mannwhitneyu(list(x), list(y), alternative="two-sided")
-    return Comparison(float(res.statistic), float(res.pvalue), vargha_delaney_a12(x, y))
+
+def mann_whitney(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, bool]:
+    """Two-sided Mann–Whitney U test of ``x`` against ``y``: ``(U of x, p, exact)``.
+
+    The p-value is exact whenever the pooled samples can be split into groups of ``len(x)`` and ``len(y)`` in at most
+    :data:`EXACT_LIMIT` ways: U's distribution under the null hypothesis is enumerated over every split of the
+    pooled midranks, so ties are handled exactly too (with 3 seeds against 3 the smallest two-sided p is 2/20 = 0.1;
+    a normal approximation claims less). Larger samples use scipy's normal approximation with tie correction.
+    """
+    import itertools
+
+    import numpy as np
+    from scipy.stats import mannwhitneyu, rankdata
+
+    n, m = len(x), len(y)
+    if n == 0 or m == 0:
+        raise ValueError("mann_whitney needs two non-empty samples.")
+    if math.comb(n + m, n) > EXACT_LIMIT:
+        res = mannwhitneyu(list(x), list(y), alternative="two-sided", method="asymptotic")
+        return float(res.statistic), float(res.pvalue), False
+    ranks = rankdata(np.concatenate([np.asarray(x, float), np.asarray(y, float)]))
+    offset = n * (n + 1) / 2
+    u_obs = ranks[:n].sum() - offset
+    splits = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(n + m), n)), dtype=np.int64)
+    u_all = ranks[splits.reshape(-1, n)].sum(1) - offset
+    centre = n * m / 2
+    p = float(np.mean(np.abs(u_all - centre) >= abs(u_obs - centre) - 1e-9))
+    return float(u_obs), min(1.0, p), True
+
+
+def compare(x: Sequence[float], y: Sequence[float]) -> Comparison:
+    """Mann–Whitney U (two-sided, exact for small samples: :func:`mann_whitney`) and Â12 of ``x`` against ``y``."""
+    u, p, _ = mann_whitney(x, y)
+    return Comparison(u, p, vargha_delaney_a12(x, y))
 
 
 def normalized_auc(labels: Sequence[float], values: Sequence[float]) -> float:
@@ -133,7 +165,8 @@ def collect(root: str | Path, names: Sequence[str] | None = None) -> list[RunRes
         loop = cfg.get("loop", {})
         out.append(RunResults(name=name, dataset=dataset_label(str(cfg.get("dataset", "?"))),
                               model=str(cfg.get("model_name", cfg.get("model", "?"))),
-                              training=loop.get("train", {}).get("mode", "?"), acquisition=loop.get("acquisition", "?"),
+                              training=loop.get("train", {}).get("mode", "?"),
+                              acquisition=cfg.get("acquisition_label") or loop.get("acquisition", "?"),
                               seed=int(r["seed"]), status=r["status"], stages=store.stages(name), config=cfg))
     return out
 
@@ -144,7 +177,9 @@ def stage_rows(runs: Sequence[RunResults]) -> list[dict]:
              "acquisition": r.acquisition, "seed": r.seed, "status": r.status, "stage": s.stage, "labeled": s.labeled,
              "clean": s.clean, "robust": s.robust, "train_seconds": s.train_seconds,
              "select_seconds": s.select_seconds, "eval_seconds": s.eval_seconds, "best_epoch": s.best_epoch,
-             "val_score": s.val_score} for r in runs for s in r.stages]
+             "val_score": s.val_score, "val_clean": s.val_clean, "at_chance": int(s.at_chance),
+             "recovery": s.recovery}
+            for r in runs for s in r.stages]
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> Path:
@@ -300,6 +335,32 @@ def plot_entropies(data: dict[str, tuple], title: str, path: Path) -> Path:
     return path
 
 
+def attack_text(attack: dict | None) -> str:
+    """A stored evaluation attack in words: ``PGD-50 (ε = 0.3, step 0.01, random start)``; ``none``."""
+    if not attack:
+        return "none (clean accuracy only)"
+    eps = f"ε = {attack.get('epsilon', float('nan')):.4g}"
+    if attack.get("name") == "pgd":
+        start = ", random start" if attack.get("random_start", True) else ""
+        return f"PGD-{attack.get('steps')} ({eps}, step {attack.get('step_size', float('nan')):.4g}{start})"
+    return f"{attack.get('name')} ({eps})"
+
+
+def checkpoint_labels(labels: Sequence[int]) -> list[int]:
+    """The stage label counts at which chance level is reported: those nearest 30 %, 50 % and 100 % of the budget
+    (every stage's when there are at most four)."""
+    if len(labels) <= 4:
+        return list(labels)
+    budget = labels[-1]
+    picks = [min(labels, key=lambda n, f=f: (abs(n - f * budget), n)) for f in (0.3, 0.5, 1.0)]
+    return list(dict.fromkeys(picks))
+
+
+def chance_counts(runs: Sequence[RunResults], labels: Sequence[int]) -> list[int]:
+    """How many of ``runs`` were at chance (stored ``at_chance`` flag) at each of ``labels``."""
+    return [sum(any(s.at_chance for s in r.stages if s.labeled == n) for r in runs) for n in labels]
+
+
 # --- the report -----------------------------------------------------------------------------------------------------
 def _pm(ms: tuple[float, float] | None) -> str:
     return "-" if ms is None else f"{ms[0]:.3f} ± {ms[1]:.3f}"
@@ -343,13 +404,18 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
     groups = list(dict.fromkeys((s.dataset, s.model) for s in summaries))
     for ds, model in groups:
         cell = [s for s in summaries if (s.dataset, s.model) == (ds, model)]
-        lines += [f"## {ds} / {model}", "", "### Final accuracy and area under the curves", ""]
+        attacks = list(dict.fromkeys(attack_text(r.config.get("loop", {}).get("eval_attack")) for r in runs
+                                     if (r.dataset, r.model) == (ds, model)))
+        lines += [f"## {ds} / {model}", "", f"Robust accuracy under {' / '.join(attacks)}"
+                  + (" (the runs differ: see stages.csv and each run's configuration)." if len(attacks) > 1 else "."),
+                  "", "### Final accuracy and area under the curves", ""]
         lines.append(format_table(
             ["training", "acquisition", "seeds", "labels", "clean", "robust", "AUC clean", "AUC robust"],
             [[s.training, s.acquisition, s.seeds, s.labels, _pm(s.clean), _pm(s.robust), _pm(s.auc_clean),
               _pm(s.auc_robust)] for s in cell]))
-        lines += ["", "### Each function vs random (two-sided Mann–Whitney U across seeds; Â12 = P(function > random))",
-                  ""]
+        lines += _chance_section(runs, ds, model)
+        lines += ["", "### Each function vs random (two-sided Mann–Whitney U across seeds, exact where the seeds "
+                  "allow; Â12 = P(function > random))", ""]
         rows = []
         for mode in dict.fromkeys(s.training for s in cell):
             base = next((s for s in cell if s.training == mode and s.acquisition == "random"), None)
@@ -375,6 +441,22 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
             lines += _entropy_section(root, runs, ds, model, out, data_dir)
     atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
     return out / "report.md"
+
+
+def _chance_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str]:
+    """Per function and training mode: runs whose model was at chance level at ~30 %, 50 % and 100 % of the budget."""
+    cells = {k: v for k, v in _cells(runs).items() if k[:2] == (ds, model)}
+    if not cells:
+        return []
+    labels = checkpoint_labels([s.labeled for s in next(iter(cells.values()))[0].stages])
+    rows = [[mode, acq, len(rs), *chance_counts(rs, labels),
+             sum(any(s.at_chance for s in r.stages[1:]) for r in rs)] for (_, _, mode, acq), rs in cells.items()]
+    return ["", "### Runs at chance level", "",
+            "Runs whose model was no better than a constant prediction (validation clean accuracy at most 1.5 × the "
+            "majority class's share: the network predicts one class), at each label count; the last column counts "
+            "runs at chance at any stage after the first.", "",
+            format_table(["training", "acquisition", "runs", *(f"at {n} labels" for n in labels),
+                          "any stage ≥ 1"], rows)]
 
 
 def _entropy_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, out: Path, data_dir) -> list[str]:
@@ -413,6 +495,7 @@ def _entropy_section(root: Path, runs: Sequence[RunResults], ds: str, model: str
     return lines + [""]
 
 
-__all__ = ["CSV_FIELDS", "Comparison", "RunResults", "Summary", "collect", "compare", "format_table", "mean_std",
-           "normalized_auc", "plot_curves", "plot_entropies", "selection_entropies", "stage_rows", "summarize",
+__all__ = ["CSV_FIELDS", "Comparison", "RunResults", "Summary", "attack_text", "chance_counts", "checkpoint_labels",
+           "collect", "compare", "format_table", "mann_whitney", "mean_std", "normalized_auc", "plot_curves",
+           "plot_entropies", "selection_entropies", "stage_rows", "summarize",
            "vargha_delaney_a12", "write_csv", "write_report"]

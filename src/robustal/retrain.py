@@ -22,7 +22,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -125,14 +125,19 @@ def read_selection(path: str | Path, pool_size: int, train_size: int, n: int | N
 
 
 def retrain(model: nn.Module, dataset: Dataset, train_size: int, selected: torch.Tensor, config: TrainConfig, *,
-            device: torch.device | str = "cpu", seed: int = 0, progress: bool = False) -> FitResult:
+            device: torch.device | str = "cpu", seed: int = 0, progress: bool = False,
+            warmup: bool = False) -> FitResult:
     """Fine-tune ``model`` on the original training data ``pool[:train_size]`` plus ``pool[selected]``.
 
-    The epoch with the best validation score (robust accuracy under ``pgd``) is kept; see :func:`fit`.
+    The epoch with the best validation score (robust accuracy under adversarial training) is kept; see :func:`fit`.
+    The model has been trained already, so the ε warm-up of ``config`` applies only with ``warmup=True``.
     """
     splits = dataset.splits()
     index = torch.cat([torch.arange(train_size), selected.to(torch.int64).cpu()])
-    return fit(model, splits.pool.subset(index), splits.val, config.for_dataset(dataset), device=device, seed=seed,
+    config = config.for_dataset(dataset)
+    if not warmup:
+        config = replace(config, epsilon_warmup=0)
+    return fit(model, splits.pool.subset(index), splits.val, config, device=device, seed=seed,
                progress=progress, desc="retrain")
 
 
@@ -196,15 +201,18 @@ def retrain_study(checkpoint: Checkpoint, dataset: Dataset, metrics: Sequence[st
     rows = read_study_rows(path)
     done = {(r["metric"], int(r["size"]), int(r["seed"])) for r in rows}
     splits = dataset.splits()
-    before = evaluate(checkpoint.build(dataset, device), splits.test, attack, device=device, seed=0)
+    before: dict[int, EvalResult] = {}  # per seed: "before" and "after" are measured with the same seed
     for size in sizes:
         for metric in metrics:
             for seed in seeds:
                 if (metric, size, seed) in done:
                     continue
                 t0 = time.perf_counter()
+                if seed not in before:
+                    before[seed] = evaluate(checkpoint.build(dataset, device), splits.test, attack, device=device,
+                                            seed=seed)
                 o = select_and_retrain(checkpoint, dataset, metric, size, config, attack, train_size=train_size,
-                                       seed=seed, device=device, before=before)
+                                       seed=seed, device=device, before=before[seed])
                 row = {"metric": metric, "size": size, "seed": seed, "clean_before": o.before.clean,
                        "robust_before": o.before.robust, "clean_after": o.after.clean,
                        "robust_after": o.after.robust, "best_epoch": o.fit.best_epoch,
@@ -242,10 +250,10 @@ def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> s
         g = groups[(metric, size)]
         robust = [x for x in (num(r["robust_after"]) for r in g) if x is not None]
         table.append([metric, size, len(g), _mean_std([float(r["clean_after"]) for r in g]), _mean_std(robust)])
-    before = rows[0] if rows else None
     text = format_table(["metric", "selected", "seeds", "clean after", "robust after"], table)
-    if before is not None:
-        rb = num(before["robust_before"])
-        text += (f"\n\nBefore retraining: clean {float(before['clean_before']):.4f}, robust "
-                 f"{'-' if rb is None else f'{rb:.4f}'}.")
+    per_seed = {int(r["seed"]): r for r in rows}  # the checkpoint before fine-tuning, measured with each seed
+    if per_seed:
+        robust = [x for x in (num(r["robust_before"]) for r in per_seed.values()) if x is not None]
+        text += (f"\n\nBefore retraining (mean ± std over seeds {sorted(per_seed)}): clean "
+                 f"{_mean_std([float(r['clean_before']) for r in per_seed.values()])}, robust {_mean_std(robust)}.")
     return text

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS stages (
     eval_seconds REAL,
     best_epoch INTEGER,
     val_score REAL,
+    val_clean REAL,
     at_chance INTEGER NOT NULL DEFAULT 0,
     recovery TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run, stage)
@@ -64,17 +65,19 @@ NON_SEMANTIC_KEYS = frozenset({"device", "progress", "workers", "data_dir", "bat
 
 #: The columns of ``stages``, in :class:`StageRecord`'s field order after ``run``.
 STAGE_COLUMNS = ("stage", "labeled", "clean", "robust", "train_seconds", "select_seconds", "eval_seconds",
-                 "best_epoch", "val_score", "at_chance", "recovery")
+                 "best_epoch", "val_score", "val_clean", "at_chance", "recovery")
 #: Columns added to ``stages`` since the first release, with their SQL type (older stores get them on open).
-_ADDED_STAGE_COLUMNS = {"at_chance": "INTEGER NOT NULL DEFAULT 0", "recovery": "TEXT NOT NULL DEFAULT ''"}
+_ADDED_STAGE_COLUMNS = {"val_clean": "REAL", "at_chance": "INTEGER NOT NULL DEFAULT 0",
+                        "recovery": "TEXT NOT NULL DEFAULT ''"}
 
 
 @dataclass(frozen=True)
 class StageRecord:
     """One finished stage of a run.
 
-    ``at_chance``: the stage's model validated no better than a constant prediction; ``recovery``: what the loop did
-    about a model at chance in this stage (``""``, ``"warmup"`` or ``"reinit"``).
+    ``val_score`` is the kept epoch's validation score (robust accuracy under adversarial training), ``val_clean``
+    its validation clean accuracy; ``at_chance``: that model was no better than a constant prediction;
+    ``recovery``: what the loop did about a model at chance in this stage (``""``, ``"warmup"`` or ``"reinit"``).
     """
 
     stage: int
@@ -86,6 +89,7 @@ class StageRecord:
     eval_seconds: float = 0.0
     best_epoch: int | None = None
     val_score: float | None = None
+    val_clean: float | None = None
     at_chance: bool = False
     recovery: str = ""
 

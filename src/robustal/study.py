@@ -15,6 +15,9 @@ shared by every run::
     [train]                            # any TrainConfig field: epochs, batch_size, lr, attack_steps, ...
     [acquisition.dre]                  # options of one acquisition function
     bins = 50
+    [acquisition.dre-proportional]     # a named variant: `function` says which function it is
+    function = "dre"
+    rounding = "proportional"
 
 Each run is a :class:`RunTask` (a unique name and a :class:`~robustal.experiment.RunSpec`). Finished runs are
 skipped and interrupted ones resume, because every run goes through :func:`~robustal.experiment.run_experiment` and
@@ -57,7 +60,7 @@ class RunTask:
 SECTIONS = ("study", "grid", "loop", "train", "acquisition")
 STUDY_KEYS = ("name", "description")
 GRID_KEYS = ("datasets", "models", "training", "acquisitions", "seeds")
-LOOP_KEYS = ("initial", "per_stage", "budget", "from_scratch", "eval_steps", "eval_attack")
+LOOP_KEYS = ("initial", "per_stage", "budget", "from_scratch", "chance_recovery", "eval_steps", "eval_attack")
 
 
 def _check_keys(table: object, valid: Sequence[str], where: str, path: object) -> dict:
@@ -101,7 +104,8 @@ class Study:
         seeds: Seeds; one run per seed and grid cell.
         loop: ``[loop]`` settings (initial, per_stage, budget, from_scratch, eval_steps, eval_attack).
         train: ``[train]`` settings, :class:`~robustal.training.TrainConfig` fields.
-        acquisition_options: Per acquisition function, its options.
+        acquisition_options: Per acquisition function (or named variant), its options; a variant's table names
+            its registered function under ``function``.
         base: The folder that relative .npz paths are resolved against (the study file's folder).
     """
 
@@ -181,9 +185,12 @@ class Study:
         for acq, opts in options.items():
             if not isinstance(opts, dict):
                 raise ConfigError(f"{source}: [acquisition.{acq}] must be a table. Got {opts!r} instead.")
+            if "function" in opts and not isinstance(opts["function"], str):
+                raise ConfigError(f"{source}: [acquisition.{acq}] function must be the name of an acquisition "
+                                  f"function. Got {opts['function']!r} instead.")
         if "augment" in train:
             aug = train["augment"]
-            train["augment"] = (aug,) if isinstance(aug, str) else tuple(aug)
+            train["augment"] = (aug,) if isinstance(aug, str) else tuple(aug) if isinstance(aug, list) else aug
         if "eval_steps" in loop:
             from robustal._validation import check_int
 
@@ -203,7 +210,8 @@ class Study:
 
         loop = {k: v for k, v in self.loop.items() if k not in ("eval_steps", "eval_attack")}
         options = dict(self.acquisition_options.get(acquisition, {}))
-        return LoopConfig(acquisition=acquisition, acquisition_options=options,
+        function = options.pop("function", acquisition)
+        return LoopConfig(acquisition=function, acquisition_options=options,
                           train=TrainConfig(mode=mode, **self.train), seed=seed, **loop)
 
     def dataset_path(self, dataset: str) -> str:
@@ -228,6 +236,7 @@ class Study:
                         for seed in self.seeds:
                             loop = self._loop_config(acq, mode, seed)
                             spec = RunSpec(dataset=self.dataset_path(ds), model=model, loop=loop,
+                                           acquisition_label=acq if acq != loop.acquisition else None,
                                            **{k: self.loop[k] for k in ("eval_steps", "eval_attack") if k in self.loop})
                             out.append(RunTask(f"{dataset_label(ds)}-{model_label}-{mode}-{acq}-s{seed}", spec))
         names = [t.name for t in out]

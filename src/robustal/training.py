@@ -6,9 +6,10 @@ under ``trades`` the loss is the clean cross-entropy plus β·KL(p(x) ‖ p(x_ad
 ``standard`` it is clean accuracy. The model and optimizer of the best epoch are restored at the end, so a caller can
 continue training from them (the active-learning loop does).
 
-A model whose validation score is no better than predicting the majority class is *at chance*
+A model whose validation clean accuracy is no better than predicting the majority class is *at chance*
 (:attr:`FitResult.at_chance`): adversarial training from a few hundred labels often ends there, with the network
-predicting one class for every input. The loop reports and recovers from it.
+predicting one class for every input (clean = robust accuracy ≈ 1/classes). The loop reports and recovers from it.
+A model that is accurate but not yet robust (TRADES learns clean accuracy first) is not at chance.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from robustal.evaluation import evaluate
 TRAINING_MODES = ("standard", "pgd", "trades")
 OPTIMIZERS = ("adam", "sgd")
 AUGMENTATIONS = ("crop", "flip")
-#: A validation score at most this many times the majority class's share of the validation labels is at chance:
-#: the model is no better than a constant prediction (0.15 for 10 balanced classes).
+#: A model whose validation clean accuracy is at most this many times the majority class's share of the validation
+#: labels is at chance: no better than a constant prediction (0.15 for 10 balanced classes).
 CHANCE_FACTOR = 1.5
 
 
@@ -55,9 +56,9 @@ class TrainConfig:
             training at MNIST's ε = 0.3 with several epochs at chance level; LeNet-5 on 8 000 MNIST images, seed 0,
             10 epochs: 30.6 % PGD-50 robust without warm-up, 61.0 % with 2 epochs. Validation always uses the full ε.
         trades_beta: TRADES's β, the weight of the robustness (KL) term (the authors' default: 6).
-        min_steps: A floor on the optimizer steps of one :func:`fit`: when ``epochs`` passes over a small training
-            set give fewer, each epoch passes over the set several times (100 labels at batch 128 would otherwise
-            get one step per epoch). 0: no floor.
+        min_steps: A floor on the optimizer steps of one :func:`fit`: when one pass over a small training set has
+            fewer than ``ceil(min_steps / epochs)`` batches, an epoch continues with further shuffled passes up to
+            that many steps (100 labels at batch 128 would otherwise get one step per epoch). 0: no floor.
     """
 
     mode: str = "standard"
@@ -152,13 +153,14 @@ class FitResult:
 
     @property
     def at_chance(self) -> bool:
-        """Whether the kept epoch's validation score is no better than chance (see :data:`CHANCE_FACTOR`)."""
-        return self.chance_level is not None and is_at_chance(self.best_score, self.chance_level)
+        """Whether the kept epoch's validation clean accuracy is no better than chance (:data:`CHANCE_FACTOR`)."""
+        return (self.chance_level is not None and self.best_clean is not None
+                and is_at_chance(self.best_clean, self.chance_level))
 
 
-def is_at_chance(score: float, chance_level: float) -> bool:
-    """A validation score at most :data:`CHANCE_FACTOR` times the majority-class share is at chance."""
-    return score <= CHANCE_FACTOR * chance_level + 1e-12
+def is_at_chance(clean_accuracy: float, chance_level: float) -> bool:
+    """A clean accuracy at most :data:`CHANCE_FACTOR` times the majority-class share is at chance."""
+    return clean_accuracy <= CHANCE_FACTOR * chance_level + 1e-12
 
 
 def chance_level(labels: torch.Tensor) -> float:
@@ -203,10 +205,14 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return parts
 
 
-def passes_per_epoch(n: int, config: TrainConfig) -> int:
-    """Passes over ``n`` training samples in one epoch: 1, or enough to reach ``config.min_steps`` in all epochs."""
-    batches = math.ceil(n / config.batch_size) - (n > config.batch_size and n % config.batch_size == 1)
-    return max(1, math.ceil(config.min_steps / (config.epochs * max(1, batches))))
+def _epoch_batches(n: int, config: TrainConfig, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches: a shuffled pass over ``range(n)``, continued with further shuffled passes (cut at the
+    step count) while the epoch has fewer than ``ceil(min_steps / epochs)`` steps."""
+    want = math.ceil(config.min_steps / config.epochs)
+    batches = _batches(n, config.batch_size, generator)
+    while len(batches) < want:
+        batches += _batches(n, config.batch_size, generator)[:want - len(batches)]
+    return batches
 
 
 def _trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig, beta: float,
@@ -259,8 +265,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
         val = None
     if val is not None:  # validated every epoch: move it once
         val = Split(val.x.to(device), val.y.to(device))
-    passes = passes_per_epoch(len(train), config)
-    batches_per_epoch = passes * len(_batches(len(train), config.batch_size, torch.Generator().manual_seed(0)))
+    batches_per_epoch = len(_epoch_batches(len(train), config, torch.Generator().manual_seed(0)))
     bar = _progress_bar(config.epochs * batches_per_epoch, desc) if progress else None
     best = FitResult(best_epoch=0, best_score=float("-inf"), chance_level=chance_level(val.y) if val else None)
     best_key = (float("-inf"), float("-inf"))
@@ -274,7 +279,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
             frac = epoch / (config.epsilon_warmup + 1)
             epoch_attack = replace(attack, epsilon=attack.epsilon * frac, step_size=attack.step_size * frac)
         total_loss = correct = seen = 0
-        for idx in (i for _ in range(passes) for i in _batches(len(train), config.batch_size, shuffle_gen)):
+        for idx in _epoch_batches(len(train), config, shuffle_gen):
             idx = idx.to(device)
             x, y = augment_batch(to_float(x_all[idx]), augment, device_gen), y_all[idx]
             if config.mode == "trades":

@@ -111,3 +111,24 @@ def test_dfal_scores_only_a_random_candidate_subset(model, pool_x):
     a = create_acquisition("dfal").select(context(model, pool_x, seed=1), 2).indices
     b = create_acquisition("dfal").select(context(model, pool_x, seed=2), 2).indices
     assert not torch.equal(a, b)
+
+
+#: Functions whose picks are a set (returned in a seeded random order) rather than a ranking.
+UNRANKED = {"random", "dre"}
+
+
+def test_ranked_flag_matches_the_prefix_rule():
+    assert {name for name in NAMES if not create_acquisition(name).ranked} == UNRANKED
+
+
+@pytest.mark.parametrize("name", sorted(UNRANKED))
+def test_set_valued_selections_come_in_a_seeded_random_order(name, model, pool_x):
+    """Every prefix of a set-valued selection is a fair sample: the picks are shuffled, not in bin order."""
+    acq = create_acquisition(name)
+    ctx = context(model, pool_x)
+    raw_positions, _ = acq.pick(context(model, pool_x), 60)
+    selection = acq.select(ctx, 60)
+    assert sorted(selection.indices.tolist()) == sorted(ctx.unlabeled[raw_positions].tolist())  # same set
+    if name == "dre":  # pick() returns ascending bins; select() must not
+        entropies = selection.scores
+        assert not bool((entropies[1:] >= entropies[:-1]).all())

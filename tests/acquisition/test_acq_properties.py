@@ -68,12 +68,35 @@ def values_and_n(draw):
 
 
 @SETTINGS
-@given(values_and_n(), st.integers(1, 60), st.integers(0, 2**31))
-def test_dre_sample_returns_n_distinct_positions(vn, bins, seed):
+@given(values_and_n(), st.integers(1, 60), st.integers(0, 2**31), st.sampled_from(["reference", "proportional"]))
+def test_dre_sample_returns_n_distinct_positions(vn, bins, seed, rounding):
     values, n = vn
-    picks = dre_sample(values, n, bins=bins, generator=torch.Generator().manual_seed(seed))
+    picks = dre_sample(values, n, bins=bins, generator=torch.Generator().manual_seed(seed), rounding=rounding)
     assert picks.shape == (n,) and len(set(picks.tolist())) == n
     assert ((picks >= 0) & (picks < len(values))).all()
+
+
+def _bins(values: torch.Tensor, bins: int) -> torch.Tensor:
+    lo, hi = values.min(), values.max()
+    if hi == lo:
+        return torch.zeros(len(values), dtype=torch.int64)
+    return ((values - lo) / ((hi - lo) / bins)).floor().clamp(0, bins - 1).long()
+
+
+@SETTINGS
+@given(values_and_n(), st.integers(1, 60), st.integers(0, 2**31))
+def test_dre_reference_counts_are_the_tail_of_the_ceil_shares(vn, bins, seed):
+    """Per bin: the ceil(mass·n) shares laid out in ascending bin order, of which the last n are kept."""
+    values, n = vn
+    picks = dre_sample(values.double(), n, bins=bins, generator=torch.Generator().manual_seed(seed))
+    counts = torch.bincount(_bins(values.double(), bins), minlength=bins)
+    ceil = [-(-int(c) * n // len(values)) for c in counts]
+    expected, surplus = [], sum(ceil) - n
+    for c in ceil:  # drop the surplus from the lowest bins
+        drop = min(c, surplus)
+        expected.append(c - drop)
+        surplus -= drop
+    assert torch.bincount(_bins(values.double(), bins)[picks], minlength=bins).tolist() == expected
 
 
 @SETTINGS

@@ -115,17 +115,48 @@ DRE_VALUES = torch.tensor([0.0, 4.0, 0.1, 1.2, 0.5, 3.3, 4.5, 0.9, 1.5, 5.0], dt
 DRE_BIN = torch.tensor([0, 4, 0, 1, 0, 3, 4, 0, 1, 4])
 
 
-def test_dre_per_bin_counts_match_the_largest_remainder_shares():
+def test_dre_proportional_per_bin_counts_match_the_largest_remainder_shares():
     # n = 5: exact shares 2, 1, 0, 0.5, 1.5 → floors 2, 1, 0, 0, 1 and the one left over goes to the
     # tied remainders' lower bin (3): 2, 1, 0, 1, 1.
-    picks = dre_sample(DRE_VALUES, 5, bins=5, generator=torch.Generator().manual_seed(0))
+    picks = dre_sample(DRE_VALUES, 5, bins=5, generator=torch.Generator().manual_seed(0), rounding="proportional")
     assert len(set(picks.tolist())) == 5
     assert torch.bincount(DRE_BIN[picks], minlength=5).tolist() == [2, 1, 0, 1, 1]
 
 
+def test_dre_reference_takes_ceil_per_bin_and_keeps_the_last_n():
+    # n = 5: ceil(mass·n) = ceil(2, 1, 0, 0.5, 1.5) = 2, 1, 0, 1, 2 → 6 in ascending bin order; the last 5 drop one
+    # sample of the lowest bin: 1, 1, 0, 1, 2.
+    picks = dre_sample(DRE_VALUES, 5, bins=5, generator=torch.Generator().manual_seed(0))
+    assert len(set(picks.tolist())) == 5
+    assert torch.bincount(DRE_BIN[picks], minlength=5).tolist() == [1, 1, 0, 1, 2]
+
+
+def worked_example() -> tuple[torch.Tensor, torch.Tensor]:
+    """The issue's example: 1 000 values in 50 bins over [0, 50]: 902 in the lowest bin, 2 in each of the 49 others."""
+    low = torch.linspace(0.0, 0.9, 902, dtype=torch.float64)
+    high = torch.arange(1, 50, dtype=torch.float64).repeat_interleave(2) + torch.tensor([0.25, 0.5]).repeat(49)
+    values = torch.cat([low, high])
+    values[-1] = 50.0  # the maximum (in the closed last bin) makes the bins exactly 1 wide
+    return values, values.floor().clamp(max=49).long()
+
+
+def test_dre_worked_example_reference_picks_one_from_each_of_the_10_highest_bins():
+    values, bins_of = worked_example()
+    assert torch.bincount(bins_of, minlength=50).tolist() == [902] + [2] * 49
+    picks = dre_sample(values, 10, bins=50, generator=torch.Generator().manual_seed(3))
+    assert sorted(bins_of[picks].tolist()) == list(range(40, 50))
+
+
+def test_dre_worked_example_proportional_picks_ten_from_the_lowest_bin():
+    values, bins_of = worked_example()
+    picks = dre_sample(values, 10, bins=50, generator=torch.Generator().manual_seed(3), rounding="proportional")
+    assert bins_of[picks].tolist() == [0] * 10
+
+
 def test_dre_every_sample_is_binnable_including_the_maximum():
-    picks = dre_sample(DRE_VALUES, 10, bins=5, generator=torch.Generator().manual_seed(0))
-    assert sorted(picks.tolist()) == list(range(10))
+    for rounding in ("reference", "proportional"):
+        picks = dre_sample(DRE_VALUES, 10, bins=5, generator=torch.Generator().manual_seed(0), rounding=rounding)
+        assert sorted(picks.tolist()) == list(range(10))
 
 
 def test_dre_uniform_values_and_determinism():
@@ -141,6 +172,8 @@ def test_dre_rejects_bad_arguments():
         dre_sample(DRE_VALUES, 11)
     with pytest.raises(ConfigError, match="'bins' parameter"):
         dre_sample(DRE_VALUES, 2, bins=0)
+    with pytest.raises(ConfigError, match="'rounding' parameter of dre must be one of 'reference', 'proportional'"):
+        dre_sample(DRE_VALUES, 2, rounding="up")
 
 
 def test_k_center_hand_derived_order():

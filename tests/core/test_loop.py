@@ -166,3 +166,91 @@ def test_robust_accuracy_rises_over_stages_on_real_mnist(mnist_npz):
     spec = RunSpec(dataset=str(mnist_npz), model="lenet5", eval_steps=10, loop=cfg)
     stages = run_experiment(spec, None).stages
     assert stages[-1].robust > stages[0].robust + 0.05
+
+
+class Constant(nn.Module):
+    """Predicts class 2 for every input; its parameters cannot change that at the learning rates used here."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([0.0, 0.0, 5.0] + [0.0] * 7))
+        self.scale = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.bias.expand(len(x), -1) + self.scale * x.flatten(1).mean(1, keepdim=True)
+
+
+def _constant_run(digits, tmp_path, recovery, name="c"):
+    splits = digits.splits()
+    cfg = LoopConfig(acquisition="random", initial=30, per_stage=30, budget=90, seed=0, chance_recovery=recovery,
+                     train=TrainConfig(mode="pgd", epsilon=0.2, epochs=1, lr=1e-9, attack_steps=1),
+                     eval_attack=AttackConfig("pgd", 0.2, 0.05, 2))
+    return run_active_learning(Constant(), splits.pool, splits.val, splits.test, cfg, store=Store(tmp_path),
+                               name=name)
+
+
+def test_a_stage_at_chance_is_warned_about_and_flagged(digits, tmp_path):
+    from robustal.errors import ChanceLevelWarning
+
+    with pytest.warns(ChanceLevelWarning, match=r"'c', stage 0 \(30 labels\): validation clean accuracy 0\.\d+ is at "
+                                                r"chance level .*it continues as it is \(chance_recovery='none'\)"):
+        result = _constant_run(digits, tmp_path, "none")
+    assert [s.at_chance for s in result.stages] == [True, True, True]
+    stored = Store(tmp_path).stages("c")
+    assert [s.at_chance for s in stored] == [True, True, True] and [s.recovery for s in stored] == ["", "", ""]
+    majority = torch.bincount(digits.splits().val.y).max().item() / len(digits.splits().val)
+    assert all(s.val_clean <= 1.5 * majority for s in stored)
+
+
+def test_chance_recovery_retrains_from_new_weights_and_warms_up_the_next_stage(digits, tmp_path, monkeypatch):
+    from robustal import loop
+
+    warmups = []
+    real_fit = loop.fit
+    monkeypatch.setattr(loop, "fit", lambda m, tr, v, cfg, **kw: warmups.append(cfg.epsilon_warmup) or
+                        real_fit(m, tr, v, cfg, **kw))
+    with pytest.warns(UserWarning):
+        _constant_run(digits, tmp_path, "reinit")
+    # Each stage: a first fit (stage 0 fresh; later stages warm up because the last ended at chance), then a retry
+    # from new weights, always with the warm-up.
+    assert warmups == [2, 2, 2, 2, 2, 2]
+    assert [s.recovery for s in Store(tmp_path).stages("c")] == ["reinit", "reinit", "reinit"]
+    warmups.clear()
+    with pytest.warns(UserWarning):
+        _constant_run(digits, tmp_path / "none", "none")
+    assert warmups == [2, 0, 0]  # without recovery only the fresh model warms up
+
+
+def test_a_learning_run_is_not_at_chance(digits, recwarn):
+    from robustal.errors import ChanceLevelWarning
+
+    cfg = LoopConfig(acquisition="random", initial=50, per_stage=50, budget=100, seed=0,
+                     train=TrainConfig(mode="standard", epochs=5, batch_size=32, min_steps=50))
+    result = run_experiment(RunSpec(dataset="digits", model="small-cnn", eval_steps=0, loop=cfg), None,
+                            dataset=digits)
+    assert not any(s.at_chance for s in result.stages)
+    assert not [w for w in recwarn if issubclass(w.category, ChanceLevelWarning)]
+
+
+def test_a_chosen_epsilon_is_also_the_evaluation_budget(digits):
+    from robustal.experiment import resolve
+
+    spec = digits_spec()
+    _, loop = resolve(replace(spec, loop=replace(spec.loop, train=replace(FAST, epsilon=0.1))), digits)
+    assert loop.train.epsilon == 0.1 and loop.eval_attack.epsilon == 0.1
+    assert loop.eval_attack.step_size == pytest.approx(2.5 * 0.1 / 3)  # a 3-step evaluation: 2.5·ε/k
+    _, loop = resolve(spec, digits)
+    assert loop.eval_attack.epsilon == digits.epsilon == 0.2
+
+
+def test_reduced_step_evaluations_take_madry_steps():
+    from robustal.data import Dataset
+    from robustal.evaluation import paper_attack
+
+    d = Dataset("d", Split(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64)),
+                Split(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64)), 10,
+                epsilon=0.3, step_size=0.01)
+    assert paper_attack(d).step_size == 0.01 and paper_attack(d).steps == 50  # the paper's PGD-50
+    assert paper_attack(d, 20).step_size == pytest.approx(0.0375)  # PGD-20 at 0.01 could not even reach ε
+    assert paper_attack(d, 100).step_size == 0.01
+    assert d.with_epsilon(0.1).step_size == pytest.approx(0.01 / 3)

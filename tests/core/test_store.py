@@ -99,3 +99,25 @@ def test_unwritable_output_folder(tmp_path):
 def test_config_diff_ignores_runtime_keys():
     assert config_diff({"a": 1, "device": "cpu"}, {"a": 1, "device": "cuda"}) == []
     assert config_diff({"a": {"b": 1}}, {"a": {"b": 2}}) == ["a.b: stored 1, now 2"]
+
+
+def test_a_store_of_the_first_release_gains_the_new_stage_columns(tmp_path):
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "results.db") as con:  # the first release's stages table
+        con.executescript("""
+            CREATE TABLE runs (name TEXT PRIMARY KEY, config TEXT NOT NULL, seed INTEGER NOT NULL,
+                               versions TEXT NOT NULL, status TEXT NOT NULL, created REAL NOT NULL,
+                               updated REAL NOT NULL);
+            CREATE TABLE stages (run TEXT NOT NULL, stage INTEGER NOT NULL, labeled INTEGER NOT NULL, clean REAL,
+                                 robust REAL, train_seconds REAL, select_seconds REAL, eval_seconds REAL,
+                                 best_epoch INTEGER, val_score REAL, PRIMARY KEY (run, stage));
+            INSERT INTO runs VALUES ('old', '{}', 0, '{}', 'finished', 0, 0);
+            INSERT INTO stages VALUES ('old', 0, 100, 0.9, 0.4, 1, 0, 1, 3, 0.45);
+        """)
+    store = Store(tmp_path)
+    (s,) = store.stages("old")
+    assert (s.labeled, s.clean, s.val_score, s.val_clean, s.at_chance, s.recovery) == (100, 0.9, 0.45, None, False, "")
+    store.add_stage("old", StageRecord(1, 200, 0.5, 0.1, val_clean=0.1, at_chance=True, recovery="reinit"),
+                    torch.arange(3), None)
+    assert store.stages("old")[1].at_chance is True and store.stages("old")[1].recovery == "reinit"

@@ -16,7 +16,8 @@ from robustal.training import TrainConfig, augment_batch, fit
     ({"mode": "madry"}, "mode"), ({"optimizer": "rmsprop"}, "optimizer"), ({"epochs": 0}, "epochs"),
     ({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr"), ({"epsilon": 1.5}, "epsilon"),
     ({"attack_steps": 0}, "attack_steps"), ({"step_size": -1.0}, "step_size"), ({"augment": ("rotate",)}, "augment"),
-    ({"epsilon_warmup": -1}, "epsilon_warmup"),
+    ({"epsilon_warmup": -1}, "epsilon_warmup"), ({"min_steps": -1}, "min_steps"),
+    ({"trades_beta": -1.0}, "trades_beta"),
 ])
 def test_train_config_rejects_bad_values(kwargs, param):
     with pytest.raises(ConfigError, match=f"The '{param}' parameter of TrainConfig"):
@@ -35,6 +36,17 @@ def test_for_dataset_fills_epsilon_and_augmentation(digits):
     cfg = TrainConfig(mode="pgd").for_dataset(digits)
     assert cfg.epsilon == digits.epsilon
     assert TrainConfig(mode="pgd", epsilon=0.05).for_dataset(digits).epsilon == 0.05
+
+
+def test_augment_none_takes_the_datasets_and_empty_switches_it_off(digits):
+    import dataclasses
+
+    cifar_like = dataclasses.replace(digits, augment=("crop", "flip"))
+    assert TrainConfig().for_dataset(cifar_like).augment == ("crop", "flip")
+    assert TrainConfig(augment=()).for_dataset(cifar_like).augment == ()
+    assert TrainConfig(augment=["flip"]).for_dataset(cifar_like).augment == ("flip",)
+    with pytest.raises(ConfigError, match="'augment' parameter of TrainConfig must be a list of crop, flip"):
+        TrainConfig(augment=5)
 
 
 def test_crop_is_a_shifted_window_of_the_zero_padded_image():
@@ -69,7 +81,7 @@ def test_fit_restores_the_best_epoch(digits):
     result = fit(model, splits.pool, splits.val, cfg, seed=0)
     scores = [h["score"] for h in result.history]
     assert len(scores) == 4
-    assert result.best_epoch == 1 + scores.index(max(scores))
+    assert result.best_epoch == max(i + 1 for i, s in enumerate(scores) if s == max(scores))  # ties: the later
     assert result.best_score == max(scores)
     # The model holds the kept epoch's weights: its validation accuracy is that epoch's.
     assert evaluate(model, splits.val).clean == pytest.approx(result.best_score)
@@ -121,3 +133,85 @@ def test_fit_rejects_empty_training_set():
     empty = Split(torch.zeros(0, 1, 8, 8, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
     with pytest.raises(ValueError, match="empty"):
         fit(model, empty, None, TrainConfig())
+
+
+def _scripted_validation(monkeypatch, results):
+    """Make fit's per-epoch validation return ``results`` (clean, robust) in turn."""
+    from robustal import training
+    from robustal.evaluation import EvalResult
+
+    it = iter(results)
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: EvalResult(*next(it), n=100))
+
+
+@pytest.mark.parametrize("results, best", [
+    ([(0.5, 0.2), (0.6, 0.3), (0.9, 0.25)], 2),    # the highest robust accuracy wins
+    ([(0.5, 0.3), (0.7, 0.3), (0.6, 0.3)], 2),     # equal robust accuracy: the higher clean accuracy
+    ([(0.1, 0.1), (0.1, 0.1), (0.1, 0.1)], 3),     # all equal (a model at chance): the last epoch, not the first
+])
+def test_best_epoch_ties_go_to_clean_accuracy_then_the_later_epoch(monkeypatch, digits, results, best):
+    _scripted_validation(monkeypatch, results)
+    splits = digits.splits()
+    torch.manual_seed(0)
+    model = create_model("small-cnn")
+    cfg = TrainConfig(mode="pgd", epochs=3, batch_size=64, attack_steps=1).for_dataset(digits)
+    result = fit(model, splits.pool.subset(torch.arange(64)), splits.val, cfg, seed=0)
+    assert result.best_epoch == best
+    assert (result.best_clean, result.best_score) == results[best - 1]
+
+
+def test_chance_level_is_the_majority_share_and_at_chance_is_at_most_1_5_times_it(monkeypatch, digits):
+    from robustal.training import chance_level, is_at_chance
+
+    assert chance_level(torch.tensor([0, 0, 0, 1])) == 0.75
+    assert is_at_chance(0.15, 0.1) and not is_at_chance(0.16, 0.1)
+    _scripted_validation(monkeypatch, [(0.11, 0.10), (0.12, 0.11)])
+    splits = digits.splits()
+    model = create_model("small-cnn")
+    cfg = TrainConfig(mode="pgd", epochs=2, attack_steps=1).for_dataset(digits)
+    result = fit(model, splits.pool.subset(torch.arange(32)), splits.val, cfg, seed=0)
+    assert result.chance_level == chance_level(splits.val.y) and result.at_chance
+
+
+def test_min_steps_is_a_floor_on_optimizer_steps(digits):
+    small = digits.splits().pool.subset(torch.arange(100))
+    for min_steps, epochs, expected in [(0, 3, 3), (30, 3, 30), (31, 3, 33), (2, 3, 3)]:
+        model = create_model("small-cnn")
+        cfg = TrainConfig(mode="standard", epochs=epochs, batch_size=128, min_steps=min_steps)
+        assert fit(model, small, None, cfg, seed=0).steps == expected
+    cfg = TrainConfig(mode="standard", epochs=2, batch_size=40, min_steps=0)  # 100 = 40 + 40 + 20: 3 per epoch
+    assert fit(create_model("small-cnn"), small, None, cfg, seed=0).steps == 6
+
+
+def test_trades_adversary_stays_in_the_ball_and_raises_the_kl():
+    import torch.nn.functional as F
+
+    from robustal.attacks import trades_adversary
+
+    torch.manual_seed(0)
+    model = create_model("small-cnn").eval()
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    x_adv = trades_adversary(model, x, epsilon=0.2, step_size=0.05, steps=5, generator=torch.Generator().manual_seed(2))
+    assert (x_adv - x).abs().max() <= 0.2 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+
+    def kl(z):
+        with torch.no_grad():
+            return F.kl_div(F.log_softmax(model(z), 1), F.softmax(model(x), 1), reduction="sum").item()
+
+    assert kl(x_adv) > 10 * max(kl((x + 0.001 * torch.randn_like(x)).clamp(0, 1)), 1e-8)
+
+
+def test_trades_trains_lenet5_on_mnist_to_nontrivial_robustness(mnist_npz):
+    """TRADES (β = 6) on 4 000 real MNIST images, 5 epochs: robust under PGD-20 at ε = 0.3 (standard training: 0)."""
+    from robustal.data import load_dataset
+    from robustal.evaluation import paper_attack
+
+    data = load_dataset(str(mnist_npz))
+    splits = data.splits()
+    torch.manual_seed(0)
+    model = create_model("lenet5")
+    cfg = TrainConfig(mode="trades", epochs=5, attack_steps=5, epsilon_warmup=1).for_dataset(data)
+    result = fit(model, splits.pool.subset(torch.arange(4000)), splits.val.subset(torch.arange(300)), cfg, seed=0)
+    assert not result.at_chance and result.best_score == max(h["val_robust"] for h in result.history)
+    ev = evaluate(model, splits.test.subset(torch.arange(300)), paper_attack(data, 20))
+    assert ev.clean > 0.7 and ev.robust > 0.12, ev

@@ -148,3 +148,36 @@ def test_retrain_study(checkpoint, small_npz, tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 0  # resumes: nothing left to do
     assert len(_read(out / "results.csv")) == 4
+
+
+def test_api_fine_tuning_does_not_warm_up_by_default(checkpoint, small_npz, monkeypatch):
+    from robustal import retrain as retrain_module
+    from robustal.checkpoint import load_checkpoint
+    from robustal.data import load_dataset
+    from robustal.training import TrainConfig
+
+    seen = []
+    monkeypatch.setattr(retrain_module, "fit", lambda *a, **k: seen.append(a[3].epsilon_warmup))
+    data = load_dataset(str(small_npz))
+    model = load_checkpoint(checkpoint).build(data)
+    cfg = TrainConfig(mode="pgd", epochs=1)  # epsilon_warmup=2 by default: for models trained from scratch
+    retrain_module.retrain(model, data, K, torch.arange(K, K + 10), cfg)
+    retrain_module.retrain(model, data, K, torch.arange(K, K + 10), cfg, warmup=True)
+    assert seen == [0, 2]
+
+
+def test_retrain_study_measures_before_and_after_with_the_same_seed(checkpoint, small_npz, tmp_path):
+    from robustal.checkpoint import load_checkpoint
+    from robustal.data import load_dataset
+    from robustal.evaluation import evaluate, paper_attack
+    from robustal.retrain import retrain_study
+    from robustal.training import TrainConfig
+
+    data = load_dataset(str(small_npz))
+    ckpt = load_checkpoint(checkpoint)
+    attack = paper_attack(data, 5)
+    rows = retrain_study(ckpt, data, ["random"], [20], [3, 4], TrainConfig(mode="standard", epochs=1), attack,
+                         tmp_path, train_size=K)
+    for row in rows:
+        before = evaluate(ckpt.build(data), data.splits().test, attack, seed=row["seed"])
+        assert row["robust_before"] == before.robust

@@ -7,7 +7,18 @@ import math
 
 import pytest
 
-from robustal.report import collect, compare, mean_std, normalized_auc, summarize, vargha_delaney_a12, write_report
+from robustal.report import (
+    attack_text,
+    checkpoint_labels,
+    collect,
+    compare,
+    mann_whitney,
+    mean_std,
+    normalized_auc,
+    summarize,
+    vargha_delaney_a12,
+    write_report,
+)
 from robustal.store import Store
 from robustal.study import Study, run_study, save_study_copy
 
@@ -27,6 +38,60 @@ def test_mann_whitney_agrees_with_a12():
     assert c.u == 9.0 and c.a12 == 1.0 and c.p == pytest.approx(0.1)  # exact two-sided p for 3 vs 3: 2/20
     c = compare([1.0, 2.0, 3.0, 4.0], [1.5, 2.5, 3.5, 4.5])
     assert c.a12 == pytest.approx(c.u / 16) and 0 < c.p <= 1
+
+
+def _brute_force_p(x, y):
+    """Two-sided p by relabelling the pooled values every possible way, with scipy's U for each split."""
+    import itertools
+
+    from scipy.stats import mannwhitneyu
+
+    pooled, n = list(x) + list(y), len(x)
+    centre = n * len(y) / 2
+    obs = abs(mannwhitneyu(x, y).statistic - centre)
+    splits = list(itertools.combinations(range(len(pooled)), n))
+    hits = 0
+    for s in splits:
+        a = [pooled[i] for i in s]
+        b = [pooled[i] for i in range(len(pooled)) if i not in s]
+        hits += abs(mannwhitneyu(a, b).statistic - centre) >= obs - 1e-9
+    return hits / len(splits)
+
+
+@pytest.mark.parametrize("x, y", [
+    ([0.61, 0.58, 0.66], [0.41, 0.52, 0.47]),              # 3 vs 3, no ties: the smallest two-sided p, 2/20
+    ([0.5, 0.5, 0.6], [0.5, 0.4, 0.4]),                    # ties across the samples
+    ([0.1, 0.1, 0.1], [0.1, 0.1, 0.1]),                    # all tied: p = 1
+    ([0.3, 0.7, 0.2, 0.9, 0.5], [0.4, 0.45, 0.1, 0.8]),    # unequal sizes
+])
+def test_mann_whitney_p_is_exact_for_few_seeds(x, y):
+    u, p, exact = mann_whitney(x, y)
+    assert exact and p == pytest.approx(_brute_force_p(x, y))
+    from scipy.stats import mannwhitneyu
+
+    assert u == mannwhitneyu(x, y).statistic
+
+
+def test_three_seeds_against_three_never_claim_p_below_0_1():
+    _, p, _ = mann_whitney([0.61, 0.58, 0.66], [0.41, 0.52, 0.47])
+    assert p == pytest.approx(0.1)  # the normal approximation said 0.077
+
+
+def test_mann_whitney_falls_back_to_the_normal_approximation_for_many_seeds():
+    x, y = [i / 40 for i in range(20)], [i / 40 + 0.1 for i in range(20)]
+    _, p, exact = mann_whitney(x, y)
+    from scipy.stats import mannwhitneyu
+
+    assert not exact and p == pytest.approx(mannwhitneyu(x, y, method="asymptotic").pvalue)
+
+
+def test_attack_text_and_checkpoints():
+    assert attack_text({"name": "pgd", "epsilon": 0.3, "step_size": 0.01, "steps": 50, "random_start": True}) == \
+        "PGD-50 (ε = 0.3, step 0.01, random start)"
+    assert attack_text({"name": "autoattack", "epsilon": 8 / 255}) == "autoattack (ε = 0.03137)"
+    assert attack_text(None).startswith("none")
+    assert checkpoint_labels(list(range(100, 1001, 100))) == [300, 500, 1000]
+    assert checkpoint_labels([30, 60, 90]) == [30, 60, 90]
 
 
 def test_auc_and_mean_std():
@@ -74,6 +139,11 @@ def test_report_numbers_equal_the_store(finished_study, tmp_path):
     c = compare(s.final_robust, summaries[("pgd", "random")].final_robust)
     assert f"{c.a12:.3f}" in text
     assert "4 of 8" not in text and "8 of 8 runs finished" in text
+    assert "Robust accuracy under PGD-2 (ε = 0.2, step 0.25, random start)." in text  # 2.5·ε/2
+    assert "### Runs at chance level" in text
+    for row in rows:
+        s = store.stages(row["run"])[int(row["stage"])]
+        assert int(row["at_chance"]) == int(s.at_chance)
 
 
 def test_figures_are_real_pngs(finished_study, tmp_path):

@@ -167,3 +167,17 @@ def test_shipped_studies_parse():
     assert {t.name.split("-pgd-")[0] for t in full.tasks() if "-pgd-" in t.name} == {
         "mnist-lenet5", "fashion-mnist-lenet5", "svhn-vgg8", "cifar10-resnet18", "cifar10-preact-resnet18",
         "cifar10-vgg16", "cifar10-wide-resnet"}
+
+
+def test_named_acquisition_variants(tmp_path):
+    s = study(grid={"acquisitions": ["random", "dre", "dre-proportional"]},
+              acquisition={"dre-proportional": {"function": "dre", "rounding": "proportional"}})
+    tasks = {t.name: t for t in s.tasks()}
+    variant = tasks["digits-small-cnn-standard-dre-proportional-s0"].spec
+    assert (variant.loop.acquisition, variant.loop.acquisition_options) == ("dre", {"rounding": "proportional"})
+    assert variant.acquisition_label == "dre-proportional"
+    assert tasks["digits-small-cnn-standard-dre-s0"].spec.acquisition_label is None
+    with pytest.raises(UnknownNameError, match="Unknown acquisition function 'drex'"):
+        study(grid={"acquisitions": ["v"]}, acquisition={"v": {"function": "drex"}})
+    with pytest.raises(ConfigError, match="'rounding' parameter of dre"):
+        study(grid={"acquisitions": ["v"]}, acquisition={"v": {"function": "dre", "rounding": "up"}})

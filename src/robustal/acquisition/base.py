@@ -80,14 +80,23 @@ class SelectionContext:
 
 
 class Acquisition:
-    """Base class. Subclasses implement :meth:`pick` returning positions into ``ctx.unlabeled``."""
+    """Base class. Subclasses implement :meth:`pick` returning positions into ``ctx.unlabeled``.
+
+    ``ranked``: whether the picks come in order of preference (scores, k-center, DFAL, MCP). A function whose picks
+    form a set (random, DRE) sets it to False, and :meth:`select` returns them in a seeded random order -- so that,
+    either way, every prefix of a selection is a fair selection of its size (``retrain --n``).
+    """
 
     name: str = ""
+    ranked: bool = True
 
     def select(self, ctx: SelectionContext, n: int) -> Selection:
         """Pick ``n`` unlabeled samples; returns pool indices. Errors clearly if ``n`` exceeds the unlabeled pool."""
         check_n(n, len(ctx.unlabeled), f"acquisition function {self.name!r}")
         positions, scores = self.pick(ctx, n)
+        if not self.ranked:
+            order = torch.randperm(len(positions), generator=ctx.generator)
+            positions, scores = positions[order], None if scores is None else scores[order]
         return Selection(ctx.unlabeled[positions], scores)
 
     def pick(self, ctx: SelectionContext, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -44,31 +44,51 @@ def apportion(counts: torch.Tensor, n: int) -> torch.Tensor:
     return share
 
 
-def dre_sample(values: torch.Tensor, n: int, bins: int = 50, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DRE: a random sample of ``n`` positions whose histogram of ``values`` matches the whole pool's.
+#: How DRE turns a bin's share of the pool into a number of picks (see :func:`dre_sample`).
+DRE_ROUNDINGS = ("reference", "proportional")
+
+
+def dre_sample(values: torch.Tensor, n: int, bins: int = 50, generator: torch.Generator | None = None,
+               rounding: str = "reference") -> torch.Tensor:
+    """DRE: a random sample of ``n`` positions whose histogram of ``values`` follows the whole pool's.
 
     ``values`` (usually entropies) are binned into ``bins`` equal-width bins over [min, max] -- the last bin closed,
-    so every sample has a bin (the reference's half-open bins dropped the single maximum). Bin b receives a share of
-    ``n`` proportional to its mass (largest-remainder rounding, exactly ``n`` in total), drawn uniformly inside the bin.
+    so every sample has a bin (the reference's half-open bins dropped the single maximum). Inside a bin, samples are
+    drawn uniformly at random. How many from each bin:
+
+    - ``reference`` (the paper's code): ``ceil(mass_b · n)`` from bin b, the bins concatenated in ascending order,
+      and the *last* ``n`` kept. Rounding every bin up over-fills the selection, and keeping the last n drops the
+      surplus from the low end: when ``n`` is small against the number of occupied bins the selection tilts towards
+      high values (1 000 samples, 902 in the lowest bin and 2 in each of 49 others, ``n`` = 10: one sample from each
+      of the 10 highest bins).
+    - ``proportional``: a share of ``n`` proportional to the bin's mass (largest remainder, exactly ``n`` in total):
+      the selection's histogram matches the pool's as closely as ``n`` allows (the same example: 10 from the lowest).
 
     Returns:
-        ``(n,)`` int64 positions into ``values``, in bin order.
+        ``(n,)`` int64 positions into ``values``, in ascending bin order (random inside a bin).
     """
     check_int(bins, "bins", "dre_sample", min_value=1)
     check_n(n, len(values), "dre_sample")
+    if rounding not in DRE_ROUNDINGS:
+        raise ConfigError(f"The 'rounding' parameter of dre must be one of {', '.join(map(repr, DRE_ROUNDINGS))}. "
+                          f"Got {rounding!r} instead.")
     values = values.double()
     lo, hi = values.min(), values.max()
     width = (hi - lo) / bins
     bin_of = torch.zeros(len(values), dtype=torch.int64) if width == 0 else \
         ((values - lo) / width).floor().clamp_(0, bins - 1).to(torch.int64)
-    share = apportion(torch.bincount(bin_of, minlength=bins), n)
+    counts = torch.bincount(bin_of, minlength=bins)
+    if rounding == "reference":
+        share = (counts * n + len(values) - 1) // len(values)  # ceil(mass · n), in integers
+    else:
+        share = apportion(counts, n)
     # Random order inside each bin: shuffle, then stable-sort by bin.
     shuffled = torch.randperm(len(values), generator=generator)
     order = shuffled[torch.sort(bin_of[shuffled], stable=True).indices]
     sorted_bins = bin_of[order]
     first_of_bin = torch.searchsorted(sorted_bins, sorted_bins, side="left")
     rank_in_bin = torch.arange(len(values)) - first_of_bin
-    return order[rank_in_bin < share[sorted_bins]]
+    return order[rank_in_bin < share[sorted_bins]][-n:]
 
 
 def _top2(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

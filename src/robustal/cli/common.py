@@ -40,23 +40,35 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help=f"architecture ({', '.join(model_names())}); default: the dataset's (lenet5 for MNIST, ...)")
 
 
-def add_training_args(p: argparse.ArgumentParser, epochs: int = 10) -> None:
+def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
+    """Training options; their defaults are :class:`~robustal.training.TrainConfig`'s (``epochs`` may differ)."""
+    from robustal.training import TRAINING_MODES, TrainConfig
+
+    d = TrainConfig()
     g = p.add_argument_group("training")
-    g.add_argument("--training", choices=("standard", "pgd"), default="pgd",
-                   help="standard training, or PGD adversarial training (Madry et al.) (default: %(default)s)")
-    g.add_argument("--epochs", type=int, default=epochs, help="epochs per training (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=128, help="training batch size (default: %(default)s)")
-    g.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="(default: %(default)s)")
-    g.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="(default: %(default)s)")
+    g.add_argument("--training", choices=TRAINING_MODES, default="pgd",
+                   help="standard training, PGD adversarial training (Madry et al.) or TRADES (Zhang et al.) "
+                        "(default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=epochs or d.epochs, help="epochs per training (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size (default: %(default)s)")
+    g.add_argument("--min-steps", type=int, default=d.min_steps, metavar="STEPS",
+                   help="at least STEPS optimizer steps per training: a small labeled set is passed over several "
+                        "times per epoch (default: %(default)s; 0 = one pass per epoch)")
+    g.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer, help="(default: %(default)s)")
+    g.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
     g.add_argument("--epsilon", type=float, default=None,
                    help="L-inf budget for training and evaluation (default: the dataset's: 0.3 MNIST-like, "
                         "8/255 SVHN/CIFAR-10, 0.2 digits)")
-    g.add_argument("--attack-steps", type=int, default=10, help="PGD steps k of the training attack (default: 10)")
+    g.add_argument("--attack-steps", type=int, default=d.attack_steps,
+                   help="PGD steps k of the training attack (default: %(default)s)")
     g.add_argument("--step-size", type=float, default=None, help="training PGD step (default: 2.5*epsilon/k)")
-    g.add_argument("--epsilon-warmup", type=int, default=2, metavar="EPOCHS",
+    g.add_argument("--trades-beta", type=float, default=d.trades_beta,
+                   help="TRADES's weight of the robustness (KL) term (default: %(default)s)")
+    g.add_argument("--epsilon-warmup", type=int, default=d.epsilon_warmup, metavar="EPOCHS",
                    help="raise the training epsilon linearly over the first EPOCHS epochs of a model trained from "
-                        "scratch (default: %(default)s; 0 = the paper's full epsilon from the start)")
+                        "scratch or at chance level (default: %(default)s; 0 = the paper's full epsilon from the "
+                        "start)")
     g.add_argument("--no-random-start", action="store_true",
                    help="training PGD starts at the clean input, as the authors' reference code did")
 
@@ -100,6 +112,8 @@ def add_runtime_args(p: argparse.ArgumentParser, seed: bool = True) -> None:
 
 
 def add_loop_args(p: argparse.ArgumentParser, budget: int = 1000) -> None:
+    from robustal.loop import CHANCE_RECOVERIES, LoopConfig
+
     g = p.add_argument_group("active learning")
     g.add_argument("--acquisition", default="dre", metavar="NAME",
                    help=f"acquisition function: {', '.join(acquisition_names())} (default: %(default)s)")
@@ -110,6 +124,11 @@ def add_loop_args(p: argparse.ArgumentParser, budget: int = 1000) -> None:
                    help="re-initialise the model at each stage (default: continue from the previous stage's model "
                         "and optimizer, as the reference does)")
     g.add_argument("--dre-bins", type=int, default=None, help="DRE's number of histogram bins (default: 50)")
+    g.add_argument("--chance-recovery", choices=CHANCE_RECOVERIES, default=LoopConfig().chance_recovery,
+                   help="when a stage ends with a model at chance level (no better than predicting one class; always "
+                        "warned about and flagged in the results): none, warmup (train the next stage with the "
+                        "epsilon warm-up) or reinit (also retrain that stage once from new weights, keeping the "
+                        "better) (default: %(default)s)")
 
 
 def train_config(args: argparse.Namespace):
@@ -118,7 +137,8 @@ def train_config(args: argparse.Namespace):
     return TrainConfig(mode=args.training, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                        lr=args.lr, weight_decay=args.weight_decay, epsilon=args.epsilon,
                        attack_steps=args.attack_steps, step_size=args.step_size,
-                       random_start=not args.no_random_start, epsilon_warmup=args.epsilon_warmup)
+                       random_start=not args.no_random_start, epsilon_warmup=args.epsilon_warmup,
+                       trades_beta=args.trades_beta, min_steps=args.min_steps)
 
 
 def int_list(text: str, name: str) -> list[int]:

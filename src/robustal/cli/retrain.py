@@ -33,10 +33,8 @@ def _checkpoint_and_data(args: argparse.Namespace):
     data = args.data or ckpt.dataset
     if not data:
         raise ConfigError(f"Checkpoint {args.model} does not name its dataset; give --data.")
-    dataset = load_dataset(data, args.data_dir)
     epsilon = getattr(args, "epsilon", None)
-    if epsilon is not None or ckpt.epsilon is not None:
-        dataset.epsilon = float(epsilon if epsilon is not None else ckpt.epsilon)
+    dataset = load_dataset(data, args.data_dir).with_epsilon(epsilon if epsilon is not None else ckpt.epsilon)
     ckpt.check(dataset)
     k = resolve_train_size(ckpt, len(dataset.train), args.train_size)
     return ckpt, dataset, k, device
@@ -72,8 +70,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     before = evaluate(model, test, attack, device=device, seed=args.seed)
     log(f"{dataset.name}: fine-tuning {ckpt.model_name} on its {k} original training samples + {len(selected)} "
          f"selected, {cfg.mode} training for {cfg.epochs} epochs on {device}")
-    result = retrain(model, dataset, k, selected, cfg, device=device, seed=args.seed, progress=not args.no_progress)
-    log(f"best epoch {result.best_epoch} (validation {'robust' if cfg.mode == 'pgd' else 'clean'} accuracy "
+    result = retrain(model, dataset, k, selected, cfg, device=device, seed=args.seed, progress=not args.no_progress,
+                     warmup=cfg.epsilon_warmup > 0)
+    log(f"best epoch {result.best_epoch} (validation {'robust' if cfg.adversarial else 'clean'} accuracy "
          f"{result.best_score:.4f}), {result.seconds:.1f} s")
     after = evaluate(model, test, attack, device=device, seed=args.seed)
     print(f"clean accuracy:  before {before.clean:.4f}, after {after.clean:.4f} ({after.clean - before.clean:+.4f})")

@@ -26,7 +26,7 @@ def loop_spec(args: argparse.Namespace):
     options = {"bins": args.dre_bins} if args.dre_bins is not None and args.acquisition == "dre" else {}
     loop = LoopConfig(acquisition=args.acquisition, acquisition_options=options, initial=args.initial,
                       per_stage=args.per_stage, budget=args.budget, train=train_config(args),
-                      from_scratch=args.from_scratch, seed=args.seed)
+                      from_scratch=args.from_scratch, chance_recovery=args.chance_recovery, seed=args.seed)
     require(args.attack)
     return RunSpec(dataset=args.dataset, model=args.model, loop=loop, eval_steps=args.eval_steps,
                    eval_attack=args.attack)

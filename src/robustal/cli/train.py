@@ -29,9 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from robustal.training import fit
 
     device = resolve_device(args.device)
-    dataset = load_dataset(args.dataset, args.data_dir)
-    if args.epsilon is not None:
-        dataset.epsilon = args.epsilon
+    dataset = load_dataset(args.dataset, args.data_dir).with_epsilon(args.epsilon)
     cfg = train_config(args).for_dataset(dataset)
     attack = eval_attack(args, dataset)
     splits = dataset.splits()
@@ -47,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     log(f"{dataset.name}: {len(train)} train / {len(splits.val)} val / {len(splits.test)} test; "
          f"{model_name}, {cfg.mode} training for {cfg.epochs} epochs on {device}")
     result = fit(model, train, splits.val, cfg, device=device, seed=args.seed, progress=not args.no_progress)
-    log(f"best epoch {result.best_epoch} (validation {'robust' if cfg.mode == 'pgd' else 'clean'} accuracy "
+    log(f"best epoch {result.best_epoch} (validation {'robust' if cfg.adversarial else 'clean'} accuracy "
          f"{result.best_score:.4f}), {result.seconds:.1f} s")
     ev = evaluate(model, splits.test, attack, device=device, seed=args.seed)
     print(f"clean accuracy: {ev.clean:.4f}")

@@ -6,6 +6,7 @@ Images stay uint8 ``(N, C, H, W)`` on the host (CIFAR-10's training set is 150 M
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,13 @@ class Dataset:
         if self.train.x.shape[1:] != self.test.x.shape[1:]:
             raise DataError(f"{self.name}: train images are {tuple(self.train.x.shape[1:])} but test images are "
                             f"{tuple(self.test.x.shape[1:])}; both splits need the same image shape.")
+
+    def with_epsilon(self, epsilon: float | None) -> Dataset:
+        """This dataset under another L∞ budget (None: unchanged); the PGD-50 step scales with it (MNIST: ε/30)."""
+        if epsilon is None or epsilon == self.epsilon:
+            return self
+        step = self.step_size * epsilon / self.epsilon if self.epsilon else self.step_size
+        return dataclasses.replace(self, epsilon=float(epsilon), step_size=step)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
