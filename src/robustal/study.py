@@ -5,7 +5,7 @@ shared by every run::
 
     [study]
     name = "tiny"
-    [grid]
+    [grid]                             # or several [[grid]] tables, run one after the other
     datasets = ["digits"]              # registered names, or .npz files (relative to this file's folder)
     models = ["small-cnn"]             # or a table {digits = ["small-cnn"]}; left out: each dataset's default
     training = ["standard", "pgd"]
@@ -27,6 +27,7 @@ sent back to the driver, which alone writes the real store (:meth:`~robustal.sto
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -92,33 +93,103 @@ def dataset_label(dataset: str) -> str:
 
 
 @dataclass(frozen=True)
-class Study:
-    """A study: the grid and the settings shared by every run. Build with :meth:`load` or :meth:`from_dict`.
+class Grid:
+    """One grid of runs: datasets × models × training modes × acquisition functions × seeds.
 
     Attributes:
-        name: The study's name.
-        datasets: Registered dataset names or .npz paths (resolved against ``base``).
+        datasets: Registered dataset names or .npz paths (resolved against the study's ``base``).
         models: Per dataset entry, the model names (None: the dataset's default model).
-        training: Training modes (``standard``, ``pgd``).
-        acquisitions: Acquisition function names.
+        training: Training modes (``standard``, ``pgd``, ``trades``).
+        acquisitions: Acquisition function names (or named variants, see :class:`Study`).
         seeds: Seeds; one run per seed and grid cell.
-        loop: ``[loop]`` settings (initial, per_stage, budget, from_scratch, eval_steps, eval_attack).
-        train: ``[train]`` settings, :class:`~robustal.training.TrainConfig` fields.
-        acquisition_options: Per acquisition function (or named variant), its options; a variant's table names
-            its registered function under ``function``.
-        base: The folder that relative .npz paths are resolved against (the study file's folder).
     """
 
-    name: str
     datasets: tuple[str, ...]
     models: dict[str, tuple[str | None, ...]]
     training: tuple[str, ...]
     acquisitions: tuple[str, ...]
     seeds: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, grid: object, where: str, source: object) -> Grid:
+        from robustal.data import DATASETS
+        from robustal.models import MODELS
+
+        grid = _check_keys(grid, GRID_KEYS, where, source)
+        for key in ("datasets", "training", "acquisitions", "seeds"):
+            if key not in grid:
+                raise ConfigError(f"{source}: [{where}] needs {key!r} (a list).")
+        datasets = _str_list(grid["datasets"], "datasets", source)
+        for ds in datasets:
+            if not ds.endswith(".npz"):
+                DATASETS.get(ds)  # UnknownNameError with the valid names
+        models_value = grid.get("models")
+        if models_value is None:
+            models = {ds: (None,) for ds in datasets}
+        elif isinstance(models_value, dict):
+            _check_keys(models_value, datasets, f"{where}.models", source)
+            models = {ds: _str_list(models_value[ds], f"models.{ds}", source) if ds in models_value else (None,)
+                      for ds in datasets}
+        else:
+            names = _str_list(models_value, "models", source)
+            models = {ds: names for ds in datasets}
+        for names in models.values():
+            for m in names:
+                if m is not None:
+                    MODELS.get(m)
+        seeds = grid["seeds"]
+        if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            raise ConfigError(f"{source}: [{where}] seeds must be a non-empty list of distinct ints >= 0. "
+                              f"Got {seeds!r} instead.")
+        return cls(datasets=datasets, models=models, training=_str_list(grid["training"], "training", source),
+                   acquisitions=_str_list(grid["acquisitions"], "acquisitions", source), seeds=tuple(seeds))
+
+
+def _union(values) -> tuple:
+    return tuple(dict.fromkeys(v for vs in values for v in vs))
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study: one or more grids and the settings shared by every run. Build with :meth:`load` or :meth:`from_dict`.
+
+    ``[grid]`` is one grid; ``[[grid]]`` (an array of tables) several, run one after the other -- for a comparison
+    that is not a full cross product (e.g. four functions under ``pgd`` but two under ``trades``).
+    ``[acquisition.NAME]`` tables hold a function's options; a table with ``function = "dre"`` makes NAME a named
+    variant (``dre-proportional``) usable in the grid beside the function itself.
+
+    Attributes:
+        name: The study's name.
+        grids: The grids.
+        loop: ``[loop]`` settings (initial, per_stage, budget, from_scratch, chance_recovery, eval_steps, eval_attack).
+        train: ``[train]`` settings, :class:`~robustal.training.TrainConfig` fields.
+        acquisition_options: Per acquisition function (or named variant), its options.
+        base: The folder that relative .npz paths are resolved against (the study file's folder).
+    """
+
+    name: str
+    grids: tuple[Grid, ...]
     loop: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     acquisition_options: dict = field(default_factory=dict)
     base: Path = Path(".")
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return _union(g.datasets for g in self.grids)
+
+    @property
+    def training(self) -> tuple[str, ...]:
+        return _union(g.training for g in self.grids)
+
+    @property
+    def acquisitions(self) -> tuple[str, ...]:
+        return _union(g.acquisitions for g in self.grids)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return _union(g.seeds for g in self.grids)
 
     @classmethod
     def load(cls, path: str | Path, base: str | Path | None = None) -> Study:
@@ -136,13 +207,17 @@ class Study:
     @classmethod
     def from_dict(cls, data: dict, base: str | Path = ".", source: object = "study") -> Study:
         """Validate a parsed study file (the same checks and messages as :meth:`load`)."""
-        from robustal.data import DATASETS
-        from robustal.models import MODELS
         from robustal.training import TrainConfig
 
         _check_keys(data, SECTIONS, "top level", source)
         study = _check_keys(data.get("study", {}), STUDY_KEYS, "study", source)
-        grid = _check_keys(data.get("grid", {}), GRID_KEYS, "grid", source)
+        grid_value = data.get("grid", {})
+        if isinstance(grid_value, list):
+            if not grid_value:
+                raise ConfigError(f"{source}: [[grid]] is empty; give at least one grid.")
+            grids = tuple(Grid.parse(g, f"grid #{i + 1}", source) for i, g in enumerate(grid_value))
+        else:
+            grids = (Grid.parse(grid_value, "grid", source),)
         loop = dict(_check_keys(data.get("loop", {}), LOOP_KEYS, "loop", source))
         train_keys = [f.name for f in fields(TrainConfig) if f.name != "mode"]
         train = dict(_check_keys(data.get("train", {}), train_keys, "train", source))
@@ -150,35 +225,7 @@ class Study:
         name = study.get("name", Path(str(source)).stem)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{source}: [study] name must be a non-empty string. Got {name!r} instead.")
-        for key in ("datasets", "training", "acquisitions", "seeds"):
-            if key not in grid:
-                raise ConfigError(f"{source}: [grid] needs {key!r} (a list).")
-        datasets = _str_list(grid["datasets"], "datasets", source)
-        for ds in datasets:
-            if not ds.endswith(".npz"):
-                DATASETS.get(ds)  # UnknownNameError with the valid names
-        models_value = grid.get("models")
-        models: dict[str, tuple[str | None, ...]] = {}
-        if models_value is None:
-            models = {ds: (None,) for ds in datasets}
-        elif isinstance(models_value, dict):
-            _check_keys(models_value, datasets, "grid.models", source)
-            models = {ds: _str_list(models_value[ds], f"models.{ds}", source) if ds in models_value else (None,)
-                      for ds in datasets}
-        else:
-            names = _str_list(models_value, "models", source)
-            models = {ds: names for ds in datasets}
-        for names in models.values():
-            for m in names:
-                if m is not None:
-                    MODELS.get(m)
-        training = _str_list(grid["training"], "training", source)
-        acquisitions = _str_list(grid["acquisitions"], "acquisitions", source)
-        seeds = grid["seeds"]
-        if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-            raise ConfigError(f"{source}: [grid] seeds must be a non-empty list of distinct ints >= 0. "
-                              f"Got {seeds!r} instead.")
+        acquisitions = _union(g.acquisitions for g in grids)
         if not isinstance(options, dict):
             raise ConfigError(f"{source}: [acquisition] must hold one table per function. Got {options!r} instead.")
         _check_keys(options, acquisitions, "acquisition", source)
@@ -195,13 +242,14 @@ class Study:
             from robustal._validation import check_int
 
             check_int(loop["eval_steps"], "eval_steps", f"[loop] of {source}", min_value=0)
-        self = cls(name=name, datasets=datasets, models=models, training=training, acquisitions=acquisitions,
-                   seeds=tuple(seeds), loop=loop, train=train, acquisition_options=dict(options), base=Path(base))
+        self = cls(name=name, grids=grids, loop=loop, train=train, acquisition_options=dict(options),
+                   base=Path(base))
         # Build every loop configuration once: bad values fail now, with the configuration classes' messages.
-        for mode in training:
+        for mode in self.training:
             TrainConfig(mode=mode, **train)
         for acq in acquisitions:
-            self._loop_config(acq, training[0], seeds[0])
+            self._loop_config(acq, self.training[0], self.seeds[0])
+        self.tasks()  # run names must be unique across the grids
         return self
 
     def _loop_config(self, acquisition: str, mode: str, seed: int):
@@ -224,25 +272,26 @@ class Study:
         return str((self.base / dataset).resolve())
 
     def tasks(self) -> list[RunTask]:
-        """Every run of the grid, in grid order, named ``dataset-model-training-acquisition-sSEED``."""
+        """Every run of the grids, in grid order, named ``dataset-model-training-acquisition-sSEED``."""
         from robustal.data.registry import default_model_for
 
         out = []
-        for ds in self.datasets:
-            for model in self.models[ds]:
-                model_label = model or default_model_for(ds) or "default"
-                for mode in self.training:
-                    for acq in self.acquisitions:
-                        for seed in self.seeds:
-                            loop = self._loop_config(acq, mode, seed)
-                            spec = RunSpec(dataset=self.dataset_path(ds), model=model, loop=loop,
-                                           acquisition_label=acq if acq != loop.acquisition else None,
-                                           **{k: self.loop[k] for k in ("eval_steps", "eval_attack") if k in self.loop})
-                            out.append(RunTask(f"{dataset_label(ds)}-{model_label}-{mode}-{acq}-s{seed}", spec))
+        eval_keys = {k: self.loop[k] for k in ("eval_steps", "eval_attack") if k in self.loop}
+        for grid in self.grids:
+            for ds in grid.datasets:
+                for model in grid.models[ds]:
+                    model_label = model or default_model_for(ds) or "default"
+                    for mode, acq, seed in itertools.product(grid.training, grid.acquisitions, grid.seeds):
+                        loop = self._loop_config(acq, mode, seed)
+                        spec = RunSpec(dataset=self.dataset_path(ds), model=model, loop=loop,
+                                       acquisition_label=acq if acq != loop.acquisition else None, **eval_keys)
+                        out.append(RunTask(f"{dataset_label(ds)}-{model_label}-{mode}-{acq}-s{seed}", spec))
         names = [t.name for t in out]
         if len(set(names)) != len(names):
-            raise ConfigError(f"Study {self.name!r}: two grid entries give the same run name (two .npz files with "
-                              "the same stem?); rename one.")
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ConfigError(f"Study {self.name!r}: the grids give the same run twice ({', '.join(twice[:3])}): "
+                              "overlapping [[grid]] entries, or two .npz files with the same stem; remove the overlap "
+                              "or rename one file.")
         return out
 
     def check_data(self) -> None:
@@ -441,5 +490,5 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
     return run_local(tasks, out, workers=workers, device=device, data_dir=data_dir, on_done=on_done)
 
 
-__all__ = ["EXECUTORS", "RunTask", "Study", "dataset_label", "load_study_copy", "run_local", "run_ray", "run_study",
-           "save_study_copy"]
+__all__ = ["EXECUTORS", "Grid", "RunTask", "Study", "dataset_label", "load_study_copy", "run_local", "run_ray",
+           "run_study", "save_study_copy"]

@@ -181,3 +181,21 @@ def test_named_acquisition_variants(tmp_path):
         study(grid={"acquisitions": ["v"]}, acquisition={"v": {"function": "drex"}})
     with pytest.raises(ConfigError, match="'rounding' parameter of dre"):
         study(grid={"acquisitions": ["v"]}, acquisition={"v": {"function": "dre", "rounding": "up"}})
+
+
+def test_several_grids_make_a_partial_cross_product():
+    data = {"grid": [
+        {"datasets": ["digits"], "training": ["pgd"], "acquisitions": ["random", "entropy"], "seeds": [0, 1]},
+        {"datasets": ["digits"], "training": ["trades"], "acquisitions": ["random"], "seeds": [0, 1]},
+    ]}
+    s = Study.from_dict(data, source="s.toml")
+    assert [t.name for t in s.tasks()] == [
+        "digits-small-cnn-pgd-random-s0", "digits-small-cnn-pgd-random-s1", "digits-small-cnn-pgd-entropy-s0",
+        "digits-small-cnn-pgd-entropy-s1", "digits-small-cnn-trades-random-s0", "digits-small-cnn-trades-random-s1"]
+    assert s.training == ("pgd", "trades") and s.acquisitions == ("random", "entropy")
+    data["grid"].append(data["grid"][1])
+    with pytest.raises(ConfigError, match=r"the grids give the same run twice \(digits-small-cnn-trades-random-s0"):
+        Study.from_dict(data, source="s.toml")
+    with pytest.raises(ConfigError, match=r"\[grid #2\] needs 'seeds'"):
+        Study.from_dict({"grid": [data["grid"][0], {"datasets": ["digits"], "training": ["pgd"],
+                                                    "acquisitions": ["random"]}]}, source="s.toml")
