@@ -16,7 +16,7 @@ from torch import nn
 from robustal.data import Dataset
 from robustal.errors import ConfigError
 from robustal.experiment import model_factory
-from robustal.store import atomic_torch_save
+from robustal.outputs import atomic_torch_save
 from robustal.training import TrainConfig
 
 CHECKPOINT_KEYS = ("model", "model_name", "num_classes", "image_shape")

@@ -41,3 +41,8 @@ class StoreError(RobustalError):
 class ChanceLevelWarning(UserWarning):
     """A stage ended with a model no better than a constant prediction (adversarial training that has not started
     to learn); the stage's ``at_chance`` flag is stored and the report counts such runs."""
+
+
+class ReproducibilityWarning(UserWarning):
+    """A run resumes under another numeric environment (device, thread count, torch version): its remaining stages
+    will not be bit for bit those of an uninterrupted run."""

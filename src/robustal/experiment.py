@@ -34,6 +34,12 @@ class RunSpec:
     eval_attack: str = "pgd"
     acquisition_label: str | None = None
 
+    def to_dict(self) -> dict:
+        """The spec as stored with the run: a study compares it before reusing a finished run."""
+        return {"dataset": self.dataset, "model": self.model, "loop": self.loop.to_dict(),
+                "eval_steps": self.eval_steps, "eval_attack": self.eval_attack,
+                "acquisition_label": self.acquisition_label}
+
     def default_name(self) -> str:
         ds = Path(self.dataset).stem if self.dataset.endswith(".npz") else self.dataset
         acq = self.acquisition_label or self.loop.acquisition
@@ -62,6 +68,17 @@ def resolve(spec: RunSpec, dataset: Dataset) -> tuple[str, LoopConfig]:
     return model, loop
 
 
+def dataset_locator(dataset: str) -> str:
+    """A registered name as is; a file made absolute, so a relative and an absolute path name the same data."""
+    path = Path(dataset).expanduser()
+    return str(path.resolve()) if path.exists() else dataset
+
+
+def spec_for_store(spec: RunSpec) -> dict:
+    """:meth:`RunSpec.to_dict` with the dataset located absolutely (see :func:`dataset_locator`)."""
+    return {**spec.to_dict(), "dataset": dataset_locator(spec.dataset)}
+
+
 def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = None,
                    data_dir: str | Path | None = None, device: str | torch.device = "auto", progress: bool = False,
                    on_stage=None, dataset: Dataset | None = None) -> RunResult:
@@ -71,7 +88,8 @@ def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = 
     factory = model_factory(model_name, dataset)
     factory()  # fail early on a model that cannot take this data
     store = Store(out) if out is not None else None
-    meta = {"dataset": spec.dataset, "model_name": model_name}
+    meta = {"dataset": dataset_locator(spec.dataset), "model_name": model_name,
+            "data_fingerprint": dataset.fingerprint(), "spec": spec_for_store(spec)}
     if spec.acquisition_label:
         meta["acquisition_label"] = spec.acquisition_label
     loop = ActiveLearningLoop(None, dataset.splits(), loop_cfg, store=store, name=name or spec.default_name(),

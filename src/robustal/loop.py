@@ -183,7 +183,7 @@ class ActiveLearningLoop:
         records: list[StageRecord] = []
         start_stage = 0
         if self.store is not None:
-            status = self.store.start_run(self.name, self._store_config(), cfg.seed)
+            status = self.store.start_run(self.name, self._store_config(), cfg.seed, device=self.device)
             done = self.store.stages(self.name)
             if done:
                 last = done[-1].stage

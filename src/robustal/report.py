@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustal.store import StageRecord, Store, atomic_write_bytes
+from robustal.outputs import atomic_write_bytes
+from robustal.store import StageRecord, Store
 
 CSV_FIELDS = ("run", "dataset", "model", "training", "acquisition", "seed", "status", "stage", "labeled", "clean",
               "robust", "train_seconds", "select_seconds", "eval_seconds", "best_epoch", "val_score", "val_clean",

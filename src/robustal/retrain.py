@@ -36,7 +36,7 @@ from robustal.data import Dataset
 from robustal.data.dataset import Split
 from robustal.errors import ConfigError, DataError
 from robustal.evaluation import EvalResult, evaluate
-from robustal.store import atomic_write_bytes
+from robustal.outputs import atomic_write_bytes
 from robustal.training import FitResult, TrainConfig, fit
 
 CSV_COLUMNS = ("rank", "index", "score")

@@ -1,27 +1,29 @@
 """The results store: one SQLite file (``DIR/results.db``) plus per-run checkpoints under ``DIR/checkpoints``.
 
-Tables: ``runs`` (name, configuration, seed, library versions, status), ``stages`` (labeled count, clean and robust
-accuracy, times) and ``selections`` (the pool indices picked at each stage, with scores). Every write is one
-transaction; WAL mode and a long busy timeout let several processes share one store without losing rows.
-Checkpoints are written to a temporary file and renamed into place, so a crash never leaves a half-written one.
+Tables: ``runs`` (name, configuration, seed, library versions and numeric environment, status), ``stages`` (labeled
+count, clean and robust accuracy, times, chance-level flag) and ``selections`` (the pool indices picked at each
+stage, with scores). Every write is one transaction; WAL mode and a long busy timeout let several processes share
+one store without losing rows. Checkpoints are written to a temporary file and renamed into place, so a crash never
+leaves a half-written one. A database file that is not robustal's is never modified: it is refused with what it is.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sqlite3
-import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import torch
 
-from robustal.errors import StoreError
+from robustal.errors import ReproducibilityWarning, StoreError
+from robustal.outputs import atomic_torch_save, atomic_write_bytes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -61,6 +63,13 @@ CREATE TABLE IF NOT EXISTS selections (
 
 #: Configuration keys that may differ between the run that started and the one that resumes it.
 NON_SEMANTIC_KEYS = frozenset({"device", "progress", "workers", "data_dir", "batch_size_eval"})
+#: SQLite's application id of a robustal results store ("RBAL"), set when the store is created.
+APPLICATION_ID = 0x5242414C
+#: The tables every robustal store has.
+TABLES = ("runs", "stages", "selections")
+#: Numeric-environment keys recorded with each run: a different value on resume means results that are not bit
+#: for bit those of an uninterrupted run.
+ENVIRONMENT_KEYS = ("device", "threads", "torch")
 
 
 #: The columns of ``stages``, in :class:`StageRecord`'s field order after ``run``.
@@ -98,49 +107,38 @@ class StageRecord:
         return tuple(int(v) if isinstance(v, bool) else v for v in (getattr(self, c) for c in STAGE_COLUMNS))
 
 
-def library_versions() -> dict[str, str]:
-    """Versions that a result depends on, recorded with each run."""
+def library_versions(device: str | torch.device | None = None) -> dict[str, object]:
+    """Versions and the numeric environment (device, torch threads) that a result depends on, recorded per run."""
     import numpy
 
     import robustal
 
-    return {"robustal": robustal.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
+    out: dict[str, object] = {"robustal": robustal.__version__, "torch": torch.__version__,
+                              "numpy": numpy.__version__, "python": platform.python_version(),
+                              "threads": torch.get_num_threads()}
+    if device is not None:
+        out["device"] = str(device)
+    return out
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def config_diff(old: dict, new: dict, prefix: str = "", *, same_data: bool | None = None) -> list[str]:
+    """Human-readable differences between two configuration dicts, ignoring :data:`NON_SEMANTIC_KEYS`.
 
-
-def atomic_torch_save(obj: object, path: Path) -> None:
-    """``torch.save`` through a temporary file and an atomic rename."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Human-readable differences between two configuration dicts, ignoring :data:`NON_SEMANTIC_KEYS`."""
+    Where both sides record the data's fingerprint, the data are identified by it, not by the path they were read
+    from (the same file given by a relative and an absolute path is the same data; changed contents are not).
+    """
+    if same_data is None:
+        same_data = bool(old.get("data_fingerprint")) and old.get("data_fingerprint") == new.get("data_fingerprint")
     out = []
     for key in sorted(set(old) | set(new)):
-        if key in NON_SEMANTIC_KEYS:
+        if key in NON_SEMANTIC_KEYS or (same_data and key == "dataset"):
             continue
         a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_diff(a, b, f"{prefix}{key}.")
+        if key == "data_fingerprint" and a != b:
+            out.append(f"the data: their contents differ from those the run was made with (fingerprint stored "
+                       f"{str(a)[:12]}, now {str(b)[:12]})")
+        elif isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{key}.", same_data=same_data)
         elif a != b:
             out.append(f"{prefix}{key}: stored {a!r}, now {b!r}")
     return out
@@ -153,12 +151,25 @@ class Store:
         root: The output folder (created if needed).
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, create: bool = True):
+        if str(root).strip() == "":
+            raise StoreError("The results folder (--out) is empty; give a folder.")
         self.root = Path(root).expanduser()
+        self.path = self.root / "results.db"
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{str(self.root)!r} is a file, not a folder; give a results folder with --out.")
+        for p, what in ((self.path, "the results database"), (self.root / "checkpoints", "the checkpoint folder")):
+            if p.exists() and p.is_dir() != (what == "the checkpoint folder"):
+                kind = "a directory" if p.is_dir() else "a file"
+                raise StoreError(f"{p} is {kind}, but it should be {what}; move it away or use another --out.")
+        if not create and not self.path.is_file():
+            raise StoreError(f"{str(self.root)!r} holds no results.db; give the --out folder of a study or run.")
         try:
+            self._check_is_ours()
             self.root.mkdir(parents=True, exist_ok=True)
-            self.path = self.root / "results.db"
             with self._connect() as con:
+                if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone():
+                    con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 con.executescript(SCHEMA)
                 have = {r[1] for r in con.execute("PRAGMA table_info(stages)")}
                 for column, kind in _ADDED_STAGE_COLUMNS.items():
@@ -167,6 +178,25 @@ class Store:
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"Cannot use {str(self.root)!r} as an output folder ({e}). "
                              "Choose a writable folder with --out.") from None
+
+    def _check_is_ours(self) -> None:
+        """Refuse, without changing it, a results.db that is not a SQLite file or holds another program's tables."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        try:
+            con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                app = con.execute("PRAGMA application_id").fetchone()[0]
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not a robustal results database ({e}). Move it away, or write to "
+                             "another --out folder.") from None
+        if tables and (app not in (0, APPLICATION_ID) or not set(TABLES) <= tables):
+            raise StoreError(f"{self.path} is a SQLite database of another program (tables: "
+                             f"{', '.join(sorted(tables))}), not a robustal results store; it was left unchanged. "
+                             "Move it away, or write to another --out folder.")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -190,8 +220,12 @@ class Store:
                 raise
 
     # --- runs -----------------------------------------------------------------------------------------------------
-    def start_run(self, name: str, config: dict, seed: int) -> str:
+    def start_run(self, name: str, config: dict, seed: int, device: str | torch.device | None = None) -> str:
         """Create run ``name`` or reopen it for resuming; returns its status.
+
+        On resume under another numeric environment (device, torch threads, torch version) a
+        :class:`~robustal.errors.ReproducibilityWarning` says that the rest will not be bit for bit an
+        uninterrupted run's.
 
         Raises:
             StoreError: the store already has ``name`` with a different configuration.
@@ -199,11 +233,12 @@ class Store:
         now = time.time()
         text = json.dumps(config, sort_keys=True)
         config = json.loads(text)  # compare like with like: tuples became lists in the stored copy
+        versions = library_versions(device)
         with self._transaction() as con:
-            row = con.execute("SELECT config, status FROM runs WHERE name = ?", (name,)).fetchone()
+            row = con.execute("SELECT config, status, versions FROM runs WHERE name = ?", (name,)).fetchone()
             if row is None:
                 con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, 'running', ?, ?)",
-                            (name, text, seed, json.dumps(library_versions()), now, now))
+                            (name, text, seed, json.dumps(versions), now, now))
                 return "new"
             diff = config_diff(json.loads(row[0]), config)
             if diff:
@@ -213,7 +248,20 @@ class Store:
                     "(or give the run another --name).")
             if row[1] != "finished":
                 con.execute("UPDATE runs SET status = 'running', updated = ? WHERE name = ?", (now, name))
+                stored = json.loads(row[2])
+                changed = [f"{k} {stored.get(k)} -> {versions.get(k)}" for k in ENVIRONMENT_KEYS
+                           if k in stored and k in versions and str(stored[k]) != str(versions[k])]
+                if changed:
+                    warnings.warn(f"Run {name!r} resumes under another numeric environment ({', '.join(changed)}): "
+                                  "its remaining stages will not be bit for bit those of an uninterrupted run.",
+                                  ReproducibilityWarning, stacklevel=2)
             return row[1]
+
+    def run_config(self, name: str) -> dict | None:
+        """The stored configuration of run ``name`` (None if the store has no such run)."""
+        with self._connect() as con:
+            row = con.execute("SELECT config FROM runs WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def set_status(self, name: str, status: str) -> None:
         with self._transaction() as con:
@@ -319,7 +367,8 @@ class Store:
 
     # --- checkpoints ----------------------------------------------------------------------------------------------
     def checkpoint_path(self, name: str, stage: int) -> Path:
-        return self.root / "checkpoints" / _safe(name) / f"stage-{stage:03d}.pt"
+        """Stage ``stage``'s checkpoint of run ``name``: one folder per run name (distinct names, distinct folders)."""
+        return self.root / "checkpoints" / folder_name(name) / f"stage-{stage:03d}.pt"
 
     def save_checkpoint(self, name: str, stage: int, state: dict) -> Path:
         """Write stage ``stage``'s checkpoint atomically (call before :meth:`add_stage`)."""
@@ -333,7 +382,17 @@ class Store:
         if not path.is_file():
             raise StoreError(f"Run {name!r} has finished stage {stage} in {self.path} but its checkpoint {path} is "
                              "missing; delete the run's folder and results to start it again.")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - truncated, foreign or not a torch file: all mean "unusable"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StoreError(f"Run {name!r}: its checkpoint {path} cannot be read ({type(e).__name__}: "
+                             f"{first[:200]}). It is damaged or was replaced; delete the run's checkpoint folder and "
+                             "its rows (or the whole --out folder) to start the run again.") from None
+        if not isinstance(state, dict) or not {"model", "optimizer", "labeled"} <= set(state):
+            raise StoreError(f"Run {name!r}: {path} is not a robustal stage checkpoint (it lacks model, optimizer "
+                             "and labeled set). Delete the run's checkpoint folder to start the run again.")
+        return state
 
     def prune_checkpoints(self, name: str, keep: int) -> None:
         """Delete run ``name``'s checkpoints other than stage ``keep`` (older ones and strays from a crash)."""
@@ -352,5 +411,7 @@ def _stage_record(row: tuple) -> StageRecord:
     return StageRecord(**values)
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+def folder_name(name: str) -> str:
+    """A file-system-safe folder name for run ``name``, one-to-one (``a/b`` → ``a%2Fb``, ``a_b`` stays ``a_b``)."""
+    safe = quote(name, safe="-_.")
+    return safe if safe.strip(".") else safe.replace(".", "%2E")  # never "." or ".."

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from robustal.errors import StoreError
-from robustal.store import StageRecord, Store, atomic_write_bytes, config_diff
+from robustal.outputs import atomic_write_bytes
+from robustal.store import StageRecord, Store, config_diff
 
 
 def _writer(root: str, worker: int, runs: int, stages: int) -> None:
@@ -67,10 +68,11 @@ def test_selection_scores_round_trip(tmp_path):
 def test_checkpoints_are_atomic_and_pruned(tmp_path):
     store = Store(tmp_path)
     for stage in range(3):
-        store.save_checkpoint("a", stage, {"w": torch.full((2,), float(stage)), "labeled": torch.arange(stage)})
+        store.save_checkpoint("a", stage, {"model": {"w": torch.full((2,), float(stage))}, "optimizer": {},
+                                           "labeled": torch.arange(stage)})
     store.prune_checkpoints("a", 2)
     assert [p.name for p in (tmp_path / "checkpoints" / "a").iterdir()] == ["stage-002.pt"]
-    assert torch.equal(store.load_checkpoint("a", 2)["w"], torch.full((2,), 2.0))
+    assert torch.equal(store.load_checkpoint("a", 2)["model"]["w"], torch.full((2,), 2.0))
     with pytest.raises(StoreError, match="checkpoint .* is missing"):
         store.load_checkpoint("a", 0)
 
@@ -112,6 +114,8 @@ def test_a_store_of_the_first_release_gains_the_new_stage_columns(tmp_path):
             CREATE TABLE stages (run TEXT NOT NULL, stage INTEGER NOT NULL, labeled INTEGER NOT NULL, clean REAL,
                                  robust REAL, train_seconds REAL, select_seconds REAL, eval_seconds REAL,
                                  best_epoch INTEGER, val_score REAL, PRIMARY KEY (run, stage));
+            CREATE TABLE selections (run TEXT NOT NULL, stage INTEGER NOT NULL, position INTEGER NOT NULL,
+                                     pool_index INTEGER NOT NULL, score REAL, PRIMARY KEY (run, stage, position));
             INSERT INTO runs VALUES ('old', '{}', 0, '{}', 'finished', 0, 0);
             INSERT INTO stages VALUES ('old', 0, 100, 0.9, 0.4, 1, 0, 1, 3, 0.45);
         """)

@@ -87,8 +87,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain_study(args: argparse.Namespace) -> int:
+    from robustal.outputs import atomic_write_bytes
     from robustal.retrain import retrain_study, study_table
-    from robustal.store import atomic_write_bytes
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     sizes, seeds = int_list(args.sizes, "--sizes"), int_list(args.seeds, "--seeds")

@@ -7,6 +7,7 @@ Images stay uint8 ``(N, C, H, W)`` on the host (CIFAR-10's training set is 150 M
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,7 @@ class Dataset:
     step_size: float = 2 / 255
     augment: tuple[str, ...] = ()
     default_model: str = "small-cnn"
+    _fingerprint: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for part in ("train", "test"):
@@ -73,6 +75,17 @@ class Dataset:
         if self.train.x.shape[1:] != self.test.x.shape[1:]:
             raise DataError(f"{self.name}: train images are {tuple(self.train.x.shape[1:])} but test images are "
                             f"{tuple(self.test.x.shape[1:])}; both splits need the same image shape.")
+
+    def fingerprint(self) -> str:
+        """A hash of the images and labels of both splits (blake2b; CIFAR-10 takes about a second): a stored run is
+        resumed, and a finished one reused, only on the very data it was made with."""
+        if self._fingerprint is None:
+            h = hashlib.blake2b(digest_size=16)
+            for tensor in (self.train.x, self.train.y, self.test.x, self.test.y):
+                h.update(repr((tuple(tensor.shape), str(tensor.dtype))).encode())
+                h.update(tensor.contiguous().numpy())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def with_epsilon(self, epsilon: float | None) -> Dataset:
         """This dataset under another L∞ budget (None: unchanged); the PGD-50 step scales with it (MNIST: ε/30)."""

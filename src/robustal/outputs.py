@@ -1,0 +1,134 @@
+"""Writing results safely: atomic writes with the permissions a plain ``open`` would give, output paths checked
+before any work starts, and one robustal process at a time per results folder.
+
+A result that is computed and then cannot be written is lost work, so every command checks its outputs first
+(:func:`check_output_file`, :func:`check_output_dir`); a crash never leaves a half-written file
+(:func:`atomic_write_bytes`); and two processes never compute the same results into one folder (:func:`folder_lock`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from robustal.errors import ConfigError, StoreError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+
+    The file gets the mode a plain ``open(path, "wb")`` would give (0666 minus the umask), not the 0600 of a
+    temporary file: results are shared on clusters.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save`` through a temporary file and an atomic rename."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _writable_dir(folder: Path, flag: str) -> None:
+    """``folder`` exists (or can be made) and accepts new files; else a ConfigError naming ``flag``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".robustal-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{flag} {str(folder)!r}: cannot write there ({e.strerror or e}). Choose a writable "
+                          "location.") from None
+
+
+def check_output_file(path: str | Path | None, flag: str) -> Path | None:
+    """Check, before any work, that a result file can be written at ``path`` (None: nothing to check).
+
+    Refuses an empty path, a directory, and a folder that does not accept new files (``/proc``, read-only disks).
+    """
+    if path is None:
+        return None
+    if str(path).strip() == "":
+        raise ConfigError(f"{flag} is empty; give a file name.")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{flag} {str(path)!r} is a directory; give a file name (e.g. {path / 'model.pt'}).")
+    _writable_dir(path.parent, flag)
+    return path
+
+
+def check_output_dir(path: str | Path | None, flag: str) -> Path | None:
+    """Check, before any work, that ``path`` is (or can become) a writable folder (None: nothing to check)."""
+    if path is None:
+        return None
+    if str(path).strip() == "":
+        raise ConfigError(f"{flag} is empty; give a folder.")
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {str(path)!r} is a file, not a folder; give a folder (it is created if needed).")
+    _writable_dir(path, flag)
+    return path
+
+
+#: The lock file of a results folder.
+LOCK_FILE = ".robustal.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold ``folder``'s lock while the block runs: a second robustal process writing there is refused at once.
+
+    An OS-level lock (``flock``), so it is released when the process ends, even by SIGKILL. ``what`` (the command)
+    is written into the lock file, so that the refusal can say who holds it. Where ``fcntl`` does not exist
+    (Windows) the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    f = open(path, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise StoreError(f"{folder} is in use by another robustal process ({holder}). Wait for it to finish, "
+                             "or write to another --out folder.") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, {what}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing releases the lock
