@@ -6,7 +6,6 @@ its decorator. The CLI takes its choices from here, and unknown names fail with 
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -54,9 +53,3 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
-
-
-def nearest(name: str, choices: list[str]) -> str | None:
-    """The closest of ``choices`` to ``name`` by difflib's ratio, if any is reasonably close."""
-    matches = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return matches[0] if matches else None

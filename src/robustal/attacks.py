@@ -235,5 +235,17 @@ def deepfool(model: nn.Module, x: torch.Tensor, *, overshoot: float = 0.02, max_
     return (x_adv - x).flatten(1).norm(dim=1), torch.cat(flips), x_adv
 
 
-# AutoAttack and Square register themselves; pyautoattack is imported only when they run.
-from robustal import autoattack as _autoattack  # noqa: E402, F401, I001
+@ATTACKS.register("autoattack")
+def _autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+    """AutoAttack, standard version (:func:`robustal.autoattack.autoattack`; needs the ``autoattack`` extra)."""
+    from robustal.autoattack import autoattack
+
+    return autoattack(model, x, y, **kwargs)
+
+
+@ATTACKS.register("square")
+def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+    """The Square attack (:func:`robustal.autoattack.square`; needs the ``autoattack`` extra)."""
+    from robustal.autoattack import square
+
+    return square(model, x, y, **kwargs)

@@ -3,7 +3,8 @@
 ``pyautoattack`` (pinned 0.2.0, the ``robustal[autoattack]`` extra) repackages the official AutoAttack code of Croce &
 Hein (2020): the ``standard`` version runs APGD-CE, APGD-T (9 target classes), FAB-T (9 target classes) and Square
 (5 000 queries), each on the points the previous ones did not fool. It is imported only when an attack runs, so the
-names ``autoattack`` and ``square`` are always registered and ``AttackConfig(name="autoattack", epsilon=...)`` and
+names ``autoattack`` and ``square`` are always registered (in :mod:`robustal.attacks`, which imports this module
+when one runs) and ``AttackConfig(name="autoattack", epsilon=...)`` and
 :func:`~robustal.evaluation.evaluate` work unchanged; without the extra, running one raises :class:`ConfigError`.
 
 The third-party code seeds torch globally (``torch.random.manual_seed`` in every ``perturb``); here it runs inside
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from robustal.attacks import ATTACKS, frozen
+from robustal.attacks import frozen
 from robustal.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,6 @@ def _check(epsilon: float, x: torch.Tensor, y: torch.Tensor) -> None:
                           f"{tuple(y.shape)}.")
 
 
-@ATTACKS.register("autoattack")
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, step_size: float | None = None,
                steps: int | None = None, random_start: bool = True, generator: torch.Generator | None = None,
                version: str = "standard", batch_size: int | None = None) -> torch.Tensor:
@@ -122,7 +122,6 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: f
     return x_adv.detach().clamp_(0, 1)
 
 
-@ATTACKS.register("square")
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, step_size: float | None = None,
            steps: int | None = None, random_start: bool = True, generator: torch.Generator | None = None,
            n_queries: int = SQUARE_QUERIES, p_init: float = 0.8) -> torch.Tensor:

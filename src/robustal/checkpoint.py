@@ -16,7 +16,7 @@ from torch import nn
 from robustal.data import Dataset
 from robustal.errors import ConfigError
 from robustal.experiment import model_factory
-from robustal.outputs import atomic_torch_save
+from robustal.outputs import atomic_torch_save, safe_torch_load
 from robustal.training import TrainConfig
 
 CHECKPOINT_KEYS = ("model", "model_name", "num_classes", "image_shape")
@@ -71,23 +71,43 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         ConfigError: The file is missing, not a torch file, truncated, or not a robustal model checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"Checkpoint {path} not found. Save one with: robustal train ... --save {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (RuntimeError, EOFError, UnpicklingError, ...: all mean "unusable")
-        raise ConfigError(f"Checkpoint {path} cannot be read as a robustal model checkpoint: "
-                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-                          "It may be truncated or not a torch file; save it again with robustal train --save."
-                          ) from None
+        obj = safe_torch_load(path)
+    except ValueError as e:
+        raise ConfigError(f"Checkpoint {path} cannot be read as a robustal model checkpoint: {e}. Give a file "
+                          "saved by robustal train --save (or save it again).") from None
     if not isinstance(obj, dict) or any(k not in obj for k in CHECKPOINT_KEYS) or not isinstance(obj["model"], dict):
         have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise ConfigError(f"Checkpoint {path} is not a robustal model checkpoint: expected keys "
                           f"{', '.join(CHECKPOINT_KEYS)}; found {have}. Save one with robustal train --save.")
+    def bad(key: str, must: str) -> ConfigError:
+        return ConfigError(f"Checkpoint {path}: {key} must be {must}; got {obj.get(key)!r}. The file was not written "
+                           "by robustal or was edited; save the model again with robustal train --save.")
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(obj["model_name"], str) or not obj["model_name"]:
+        raise bad("model_name", "a model name")
+    if not is_int(obj["num_classes"]) or obj["num_classes"] < 2:
+        raise bad("num_classes", "an integer >= 2")
+    shape = obj["image_shape"]
+    if not isinstance(shape, list | tuple) or len(shape) != 3 or not all(is_int(s) and s > 0 for s in shape):
+        raise bad("image_shape", "three positive integers (channels, height, width)")
     train_size = obj.get("train_size")
-    return Checkpoint(model_name=str(obj["model_name"]), state=obj["model"], num_classes=int(obj["num_classes"]),
-                      image_shape=tuple(int(s) for s in obj["image_shape"]), dataset=obj.get("dataset"),
-                      epsilon=obj.get("epsilon"), train_size=None if train_size is None else int(train_size),
+    if train_size is not None and (not is_int(train_size) or train_size < 0):
+        raise bad("train_size", "a non-negative integer")
+    epsilon = obj.get("epsilon")
+    if epsilon is not None and (not isinstance(epsilon, int | float) or not 0 <= epsilon <= 1):
+        raise bad("epsilon", "a number in [0, 1]")
+    if obj.get("dataset") is not None and not isinstance(obj["dataset"], str):
+        raise bad("dataset", "a dataset name or path")
+    if not isinstance(obj.get("train_config") or {}, dict):
+        raise bad("train_config", "a dict of training settings")
+    return Checkpoint(model_name=obj["model_name"], state=obj["model"], num_classes=obj["num_classes"],
+                      image_shape=tuple(shape), dataset=obj.get("dataset"), epsilon=epsilon, train_size=train_size,
                       train_config=dict(obj.get("train_config") or {}), path=path)
 
 

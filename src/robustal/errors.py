@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 
 class RobustalError(Exception):
     """Base class for user-facing errors: bad input, bad data, bad configuration."""
@@ -15,8 +17,6 @@ class UnknownNameError(ConfigError, KeyError):
     """A name is not in a registry; the message lists the valid names and the nearest match."""
 
     def __init__(self, kind: str, name: str, choices: list[str]):
-        from robustal._registry import nearest
-
         self.kind, self.name, self.choices = kind, name, choices
         close = nearest(name, choices)
         hint = f" Did you mean {close!r}?" if close else ""
@@ -46,3 +46,13 @@ class ChanceLevelWarning(UserWarning):
 class ReproducibilityWarning(UserWarning):
     """A run resumes under another numeric environment (device, thread count, torch version): its remaining stages
     will not be bit for bit those of an uninterrupted run."""
+
+
+def nearest(name: str, choices: list[str]) -> str | None:
+    """The closest of ``choices`` to ``name``: a case-insensitive match first (``DRE`` → ``dre``), else the closest
+    by difflib's ratio if any is reasonably close."""
+    folded = [c for c in choices if c.casefold() == str(name).casefold()]
+    if folded:
+        return folded[0]
+    matches = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
+    return matches[0] if matches else None

@@ -35,8 +35,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import torch
 
-from robustal._registry import nearest
-from robustal.errors import ConfigError, DataError
+from robustal.errors import ConfigError, DataError, nearest
 from robustal.outputs import atomic_write_bytes
 
 #: Problems listed in one error message before "and K more".

@@ -1,5 +1,6 @@
 """Writing results safely: atomic writes with the permissions a plain ``open`` would give, output paths checked
-before any work starts, and one robustal process at a time per results folder.
+before any work starts, one robustal process at a time per results folder, and torch files read back without
+running code.
 
 A result that is computed and then cannot be written is lost work, so every command checks its outputs first
 (:func:`check_output_file`, :func:`check_output_dir`); a crash never leaves a half-written file
@@ -53,6 +54,31 @@ def atomic_torch_save(obj: object, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def safe_torch_load(path: Path) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; a ValueError with a one-line reason when it fails.
+
+    The reason never suggests ``weights_only=False``: a file that needs it holds pickled code, which robustal does
+    not run.
+    """
+    import pickle
+
+    import torch
+
+    if path.is_dir():
+        raise ValueError("it is a directory, not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise ValueError("it holds pickled Python objects, not only tensors and plain values; robustal does not "
+                             "run code from files") from None
+        raise ValueError(f"not a torch file ({str(e).splitlines()[0][:150] if str(e) else 'UnpicklingError'})") \
+            from None
+    except Exception as e:  # noqa: BLE001 - truncated (EOFError, RuntimeError), wrong format...: all "unusable"
+        first = str(e).strip().splitlines()[0][:150] if str(e).strip() else ""
+        raise ValueError(f"{type(e).__name__}{': ' + first if first else ''}") from None
 
 
 def _writable_dir(folder: Path, flag: str) -> None:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from robustal.errors import StoreError
 from robustal.outputs import atomic_write_bytes
 from robustal.store import StageRecord, Store
 
@@ -156,7 +157,7 @@ def collect(root: str | Path, names: Sequence[str] | None = None) -> list[RunRes
     """The runs stored in ``root`` (only ``names``, in that order, when given), with their stages."""
     from robustal.study import dataset_label
 
-    store = Store(root)
+    store = Store(root, create=False)
     runs = {r["name"]: r for r in store.runs()}
     order = [n for n in names if n in runs] if names is not None else list(runs)
     out = []
@@ -293,7 +294,7 @@ def selection_entropies(root: str | Path, run: RunResults, dataset=None, data_di
     from robustal.data import load_dataset
     from robustal.experiment import model_factory
 
-    store = Store(root)
+    store = Store(root, create=False)
     dataset = dataset or load_dataset(run.config["dataset"], data_dir)
     model = model_factory(run.model, dataset)()
     state = store.load_checkpoint(run.name, run.final.stage)
@@ -476,23 +477,35 @@ def _entropy_section(root: Path, runs: Sequence[RunResults], ds: str, model: str
         dataset = load_dataset(first.config["dataset"], data_dir)
     except Exception as e:  # the data moved or is not cached here: the rest of the report stands
         return lines + [f"Skipped: cannot load {first.config['dataset']!r} ({e}).", ""]
-    rows = []
+    rows: list[list] = []
+    skipped: list[str] = []
     for mode in dict.fromkeys(k[2] for k in cells):
         data = {}
         for (_, _, m, acq), rs in cells.items():
             if m != mode:
                 continue
-            parts = [selection_entropies(root, r, dataset) for r in rs]
+            parts = []
+            for r in rs:
+                try:
+                    parts.append(selection_entropies(root, r, dataset))
+                except StoreError as e:  # a damaged checkpoint: leave the run out of the figure, say so
+                    skipped.append(f"{r.name}: {e}")
+            if not parts:
+                continue
             pool = np.concatenate([p for p, _ in parts])
             sel = np.concatenate([s for _, s in parts])
             data[acq] = (pool, sel)
             rows.append([mode, acq, float(pool.mean()), float(sel.mean()) if len(sel) else None,
                          float(np.median(sel)) if len(sel) else None, len(sel)])
+        if not data:
+            continue
         png = plot_entropies(data, f"{ds} / {model} / {mode}: entropy of selected vs pool",
                              out / f"entropy-{_slug(ds, model, mode)}.png")
         lines += [f"![entropy {ds} {model} {mode}]({png.name})", ""]
     lines.append(format_table(["training", "acquisition", "pool mean", "selected mean", "selected median",
                                "selected n"], rows))
+    if skipped:
+        lines += ["", "Left out of the entropy distributions:", "", *(f"- {s}" for s in skipped)]
     return lines + [""]
 
 

@@ -170,11 +170,68 @@ STUDY_COLUMNS = ("metric", "size", "seed", "clean_before", "robust_before", "cle
 
 
 def read_study_rows(path: Path) -> list[dict]:
-    """Rows of a study's results CSV (empty when the file does not exist)."""
+    """Rows of a study's results CSV (empty when the file does not exist), checked to be a study's rows."""
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    hint = "It was changed by hand or by another program; move it away (or use another --out) to start again."
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path} is not a readable results CSV ({e}). {hint}") from None
+    missing = [c for c in STUDY_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(f"{path} lacks the column(s) {', '.join(missing)} of a retrain-study results file. {hint}")
+    for i, row in enumerate(rows, start=2):
+        try:
+            int(row["size"]), int(row["seed"]), float(row["clean_after"])
+        except (TypeError, ValueError):
+            raise DataError(f"{path}, row {i}: size, seed and clean_after must be numbers; got {row['size']!r}, "
+                            f"{row['seed']!r}, {row['clean_after']!r}. {hint}") from None
+    return rows
+
+
+#: The settings a retrain study's trials were made with, beside its results: a rerun must match them.
+SETTINGS_FILE = "settings.json"
+
+
+def study_settings(checkpoint: Checkpoint, dataset: Dataset, config: TrainConfig, attack: AttackConfig | None,
+                   train_size: int) -> dict:
+    """What a retrain study's results depend on: the checkpoint's bytes, the data, the training and the attack."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    digest = hashlib.sha256(checkpoint.path.read_bytes()).hexdigest() if checkpoint.path else None
+    settings = {"checkpoint_sha256": digest, "data_fingerprint": dataset.fingerprint(), "train_size": train_size,
+                "train": config.to_dict(), "attack": asdict(attack) if attack is not None else None}
+    return json.loads(json.dumps(settings))
+
+
+def check_study_settings(out: Path, settings: dict) -> None:
+    """Write ``out/settings.json`` for a new study; refuse a rerun whose settings differ from the stored ones."""
+    import json
+
+    from robustal.errors import StoreError
+    from robustal.store import config_diff
+
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise StoreError(f"{path} cannot be read ({e}); move it away or use another --out.") from None
+        diff = config_diff(stored, settings) if isinstance(stored, dict) else ["not a settings file"]
+        if diff:
+            raise StoreError(f"{out} holds retrain-study trials made under other settings ({'; '.join(diff)}). "
+                             "Nothing was run or changed. Rerun with the same settings, or write to another --out.")
+    elif (out / "results.csv").is_file():
+        raise StoreError(f"{out / 'results.csv'} has no {SETTINGS_FILE} beside it (an earlier robustal wrote it), so "
+                         "its trials cannot be checked against these settings; write to another --out.")
+    else:
+        atomic_write_bytes(path, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())
 
 
 def _rows_csv(rows: Sequence[dict]) -> bytes:
@@ -192,13 +249,16 @@ def retrain_study(checkpoint: Checkpoint, dataset: Dataset, metrics: Sequence[st
     """Every metric × size × seed: select, retrain from the checkpoint, evaluate; results in ``out/results.csv``.
 
     The CSV is rewritten atomically after each trial, and trials already in it are skipped, so an interrupted
-    study resumes. Returns all rows (strings as read back for resumed ones, numbers for new ones).
+    study resumes; ``out/settings.json`` records what the trials depend on (checkpoint, data, training, attack), and
+    a rerun under other settings is refused before any work. Returns all rows (strings as read back for resumed
+    ones, numbers for new ones).
     """
     for m in metrics:
         create_acquisition(m)  # unknown names fail before any work
     out = Path(out)
     path = out / "results.csv"
     rows = read_study_rows(path)
+    check_study_settings(out, study_settings(checkpoint, dataset, config, attack, train_size))
     done = {(r["metric"], int(r["size"]), int(r["seed"])) for r in rows}
     splits = dataset.splits()
     before: dict[int, EvalResult] = {}  # per seed: "before" and "after" are measured with the same seed

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import torch
 
 from robustal.errors import ReproducibilityWarning, StoreError
-from robustal.outputs import atomic_torch_save, atomic_write_bytes
+from robustal.outputs import atomic_torch_save, atomic_write_bytes, safe_torch_load
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -383,12 +383,11 @@ class Store:
             raise StoreError(f"Run {name!r} has finished stage {stage} in {self.path} but its checkpoint {path} is "
                              "missing; delete the run's folder and results to start it again.")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - truncated, foreign or not a torch file: all mean "unusable"
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StoreError(f"Run {name!r}: its checkpoint {path} cannot be read ({type(e).__name__}: "
-                             f"{first[:200]}). It is damaged or was replaced; delete the run's checkpoint folder and "
-                             "its rows (or the whole --out folder) to start the run again.") from None
+            state = safe_torch_load(path)
+        except ValueError as e:
+            raise StoreError(f"Run {name!r}: its checkpoint {path} cannot be read ({e}). It is damaged or was "
+                             "replaced; delete the run's checkpoint folder and its rows (or the whole --out folder) "
+                             "to start the run again.") from None
         if not isinstance(state, dict) or not {"model", "optimizer", "labeled"} <= set(state):
             raise StoreError(f"Run {name!r}: {path} is not a robustal stage checkpoint (it lacks model, optimizer "
                              "and labeled set). Delete the run's checkpoint folder to start the run again.")

@@ -34,7 +34,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from robustal.errors import ConfigError, DataError
+from robustal.errors import ConfigError, DataError, StoreError
 from robustal.experiment import RunSpec, run_experiment
 from robustal.store import StageRecord, Store
 
@@ -69,7 +69,7 @@ def _check_keys(table: object, valid: Sequence[str], where: str, path: object) -
         raise ConfigError(f"{path}: [{where}] must be a table. Got {table!r} instead.")
     for key in table:
         if key not in valid:
-            from robustal._registry import nearest
+            from robustal.errors import nearest
 
             close = nearest(key, list(valid))
             hint = f" Did you mean {close!r}?" if close else ""
@@ -341,6 +341,43 @@ def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, thread
     return task.name, result.stages
 
 
+def check_stored_runs(tasks: Sequence[RunTask], store: Store, data_dir: str | Path | None = None) -> None:
+    """Refuse, before anything runs, to reuse or resume stored runs that were made under other settings or data.
+
+    Every task whose name the store already holds must have been stored with the same spec (the study file's
+    settings for that run) and the same data (fingerprint), so a finished run is never reported as the result of
+    an edited study, and an interrupted one never continues under new settings.
+    """
+    import json
+
+    from robustal.data import load_dataset
+    from robustal.experiment import spec_for_store
+    from robustal.store import config_diff
+
+    fingerprints: dict[str, str] = {}
+    problems = []
+    for task in tasks:
+        stored = store.run_config(task.name)
+        if stored is None:
+            continue
+        if "spec" not in stored:
+            problems.append(f"{task.name}: stored by an earlier robustal without its settings, so it cannot be "
+                            "checked")
+            continue
+        if task.spec.dataset not in fingerprints:
+            fingerprints[task.spec.dataset] = load_dataset(task.spec.dataset, data_dir).fingerprint()
+        new = {"spec": json.loads(json.dumps(spec_for_store(task.spec))),
+               "data_fingerprint": fingerprints[task.spec.dataset]}
+        diff = config_diff({"spec": stored["spec"], "data_fingerprint": stored.get("data_fingerprint")}, new)
+        if diff:
+            problems.append(f"{task.name}: " + "; ".join(diff))
+    if problems:
+        shown = "\n  ".join(problems[:10]) + (f"\n  and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise StoreError(f"{store.root} already holds {len(problems)} of these runs made under other settings or "
+                         f"data:\n  {shown}\nNothing was run or changed. Undo the change, or write to another --out "
+                         "folder.")
+
+
 def _split_finished(tasks: Sequence[RunTask], store: Store, results: dict, on_done) -> list[RunTask]:
     todo = []
     for t in tasks:
@@ -365,6 +402,7 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
     _check_unique(tasks)
     names = [t.name for t in tasks]
     store = Store(out)
+    check_stored_runs(tasks, store, data_dir)
     results: dict[str, list[StageRecord]] = {}
     todo = _split_finished(tasks, store, results, on_done)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -436,6 +474,7 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
     _check_unique(tasks)
     names = [t.name for t in tasks]
     store = Store(out)
+    check_stored_runs(tasks, store, data_dir)
     results: dict[str, list[StageRecord]] = {}
     todo = _split_finished(tasks, store, results, on_done)
     if not todo:
@@ -477,13 +516,22 @@ EXECUTORS = ("local", "ray")
 
 def run_study(study: Study, out: str | Path, *, executor: str = "local", workers: int = 1, device: str = "auto",
               data_dir: str | Path | None = None, address: str | None = None,
-              on_done: Callable[[str, list[StageRecord]], None] | None = None) -> dict[str, list[StageRecord]]:
-    """Run every unfinished run of ``study`` into ``out`` with the ``local`` or ``ray`` executor."""
-    from robustal._validation import check_choice
+              on_done: Callable[[str, list[StageRecord]], None] | None = None,
+              study_file: str | Path | None = None) -> dict[str, list[StageRecord]]:
+    """Run every unfinished run of ``study`` into ``out`` with the ``local`` or ``ray`` executor.
+
+    ``study_file`` is copied to ``out/study.toml`` for ``robustal report``, once the stored runs are checked
+    (:func:`check_stored_runs`), so a refused study never replaces the copy of the one that made the results.
+    """
+    from robustal._validation import check_choice, check_int
 
     check_choice(executor, "executor", "run_study", EXECUTORS)
+    check_int(workers, "workers", "run_study", min_value=1)
     study.check_data()
     tasks = study.tasks()
+    if study_file is not None:
+        check_stored_runs(tasks, Store(out), data_dir)
+        save_study_copy(study_file, out)
     if executor == "ray":
         return run_ray(tasks, out, address=address, device=device, data_dir=data_dir,
                        num_cpus=workers if address is None else None, on_done=on_done)

@@ -58,9 +58,12 @@ class Tracker:
 
 
 class _QuietBelowWarning(logging.Filter):
-    """Drops MLflow's and alembic's info/debug records (database migrations) unless robustal logs at DEBUG."""
+    """Drops MLflow's and alembic's info/debug records (database migrations) unless robustal logs at DEBUG; records
+    of every other logger pass, so the filter is harmless on a handler that others share."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("mlflow", "alembic")):
+            return True
         return record.levelno >= logging.WARNING or logging.getLogger("robustal").isEnabledFor(logging.DEBUG)
 
 
@@ -71,6 +74,19 @@ def _quiet_mlflow_logging() -> None:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, _QuietBelowWarning) for f in handler.filters):
                 handler.addFilter(_QuietBelowWarning())
+
+
+@contextlib.contextmanager
+def _loggers_kept() -> Iterator[None]:
+    """Undo what MLflow's database migrations do to logging: alembic's ``fileConfig`` disables every logger that
+    exists at the time (robustal's, the user's), so their messages would silently stop."""
+    loggers = [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    disabled = {lg: lg.disabled for lg in loggers}
+    try:
+        yield
+    finally:
+        for lg, was in disabled.items():
+            lg.disabled = was
 
 
 def _import_mlflow():
@@ -181,7 +197,7 @@ class MLflowTracker(Tracker):
         self._steps: dict[str, set[int]] = {}  # metric key → steps already logged in this MLflow run
         folder = _sqlite_folder(uri)
         try:
-            with _folder_lock(folder), warnings.catch_warnings():
+            with _folder_lock(folder), warnings.catch_warnings(), _loggers_kept():
                 # MLflow's store trips SQLAlchemy's deprecation warnings (noload); they are not the user's to fix.
                 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mlflow(\.|$)")
                 self.client = mlflow.MlflowClient(tracking_uri=uri)

@@ -10,7 +10,6 @@ import logging
 import shutil
 import subprocess
 import sys
-import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -91,9 +90,10 @@ def template_db(tmp_path_factory):
     """A migrated, empty MLflow SQLite file (created once: MLflow's migrations take several seconds)."""
     mlflow = pytest.importorskip("mlflow", reason="the MLflow tests need the extra: pip install 'robustal[mlflow]'")
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    with warnings.catch_warnings():  # SQLAlchemy 2.1 deprecations inside MLflow (the tracker silences them too)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    probe = logging.getLogger("robustal.tests.probe")
+    MLflowTracker(uri=f"sqlite:///{path}", experiment="template")  # migrates the new file
+    assert not probe.disabled and not logging.getLogger("robustal").disabled  # alembic's fileConfig undone
+    del mlflow
     return path
 
 
@@ -104,9 +104,15 @@ def uri(template_db, tmp_path):
 
 
 def _client(uri):
+    """A plain MLflow client on ``uri``, opened the way the tracker opens one (alembic's logging changes undone)."""
     import mlflow
 
-    return mlflow.MlflowClient(tracking_uri=uri)
+    from robustal.tracking import _loggers_kept
+
+    with _loggers_kept():
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        client.search_experiments()  # the store (and its migrations check) opens on first use
+    return client
 
 
 def _runs(uri, experiment="robustal"):

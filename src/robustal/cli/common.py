@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 
 DATA_DIR_HELP = "download cache (default: $ROBUSTAL_DATA or ~/.cache/robustal)"
+
+
+def _typed(kind: type, ok: Callable[[float], bool], what: str) -> Callable[[str], object]:
+    """An argparse ``type``: parse with ``kind`` and check ``ok``; a bad value is reported with the flag's name."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+#: Seeds go into SQLite, NumPy and torch: 32 bits fit all three.
+MAX_SEED = 2**32 - 1
+POSITIVE_INT = _typed(int, lambda v: v >= 1, "an integer >= 1")
+COUNT = _typed(int, lambda v: v >= 0, "an integer >= 0")
+SEED = _typed(int, lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
+UNIT = _typed(float, lambda v: math.isfinite(v) and 0 <= v <= 1, "a number in [0, 1]")
+POSITIVE_UNIT = _typed(float, lambda v: math.isfinite(v) and 0 < v <= 1, "a number in (0, 1]")
+POSITIVE = _typed(float, lambda v: math.isfinite(v) and v > 0, "a number > 0")
+NON_NEGATIVE = _typed(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 
 
 def dataset_names() -> list[str]:
@@ -49,23 +78,25 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> 
     g.add_argument("--training", choices=TRAINING_MODES, default="pgd",
                    help="standard training, PGD adversarial training (Madry et al.) or TRADES (Zhang et al.) "
                         "(default: %(default)s)")
-    g.add_argument("--epochs", type=int, default=epochs or d.epochs, help="epochs per training (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size (default: %(default)s)")
-    g.add_argument("--min-steps", type=int, default=d.min_steps, metavar="STEPS",
+    g.add_argument("--epochs", type=POSITIVE_INT, default=epochs or d.epochs,
+                   help="epochs per training (default: %(default)s)")
+    g.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size,
+                   help="training batch size (default: %(default)s)")
+    g.add_argument("--min-steps", type=COUNT, default=d.min_steps, metavar="STEPS",
                    help="at least STEPS optimizer steps per training: a small labeled set is passed over several "
                         "times per epoch (default: %(default)s; 0 = one pass per epoch)")
     g.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer, help="(default: %(default)s)")
-    g.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
-    g.add_argument("--epsilon", type=float, default=None,
+    g.add_argument("--lr", type=POSITIVE, default=d.lr, help="learning rate (default: %(default)s)")
+    g.add_argument("--weight-decay", type=NON_NEGATIVE, default=d.weight_decay, help="(default: %(default)s)")
+    g.add_argument("--epsilon", type=UNIT, default=None,
                    help="L-inf budget for training and evaluation (default: the dataset's: 0.3 MNIST-like, "
                         "8/255 SVHN/CIFAR-10, 0.2 digits)")
-    g.add_argument("--attack-steps", type=int, default=d.attack_steps,
+    g.add_argument("--attack-steps", type=POSITIVE_INT, default=d.attack_steps,
                    help="PGD steps k of the training attack (default: %(default)s)")
-    g.add_argument("--step-size", type=float, default=None, help="training PGD step (default: 2.5*epsilon/k)")
-    g.add_argument("--trades-beta", type=float, default=d.trades_beta,
+    g.add_argument("--step-size", type=POSITIVE_UNIT, default=None, help="training PGD step (default: 2.5*epsilon/k)")
+    g.add_argument("--trades-beta", type=NON_NEGATIVE, default=d.trades_beta,
                    help="TRADES's weight of the robustness (KL) term (default: %(default)s)")
-    g.add_argument("--epsilon-warmup", type=int, default=d.epsilon_warmup, metavar="EPOCHS",
+    g.add_argument("--epsilon-warmup", type=COUNT, default=d.epsilon_warmup, metavar="EPOCHS",
                    help="raise the training epsilon linearly over the first EPOCHS epochs of a model trained from "
                         "scratch or at chance level (default: %(default)s; 0 = the paper's full epsilon from the "
                         "start)")
@@ -75,7 +106,7 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation")
-    g.add_argument("--eval-steps", type=int, default=50,
+    g.add_argument("--eval-steps", type=COUNT, default=50,
                    help="PGD steps of the robust-accuracy evaluation, with random start and the dataset's step "
                         "(default: 50; 0 skips robust accuracy)")
     g.add_argument("--attack", choices=("pgd", "autoattack", "square"), default="pgd",
@@ -106,7 +137,7 @@ def attack_label(attack) -> str:
 def add_runtime_args(p: argparse.ArgumentParser, seed: bool = True) -> None:
     g = p.add_argument_group("runtime")
     if seed:
-        g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
+        g.add_argument("--seed", type=SEED, default=0, help="seed of every random choice (default: %(default)s)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -117,13 +148,16 @@ def add_loop_args(p: argparse.ArgumentParser, budget: int = 1000) -> None:
     g = p.add_argument_group("active learning")
     g.add_argument("--acquisition", default="dre", metavar="NAME",
                    help=f"acquisition function: {', '.join(acquisition_names())} (default: %(default)s)")
-    g.add_argument("--initial", type=int, default=100, help="random initial labeled set (default: %(default)s)")
-    g.add_argument("--per-stage", type=int, default=100, help="labels added per stage (default: %(default)s)")
-    g.add_argument("--budget", type=int, default=budget, help="total labels, initial included (default: %(default)s)")
+    g.add_argument("--initial", type=POSITIVE_INT, default=100,
+                   help="random initial labeled set (default: %(default)s)")
+    g.add_argument("--per-stage", type=POSITIVE_INT, default=100,
+                   help="labels added per stage (default: %(default)s)")
+    g.add_argument("--budget", type=POSITIVE_INT, default=budget,
+                   help="total labels, initial included (default: %(default)s)")
     g.add_argument("--from-scratch", action="store_true",
                    help="re-initialise the model at each stage (default: continue from the previous stage's model "
                         "and optimizer, as the reference does)")
-    g.add_argument("--dre-bins", type=int, default=None, help="DRE's number of histogram bins (default: 50)")
+    g.add_argument("--dre-bins", type=POSITIVE_INT, default=None, help="DRE's number of histogram bins (default: 50)")
     g.add_argument("--chance-recovery", choices=CHANCE_RECOVERIES, default=LoopConfig().chance_recovery,
                    help="when a stage ends with a model at chance level (no better than predicting one class; always "
                         "warned about and flagged in the results): none, warmup (train the next stage with the "
@@ -141,16 +175,74 @@ def train_config(args: argparse.Namespace):
                        trades_beta=args.trades_beta, min_steps=args.min_steps)
 
 
-def int_list(text: str, name: str) -> list[int]:
+def int_list(text: str, flag: str, min_value: int | None = None, max_value: int | None = None) -> list[int]:
+    """Comma-separated integers of ``flag`` within the bounds, none twice."""
     from robustal.errors import ConfigError
 
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"{name} must be comma-separated integers; got {text!r}.") from None
+        raise ConfigError(f"{flag} must be comma-separated integers; got {text!r}.") from None
     if not values:
-        raise ConfigError(f"{name} is empty.")
+        raise ConfigError(f"{flag} is empty; give comma-separated integers (e.g. {flag} 100,500).")
+    bad = [v for v in values if (min_value is not None and v < min_value) or (max_value is not None and v > max_value)]
+    if bad:
+        raise ConfigError(f"{flag} values must lie in [{min_value}, {max_value if max_value is not None else 'inf'}]; "
+                          f"got {bad[0]}.")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{flag} lists a value twice: {text!r}.")
     return values
+
+
+def name_list(text: str, flag: str, valid: list[str], kind: str = "acquisition function") -> list[str]:
+    """Comma-separated registered names of ``flag``; an unknown one is reported with the flag and the nearest name."""
+    from robustal.errors import ConfigError, UnknownNameError
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"{flag} is empty; give comma-separated names from: {', '.join(valid)}.")
+    for n in names:
+        if n not in valid:
+            raise ConfigError(f"{flag}: {UnknownNameError(kind, n, valid)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{flag} lists a name twice: {text!r}.")
+    return names
+
+
+def read_text_file(path: str, flag: str) -> str:
+    """The UTF-8 text of the file given to ``flag``, or a ConfigError that says what is wrong with it."""
+    from pathlib import Path
+
+    from robustal.errors import ConfigError
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path!r} is a directory; give a text file.")
+    if not p.is_file():
+        raise ConfigError(f"{flag} {path!r} not found; give an existing text file.")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{flag} {path!r} is not UTF-8 text ({e.reason} at byte {e.start}).") from None
+    except OSError as e:
+        raise ConfigError(f"{flag} {path!r} cannot be read ({e.strerror}).") from None
+
+
+def command_line() -> str:
+    """The command as typed, for the lock file of a results folder."""
+    return "robustal " + " ".join(sys.argv[1:])[:200]
+
+
+def output_folder(path: str | None, flag: str = "--out"):
+    """Check a results folder before any work and hold its lock (one robustal process per folder) while in the
+    ``with`` block; None: no folder, no lock."""
+    import contextlib
+
+    from robustal.outputs import check_output_dir, folder_lock
+
+    if path is None:
+        return contextlib.nullcontext()
+    return folder_lock(check_output_dir(path, flag), command_line())
 
 
 def log(msg: str) -> None:

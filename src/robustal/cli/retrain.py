@@ -7,6 +7,8 @@ from pathlib import Path
 
 from robustal.cli.common import (
     DATA_DIR_HELP,
+    MAX_SEED,
+    POSITIVE_INT,
     acquisition_names,
     add_eval_args,
     add_runtime_args,
@@ -15,6 +17,8 @@ from robustal.cli.common import (
     eval_attack,
     int_list,
     log,
+    name_list,
+    output_folder,
     progress_bar,
     train_config,
 )
@@ -40,17 +44,31 @@ def _checkpoint_and_data(args: argparse.Namespace):
     return ckpt, dataset, k, device
 
 
+def _check_sizes(sizes: list[int], available: int, flag: str) -> None:
+    from robustal.errors import ConfigError
+
+    too_many = [n for n in sizes if n > available]
+    if too_many:
+        raise ConfigError(f"{flag} asks for {too_many[0]} samples, but the new unlabeled set holds only {available} "
+                          f"(the training set minus the model's original training data); give at most {available}.")
+
+
 def cmd_select(args: argparse.Namespace) -> int:
+    from robustal.acquisition import create_acquisition
+    from robustal.outputs import check_output_file
     from robustal.retrain import select_samples, write_selection
 
+    out = check_output_file(args.out, "--out")
     ckpt, dataset, k, device = _checkpoint_and_data(args)
-    model = ckpt.build(dataset, device)
     n_new = len(dataset.train) - k
+    _check_sizes([args.n], n_new, "--n")
+    model = ckpt.build(dataset, device)
     log(f"{dataset.name}: ranking the {n_new} new unlabeled samples (training-set indices {k}..{k + n_new - 1}) "
          f"with {args.metric!r}; {ckpt.model_name} was trained on the first {k}")
     selection = select_samples(model, dataset.train, k, args.metric, args.n, seed=args.seed, device=device)
-    write_selection(args.out, selection)
-    print(f"wrote {args.out}: {len(selection.indices)} picks (rank, index, score)")
+    write_selection(out, selection)
+    order = "ranked, best first" if create_acquisition(args.metric).ranked else "a set, in random order"
+    print(f"wrote {out}: {len(selection.indices)} picks (rank, index, score; {order})")
     return 0
 
 
@@ -59,8 +77,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     from robustal.checkpoint import save_checkpoint
     from robustal.evaluation import evaluate
+    from robustal.outputs import check_output_file
     from robustal.retrain import read_selection, retrain
 
+    save = check_output_file(args.save, "--save")
     ckpt, dataset, k, device = _checkpoint_and_data(args)
     selected = read_selection(args.selected, len(dataset.train), k, args.n)
     cfg = train_config(args).for_dataset(dataset)
@@ -79,25 +99,32 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if attack is not None:
         print(f"robust accuracy: before {before.robust:.4f}, after {after.robust:.4f} "
               f"({after.robust - before.robust:+.4f}) ({attack_label(attack)}, n={after.n})")
-    if args.save:
-        save_checkpoint(args.save, model, ckpt.model_name, dataset, ckpt.dataset, cfg, k,
+    if save is not None:
+        save_checkpoint(save, model, ckpt.model_name, dataset, ckpt.dataset, cfg, k,
                         selected=torch.as_tensor(selected).tolist())
-        log(f"saved {args.save}")
+        log(f"saved {save}")
     return 0
 
 
 def cmd_retrain_study(args: argparse.Namespace) -> int:
+    metrics = name_list(args.metrics, "--metrics", acquisition_names())
+    sizes = int_list(args.sizes, "--sizes", min_value=1)
+    seeds = int_list(args.seeds, "--seeds", min_value=0, max_value=MAX_SEED)
+    with output_folder(args.out):
+        ckpt, dataset, k, device = _checkpoint_and_data(args)
+        _check_sizes(sizes, len(dataset.train) - k, "--sizes")
+        cfg = train_config(args).for_dataset(dataset)
+        attack = eval_attack(args, dataset)
+        return _retrain_study(args, metrics, sizes, seeds, ckpt, dataset, k, device, cfg, attack)
+
+
+def _retrain_study(args, metrics, sizes, seeds, ckpt, dataset, k, device, cfg, attack) -> int:
     from robustal.outputs import atomic_write_bytes
     from robustal.retrain import retrain_study, study_table
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    sizes, seeds = int_list(args.sizes, "--sizes"), int_list(args.seeds, "--seeds")
-    ckpt, dataset, k, device = _checkpoint_and_data(args)
-    cfg = train_config(args).for_dataset(dataset)
-    attack = eval_attack(args, dataset)
     total = len(metrics) * len(sizes) * len(seeds)
     log(f"retrain study: {', '.join(metrics)} x sizes {sizes} x seeds {seeds} ({total} trials), "
-         f"{cfg.mode} fine-tuning for {cfg.epochs} epochs from {args.model}; results in {args.out}")
+        f"{cfg.mode} fine-tuning for {cfg.epochs} epochs from {args.model}; results in {args.out}")
     bar = progress_bar(total, "trials", disable=args.no_progress)
 
     def on_trial(row: dict) -> None:
@@ -130,7 +157,7 @@ def add_checkpoint_args(p: argparse.ArgumentParser) -> None:
                    help="its dataset (default: the one recorded in the checkpoint)")
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help=DATA_DIR_HELP)
-    g.add_argument("--train-size", type=int, default=None, metavar="K",
+    g.add_argument("--train-size", type=POSITIVE_INT, default=None, metavar="K",
                    help="the model's original training data are the first K samples of the training set "
                         "(default: as recorded by robustal train --train-size); the rest are the new unlabeled "
                         "set")
@@ -147,7 +174,7 @@ def register(sub) -> None:
     add_checkpoint_args(p)
     p.add_argument("--metric", default="dre", metavar="NAME",
                    help=f"selection metric: {', '.join(acquisition_names())} (default: %(default)s)")
-    p.add_argument("--n", type=int, required=True, help="number of samples to select")
+    p.add_argument("--n", type=POSITIVE_INT, required=True, help="number of samples to select")
     p.add_argument("--out", required=True, metavar="PICKS.csv", help="where to write the selection")
     add_runtime_args(p)
     p.set_defaults(func=cmd_select)
@@ -157,7 +184,7 @@ def register(sub) -> None:
                                    "and print clean and robust test accuracy before and after.")
     add_checkpoint_args(p)
     p.add_argument("--selected", required=True, metavar="PICKS.csv", help="a CSV written by robustal select")
-    p.add_argument("--n", type=int, default=None, help="use the top N picks only (default: all)")
+    p.add_argument("--n", type=POSITIVE_INT, default=None, help="use the top N picks only (default: all)")
     add_training_args(p, epochs=5)
     p.set_defaults(epsilon_warmup=0)
     add_eval_args(p)

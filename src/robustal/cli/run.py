@@ -6,6 +6,8 @@ import argparse
 import time
 
 from robustal.cli.common import (
+    COUNT,
+    POSITIVE_INT,
     add_data_args,
     add_eval_args,
     add_loop_args,
@@ -13,6 +15,7 @@ from robustal.cli.common import (
     add_runtime_args,
     add_training_args,
     log,
+    output_folder,
     progress_bar,
     train_config,
 )
@@ -40,26 +43,30 @@ def _stage_line(result) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from robustal.errors import ConfigError
     from robustal.experiment import run_experiment
     from robustal.report import format_table
 
     spec = loop_spec(args)
     stages = len(spec.loop.stage_sizes())
-    bar = progress_bar(stages, "stages", disable=args.no_progress)
-    name = args.name or "run"
+    name = args.name if args.name is not None else "run"
+    if not name.strip():
+        raise ConfigError("--name is empty; give the run a name (or leave --name out: 'run').")
 
     def on_stage(result) -> None:
         bar.update(1)
         bar.write(_stage_line(result))
 
-    log(f"run {name!r}: {spec.loop.acquisition} on {spec.dataset}, {spec.loop.train.mode} training, "
-         f"{spec.loop.initial} + {spec.loop.per_stage}/stage up to {spec.loop.budget} labels"
-         + (f"; results in {args.out}" if args.out else ""))
-    try:
-        result = run_experiment(spec, args.out, name=name, data_dir=args.data_dir, device=args.device,
-                                progress=not args.no_progress, on_stage=on_stage)
-    finally:
-        bar.close()
+    with output_folder(args.out):
+        log(f"run {name!r}: {spec.loop.acquisition} on {spec.dataset}, {spec.loop.train.mode} training, "
+            f"{spec.loop.initial} + {spec.loop.per_stage}/stage up to {spec.loop.budget} labels"
+            + (f"; results in {args.out}" if args.out else ""))
+        bar = progress_bar(stages, "stages", disable=args.no_progress)
+        try:
+            result = run_experiment(spec, args.out, name=name, data_dir=args.data_dir, device=args.device,
+                                    progress=not args.no_progress, on_stage=on_stage)
+        finally:
+            bar.close()
     print(format_table(["stage", "labeled", "clean", "robust", "train s", "select s"],
                        [[r.stage, r.labeled, r.clean, r.robust, round(r.train_seconds, 1),
                          round(r.select_seconds, 2)] for r in result.stages], floatfmt=".4f"))
@@ -84,20 +91,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
                               train=TrainConfig(mode=mode, epochs=args.epochs, batch_size=64), seed=args.seed)
             tasks.append(RunTask(f"digits-{mode}-{acq}-s{args.seed}",
                                  RunSpec(dataset="digits", model="small-cnn", eval_steps=args.eval_steps, loop=loop)))
-    log(f"demo: {len(tasks)} active-learning runs on scikit-learn's digits (small-cnn, {args.initial} + "
-         f"{args.per_stage}/stage up to {args.budget} labels, {args.epochs} epochs/stage, {args.workers} workers); "
-         f"results in {args.out}")
-    bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
-
     def on_done(name: str, stages) -> None:
         bar.update(1)
-        bar.write(f"{name}: clean {stages[-1].clean:.3f}, robust {stages[-1].robust:.3f}")
+        robust = "-" if stages[-1].robust is None else f"{stages[-1].robust:.3f}"
+        bar.write(f"{name}: clean {stages[-1].clean:.3f}, robust {robust}")
 
-    try:
-        longest_first = sorted(tasks, key=lambda t: t.spec.loop.train.mode != "pgd")  # balances the workers
-        results = run_local(longest_first, args.out, workers=args.workers, device=args.device, on_done=on_done)
-    finally:
-        bar.close()
+    with output_folder(args.out):
+        log(f"demo: {len(tasks)} active-learning runs on scikit-learn's digits (small-cnn, {args.initial} + "
+            f"{args.per_stage}/stage up to {args.budget} labels, {args.epochs} epochs/stage, {args.workers} "
+            f"workers); results in {args.out}")
+        bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
+        try:
+            longest_first = sorted(tasks, key=lambda t: t.spec.loop.train.mode != "pgd")  # balances the workers
+            results = run_local(longest_first, args.out, workers=args.workers, device=args.device, on_done=on_done)
+        finally:
+            bar.close()
     rows = []
     for task in tasks:
         stages = results[task.name]
@@ -106,7 +114,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      first.robust, last.robust])
     print(format_table(["training", "acquisition", "labels", "clean (first)", "clean (last)", "robust (first)",
                         "robust (last)"], rows))
-    print(f"\nclean/robust: accuracy on 250 held-out digits, robust under PGD-{args.eval_steps} (eps=0.2); first = "
+    robust = f"robust under PGD-{args.eval_steps} (eps=0.2)" if args.eval_steps else "robust not measured"
+    print(f"\nclean/robust: accuracy on 250 held-out digits, {robust}; first = "
           f"after the {args.initial} random labels, last = at {args.budget} labels; "
           f"{time.perf_counter() - started:.0f} s."
           "\nStandard training gives accurate but fragile models; PGD training at every stage gives robust ones.")
@@ -133,11 +142,11 @@ def register(sub) -> None:
                        description="A complete small comparison on scikit-learn's bundled digits (no download): "
                                    "random, entropy and DRE acquisition under standard and PGD training.")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="results folder (default: %(default)s)")
-    p.add_argument("--initial", type=int, default=50, help="random initial labels (default: %(default)s)")
-    p.add_argument("--per-stage", type=int, default=50, help="labels per stage (default: %(default)s)")
-    p.add_argument("--budget", type=int, default=300, help="total labels (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=6, help="epochs per stage (default: %(default)s)")
-    p.add_argument("--eval-steps", type=int, default=50, help="PGD steps of robust accuracy (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="parallel runs (default: %(default)s)")
+    p.add_argument("--initial", type=POSITIVE_INT, default=50, help="random initial labels (default: %(default)s)")
+    p.add_argument("--per-stage", type=POSITIVE_INT, default=50, help="labels per stage (default: %(default)s)")
+    p.add_argument("--budget", type=POSITIVE_INT, default=300, help="total labels (default: %(default)s)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=6, help="epochs per stage (default: %(default)s)")
+    p.add_argument("--eval-steps", type=COUNT, default=50, help="PGD steps of robust accuracy (default: %(default)s)")
+    p.add_argument("--workers", type=POSITIVE_INT, default=2, help="parallel runs (default: %(default)s)")
     add_runtime_args(p)
     p.set_defaults(func=cmd_demo)

@@ -6,24 +6,37 @@ import argparse
 import time
 from pathlib import Path
 
-from robustal.cli.common import DATA_DIR_HELP, add_runtime_args, log, progress_bar
+from robustal.cli.common import (
+    DATA_DIR_HELP,
+    POSITIVE_INT,
+    add_runtime_args,
+    log,
+    output_folder,
+    progress_bar,
+    read_text_file,
+)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from robustal.report import format_table, mean_std
     from robustal.store import Store
-    from robustal.study import Study, run_study, save_study_copy
+    from robustal.study import Study
 
     started = time.perf_counter()
     study = Study.load(args.file)
     study.check_data()
+    out = Path(args.out if args.out is not None else Path("runs") / study.name)
+    with output_folder(str(out)):
+        return _study(args, study, out, Store(out), started)
+
+
+def _study(args: argparse.Namespace, study, out: Path, store, started: float) -> int:
+    from robustal.report import format_table, mean_std
+    from robustal.study import run_study
+
     tasks = study.tasks()
-    out = Path(args.out or Path("runs") / study.name)
-    store = Store(out)
-    save_study_copy(args.file, out)
     finished = {t.name for t in tasks if store.status(t.name) == "finished"}
     log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {args.executor} executor, "
-         f"{args.workers} workers; results in {out}")
+        f"{args.workers} workers; results in {out}")
     bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
     bar.n = bar.initial = len(finished)  # the rate and ETA count only the runs done now
     bar.refresh()
@@ -37,14 +50,14 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     try:
         results = run_study(study, out, executor=args.executor, workers=args.workers, device=args.device,
-                            data_dir=args.data_dir, address=args.address, on_done=on_done)
+                            data_dir=args.data_dir, address=args.address, on_done=on_done, study_file=args.file)
     finally:
         bar.close()
     cells: dict[tuple, list] = {}
     for task in tasks:
         loop = task.spec.loop
-        key = (task.name.removesuffix(f"-{loop.train.mode}-{loop.acquisition}-s{loop.seed}"), loop.train.mode,
-               loop.acquisition)
+        acq = task.spec.acquisition_label or loop.acquisition
+        key = (task.name.removesuffix(f"-{loop.train.mode}-{acq}-s{loop.seed}"), loop.train.mode, acq)
         cells.setdefault(key, []).append(results[task.name][-1])
     rows = []
     for (prefix, mode, acq), finals in cells.items():
@@ -59,10 +72,12 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from robustal.outputs import check_output_dir
     from robustal.report import write_report
 
-    header = Path(args.header).read_text() if args.header else ""
-    path = write_report(args.dir, args.out, data_dir=args.data_dir, entropies=not args.no_entropy, header=header)
+    header = read_text_file(args.header, "--header") if args.header is not None else ""
+    out = check_output_dir(args.out, "--out")
+    path = write_report(args.dir, out, data_dir=args.data_dir, entropies=not args.no_entropy, header=header)
     print(f"wrote {path}")
     return 0
 
@@ -75,7 +90,7 @@ def register(sub) -> None:
                                    "file is copied to DIR/study.toml for `robustal report DIR`.")
     p.add_argument("file", metavar="FILE.toml", help="study file (see studies/ for examples)")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default: runs/<study name>)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=POSITIVE_INT, default=1,
                    help="parallel runs (local processes, or the local Ray instance's CPUs) (default: %(default)s)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local worker processes, or Ray tasks (pip install 'robustal[ray]') (default: %(default)s)")

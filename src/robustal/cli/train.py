@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from robustal.cli.common import (
+    POSITIVE_INT,
     add_data_args,
     add_eval_args,
     add_model_args,
@@ -26,8 +27,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from robustal.errors import ConfigError
     from robustal.evaluation import evaluate
     from robustal.experiment import model_factory
+    from robustal.outputs import check_output_file
     from robustal.training import fit
 
+    save = check_output_file(args.save, "--save")  # before the work, so that a trained model is never lost
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset, args.data_dir).with_epsilon(args.epsilon)
     cfg = train_config(args).for_dataset(dataset)
@@ -51,9 +54,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"clean accuracy: {ev.clean:.4f}")
     if attack is not None:
         print(f"robust accuracy: {ev.robust:.4f} ({attack_label(attack)}, n={ev.n})")
-    if args.save:
-        save_checkpoint(args.save, model, model_name, dataset, args.dataset, cfg, len(train))
-        log(f"saved {args.save}")
+    if save is not None:
+        save_checkpoint(save, model, model_name, dataset, args.dataset, cfg, len(train))
+        log(f"saved {save}")
     return 0
 
 
@@ -68,7 +71,7 @@ def register(sub) -> None:
     add_eval_args(p)
     add_runtime_args(p)
     p.add_argument("--save", default=None, metavar="FILE.pt", help="save the trained model here")
-    p.add_argument("--train-size", type=int, default=None, metavar="K",
+    p.add_argument("--train-size", type=POSITIVE_INT, default=None, metavar="K",
                    help="train on the first K samples of the training set only (recorded in the checkpoint; "
                         "robustal select then picks from the rest). Default: all")
     p.set_defaults(func=cmd_train)

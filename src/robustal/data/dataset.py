@@ -75,6 +75,18 @@ class Dataset:
         if self.train.x.shape[1:] != self.test.x.shape[1:]:
             raise DataError(f"{self.name}: train images are {tuple(self.train.x.shape[1:])} but test images are "
                             f"{tuple(self.test.x.shape[1:])}; both splits need the same image shape.")
+        if len(self.train) == 0:
+            raise DataError(f"{self.name}: the training set is empty; it is the pool that labels are drawn from.")
+        if len(self.test) < 2:
+            raise DataError(f"{self.name}: the test set has {len(self.test)} sample(s); it needs at least 2, split "
+                            "into validation (to pick the best epoch) and test (to report accuracy).")
+        if self.num_classes < 2:
+            raise DataError(f"{self.name}: every label is the same class; a classifier needs at least 2 classes.")
+        for part in ("train", "test"):
+            y = getattr(self, part).y
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise DataError(f"{self.name}: {part} labels must lie in 0..{self.num_classes - 1}; found "
+                                f"{int(y.min())}..{int(y.max())}.")
 
     def fingerprint(self) -> str:
         """A hash of the images and labels of both splits (blake2b; CIFAR-10 takes about a second): a stored run is

@@ -109,9 +109,27 @@ def labels_to_tensor(y: np.ndarray, n: int, source: str, part: str) -> torch.Ten
     return torch.from_numpy(y.astype(np.int64))
 
 
+def _contiguous_classes(source: str, *labels: torch.Tensor) -> int:
+    """The number of classes of integer labels that must be exactly 0 .. K-1 (a gap would make empty classes)."""
+    present = torch.unique(torch.cat(labels))
+    if not len(present):
+        raise DataError(f"{source}: holds no labels.")
+    k = int(present.max()) + 1
+    if len(present) != k:
+        missing = sorted(set(range(k)) - set(present.tolist()))
+        shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise DataError(f"{source}: labels must be the classes 0..K-1 with each present, but they run up to {k - 1} "
+                        f"while {shown} never occur{'s' if len(missing) == 1 else ''} ({len(present)} distinct "
+                        "labels). Map the labels to 0..K-1 (e.g. np.unique(y, return_inverse=True)).")
+    return k
+
+
 def load_npz(path: str | Path) -> Dataset:
     """Your own data: an ``.npz`` with ``x_train, y_train, x_test, y_test`` (see :func:`images_to_tensor`)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataError(f"Dataset file {str(path)!r} is a directory; give an .npz file (or an image folder with "
+                        "--image-size, see robustal label --help).")
     if not path.is_file():
         raise DataError(f"Dataset file {str(path)!r} does not exist. Give a registered dataset "
                         f"({', '.join(list_datasets())}) or the path to an .npz with x_train, y_train, x_test, y_test.")
@@ -124,7 +142,13 @@ def load_npz(path: str | Path) -> Dataset:
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     except DataError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise DataError(f"{path}: holds Python object arrays, not numbers; robustal reads plain numeric arrays "
+                            "only. Save the images as uint8 (or float) arrays and the labels as integers with "
+                            "np.savez.") from None
+        raise DataError(f"{path}: not a readable .npz file ({e}). Re-create it with np.savez.") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e}). Re-create it with np.savez.") from None
     source = str(path)
     xtr = images_to_tensor(arrays["x_train"], source, "x_train")
@@ -134,7 +158,7 @@ def load_npz(path: str | Path) -> Dataset:
     if xtr.shape[1:] != xte.shape[1:]:
         raise DataError(f"{source}: x_train images are {tuple(xtr.shape[1:])} (C, H, W) but x_test images are "
                         f"{tuple(xte.shape[1:])}; both need the same shape.")
-    num_classes = int(max(ytr.max().item() if len(ytr) else 0, yte.max().item() if len(yte) else 0)) + 1
+    num_classes = _contiguous_classes(source, ytr, yte)
     gray = xtr.shape[1] == 1
     return Dataset(name=source, train=Split(xtr, ytr), test=Split(xte, yte), num_classes=num_classes,
                    epsilon=0.3 if gray else 8 / 255, step_size=0.01 if gray else 2 / 255,
