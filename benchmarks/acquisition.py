@@ -11,6 +11,7 @@ same run, and each function's time is given as a ratio to it, so the numbers car
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,9 @@ from robustal.data.readers import read_idx
 from robustal.models import create_model
 from robustal.training import TrainConfig, fit
 
-DEFAULT_MNIST = Path("/work/shared/datasets/mnist")
+#: The real MNIST test set beside the repository (../shared/datasets/mnist), or $ROBUSTAL_TEST_MNIST as for the tests.
+DEFAULT_MNIST = Path(os.environ.get("ROBUSTAL_TEST_MNIST",
+                                    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"))
 MC_PASSES = 10
 NUM_CLASSES = 10
 

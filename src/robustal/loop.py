@@ -31,6 +31,8 @@ from robustal.evaluation import evaluate
 from robustal.store import StageRecord, Store
 from robustal.training import FitResult, TrainConfig, fit, make_optimizer
 
+#: The largest seed: seeds are stored in SQLite and seed NumPy and torch, and 32 bits suit all three.
+MAX_SEED = 2**32 - 1
 #: What the loop does about a model at chance level (see :attr:`LoopConfig.chance_recovery`).
 CHANCE_RECOVERIES = ("none", "warmup", "reinit")
 
@@ -74,7 +76,7 @@ class LoopConfig:
         check_int(self.initial, "initial", caller, min_value=1)
         check_int(self.per_stage, "per_stage", caller, min_value=1)
         check_int(self.budget, "budget", caller, min_value=1)
-        check_int(self.seed, "seed", caller, min_value=0)
+        check_int(self.seed, "seed", caller, min_value=0, max_value=MAX_SEED)
         if self.initial > self.budget:
             raise ConfigError(f"The initial labeled set ({self.initial}) is larger than the budget ({self.budget}); "
                               "lower --initial or raise --budget.")

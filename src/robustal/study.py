@@ -138,10 +138,12 @@ class Grid:
                 if m is not None:
                     MODELS.get(m)
         seeds = grid["seeds"]
+        from robustal.loop import MAX_SEED
+
         if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-            raise ConfigError(f"{source}: [{where}] seeds must be a non-empty list of distinct ints >= 0. "
-                              f"Got {seeds!r} instead.")
+                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)):
+            raise ConfigError(f"{source}: [{where}] seeds must be a non-empty list of distinct ints in "
+                              f"[0, {MAX_SEED}]. Got {seeds!r} instead.")
         return cls(datasets=datasets, models=models, training=_str_list(grid["training"], "training", source),
                    acquisitions=_str_list(grid["acquisitions"], "acquisitions", source), seeds=tuple(seeds))
 
@@ -200,8 +202,15 @@ class Study:
                 data = tomllib.load(f)
         except FileNotFoundError:
             raise ConfigError(f"Study file {str(path)!r} not found.") from None
+        except IsADirectoryError:
+            raise ConfigError(f"Study file {str(path)!r} is a directory; give a .toml file (see studies/).") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); a study file is TOML, "
+                              "saved as UTF-8.") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML ({e}).") from None
+        except OSError as e:
+            raise ConfigError(f"Study file {str(path)!r} cannot be read ({e.strerror}).") from None
         return cls.from_dict(data, base=Path(base) if base is not None else path.resolve().parent, source=path)
 
     @classmethod

@@ -16,6 +16,7 @@ from torch import nn
 from robustal._registry import Registry
 from robustal.acquisition.inference import MCPredictions, Predictions, mc_predict, predict
 from robustal.acquisition.scores import check_n, top_n
+from robustal.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def register_acquisition(name: str) -> Callable[[AcquisitionFactory], Acquisitio
 
         build.__doc__ = factory.__doc__
         build.__name__ = factory.__name__
+        build.__wrapped__ = factory
         ACQUISITIONS.register(name)(build)
         return factory
 
@@ -146,8 +148,21 @@ def register_acquisition(name: str) -> Callable[[AcquisitionFactory], Acquisitio
 
 
 def create_acquisition(name: str, **kwargs) -> Acquisition:
-    """Build the registered acquisition function ``name`` with its options (e.g. ``bins=50`` for ``dre``)."""
-    return ACQUISITIONS.get(name)(**kwargs)
+    """Build the registered acquisition function ``name`` with its options (e.g. ``bins=50`` for ``dre``); an option
+    it does not take is a :class:`ConfigError` listing those it does."""
+    import inspect
+
+    factory = ACQUISITIONS.get(name)
+    valid = list(inspect.signature(factory.__wrapped__).parameters)
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        from robustal.errors import nearest
+
+        close = nearest(unknown[0], valid)
+        hint = f" Did you mean {close!r}?" if close else ""
+        raise ConfigError(f"Acquisition function {name!r} has no option {unknown[0]!r}.{hint} Its options: "
+                          f"{', '.join(valid) or 'none'}.")
+    return factory(**kwargs)
 
 
 def list_acquisitions(pattern: str = "*") -> list[str]:

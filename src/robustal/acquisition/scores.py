@@ -20,7 +20,7 @@ def check_n(n: int, available: int, caller: str) -> int:
     """``n`` must be an int in [1, available]: a clear error when asking for more samples than the pool holds."""
     if isinstance(n, int) and not isinstance(n, bool) and n > available:
         raise ConfigError(f"{caller} was asked for {n} samples but only {available} are available; "
-                          f"ask for at most {available} (lower --per-stage or --budget).")
+                          f"ask for at most {available}.")
     return check_int(n, "n", caller, min_value=1)
 
 

@@ -26,7 +26,7 @@ def _typed(kind: type, ok: Callable[[float], bool], what: str) -> Callable[[str]
     return parse
 
 
-#: Seeds go into SQLite, NumPy and torch: 32 bits fit all three.
+#: Seeds go into SQLite, NumPy and torch: 32 bits fit all three (robustal.loop.MAX_SEED).
 MAX_SEED = 2**32 - 1
 POSITIVE_INT = _typed(int, lambda v: v >= 1, "an integer >= 1")
 COUNT = _typed(int, lambda v: v >= 0, "an integer >= 0")
