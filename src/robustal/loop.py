@@ -28,6 +28,7 @@ from robustal.attacks import AttackConfig
 from robustal.data.dataset import Split, Splits
 from robustal.errors import ChanceLevelWarning, ConfigError
 from robustal.evaluation import evaluate
+from robustal.oracle import CallableOracle, DatasetOracle, Oracle
 from robustal.store import StageRecord, Store
 from robustal.training import FitResult, TrainConfig, fit, make_optimizer
 
@@ -105,13 +106,32 @@ class StageResult:
     scores: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A run stopped because the oracle has not answered: ``n`` labels of ``stage`` are awaited at ``where``."""
+
+    stage: int
+    n: int
+    where: str
+
+
 @dataclass
 class RunResult:
-    """All stages of a run, the final model, and the labeled pool indices."""
+    """All finished stages of a run, the model, the labeled pool indices, and what is awaited (if the run stopped
+    before its budget because a person has labels to give)."""
 
     stages: list[StageRecord]
     model: nn.Module
     labeled: torch.Tensor
+    waiting: Waiting | None = None
+
+
+class _Awaited(Exception):
+    """The oracle has not answered stage ``stage`` yet (internal: the loop stops and reports :class:`Waiting`)."""
+
+    def __init__(self, stage: int, n: int):
+        super().__init__(stage, n)
+        self.stage, self.n = stage, n
 
 
 class ActiveLearningLoop:
@@ -120,7 +140,7 @@ class ActiveLearningLoop:
     Args:
         model: The network (its initial weights are the run's; they are re-seeded from ``config.seed`` when
             ``reinit`` is given instead).
-        splits: ``pool`` (labels used only as the oracle), ``val`` and ``test``.
+        splits: ``pool`` (its labels are the default oracle's), ``val`` and ``test``.
         config: A :class:`LoopConfig`.
         store: Where to write results and checkpoints and resume from (optional).
         name: The run's name in the store.
@@ -130,12 +150,16 @@ class ActiveLearningLoop:
         progress: Show progress bars.
         on_stage: Called with each :class:`StageResult` as it finishes (progress, logging).
         meta: Extra facts stored with the run's configuration (dataset and model names); a resume must match them.
+        oracle: Where labels come from (default: the pool's own labels, :class:`~robustal.oracle.DatasetOracle`).
+            An oracle that has not answered yet stops the run with :attr:`RunResult.waiting` set; running again
+            asks for the same samples and continues.
     """
 
     def __init__(self, model: nn.Module | None, splits: Splits, config: LoopConfig, *, store: Store | None = None,
                  name: str = "run", device: str | torch.device = "auto",
                  reinit: Callable[[], nn.Module] | None = None, progress: bool = False,
-                 on_stage: Callable[[StageResult], None] | None = None, meta: dict | None = None):
+                 on_stage: Callable[[StageResult], None] | None = None, meta: dict | None = None,
+                 oracle: Oracle | None = None):
         if model is None and reinit is None:
             raise ValueError("Give a model or a reinit factory.")
         pool = len(splits.pool)
@@ -147,6 +171,8 @@ class ActiveLearningLoop:
         self.splits, self.config, self.store, self.name = splits, config, store, name
         self.device = resolve_device(device)
         self.reinit, self.progress, self.on_stage, self.meta = reinit, progress, on_stage, meta or {}
+        self.oracle = oracle if oracle is not None else DatasetOracle(splits.pool.y)
+        self.label_of = torch.full((pool,), -1, dtype=torch.int64)  # labels given so far (-1: not labeled)
         self.acquisition = create_acquisition(config.acquisition, **config.acquisition_options)
         self.model = self._fresh_model() if reinit is not None else model
         self.model.to(self.device)
@@ -186,6 +212,8 @@ class ActiveLearningLoop:
         start_stage = 0
         if self.store is not None:
             status = self.store.start_run(self.name, self._store_config(), cfg.seed, device=self.device)
+            for i, y in self.store.labels(self.name).items():
+                self.label_of[i] = y
             done = self.store.stages(self.name)
             if done:
                 last = done[-1].stage
@@ -197,6 +225,7 @@ class ActiveLearningLoop:
                 if not torch.equal(labeled, state["labeled"]):
                     raise ConfigError(f"Run {self.name!r}: checkpoint and results disagree on the labeled set; "
                                       "the output folder was modified by hand.")
+                self._label(last, labeled)  # labels of stores written before labels were kept: from the oracle
                 self.store.prune_checkpoints(self.name, last)
                 records, start_stage = done, last + 1
                 self._at_chance = bool(done[-1].at_chance)
@@ -215,6 +244,11 @@ class ActiveLearningLoop:
                     self.store.prune_checkpoints(self.name, stage)
                 if self.on_stage is not None:
                     self.on_stage(result)
+        except _Awaited as awaited:
+            if self.store is not None:
+                self.store.set_status(self.name, "waiting")
+            where = self.oracle.awaited(awaited.stage, awaited.n)
+            return RunResult(records, self.model, labeled, Waiting(awaited.stage, awaited.n, where))
         except BaseException:
             if self.store is not None:
                 self.store.set_status(self.name, "interrupted")
@@ -225,14 +259,30 @@ class ActiveLearningLoop:
 
     def _store_config(self) -> dict:
         return {"loop": self.config.to_dict(), "model": type(self.model).__name__, "pool": len(self.splits.pool),
-                **self.meta}
+                "oracle": self.oracle.kind, **self.meta}
+
+    def _label(self, stage: int, indices: torch.Tensor) -> torch.Tensor:
+        """Labels of ``indices``: those already given (kept in the store), the rest from the oracle (and then kept);
+        raises :class:`_Awaited` when the oracle has not answered yet."""
+        missing = indices[self.label_of[indices] < 0]
+        if len(missing):
+            answers = self.oracle.labels(stage, missing)
+            if answers is None:
+                raise _Awaited(stage, len(missing))
+            if self.store is not None:
+                self.store.add_labels(self.name, stage, missing, answers)
+            self.label_of[missing] = answers
+        return self.label_of[indices]
 
     def _stage(self, stage: int, size: int, labeled: torch.Tensor,
                optimizer: torch.optim.Optimizer) -> tuple[StageResult, torch.optim.Optimizer]:
         """Select (stage 0: at random), label, train, evaluate; returns the result and the optimizer to go on with."""
         cfg = self.config
         t0 = time.perf_counter()
-        if stage == 0:
+        pending = self.store.pending(self.name, stage) if self.store is not None else None
+        if pending is not None:  # picked before, labels awaited: the same picks, never a new request
+            selection = Selection(*pending)
+        elif stage == 0:
             gen = make_generator(cfg.seed, "initial")
             selection = Selection(torch.randperm(len(self.splits.pool), generator=gen)[:size])
         else:
@@ -240,12 +290,15 @@ class ActiveLearningLoop:
                                    device=self.device)
             selection = self.acquisition.select(ctx, size)
         picked = selection.indices.to(torch.int64).cpu()
+        if pending is None and self.store is not None:
+            self.store.set_pending(self.name, stage, picked, selection.scores)
+        self._label(stage, picked)
         t1 = time.perf_counter()
         if cfg.from_scratch and stage > 0:
             self.model.load_state_dict(self._initial_state)
             optimizer = make_optimizer(self.model, cfg.train)
         all_labeled = torch.cat([labeled, picked])
-        train = self.splits.pool.subset(all_labeled)  # the oracle: the pool's labels for the labeled indices
+        train = Split(self.splits.pool.x[all_labeled], self.label_of[all_labeled])
         # The ε warm-up helps a model that has not learned yet: a fresh one, or (with recovery) one at chance.
         recovery = "warmup" if self._at_chance and cfg.chance_recovery != "none" else ""
         warm = stage == 0 or cfg.from_scratch or bool(recovery)
@@ -294,8 +347,13 @@ class ActiveLearningLoop:
 
 def run_active_learning(model: nn.Module, pool: Split, val: Split, test: Split, config: LoopConfig, *,
                         store: Store | None = None, name: str = "run", device: str | torch.device = "auto",
-                        progress: bool = False) -> RunResult:
+                        progress: bool = False,
+                        oracle: Oracle | Callable[[torch.Tensor, torch.Tensor], object] | None = None) -> RunResult:
     """The loop on your own model and tensors.
+
+    ``oracle``: where labels come from -- default the pool's labels; or a function ``fn(indices, images) ->
+    labels`` (e.g. one that asks a person; returning None stops the run until it is run again), or an
+    :class:`~robustal.oracle.Oracle`.
 
     Example:
         >>> pool = Split(x_pool, y_pool)            # uint8 (N, C, H, W) or float in [0, 1]; int64 labels
@@ -305,6 +363,8 @@ def run_active_learning(model: nn.Module, pool: Split, val: Split, test: Split, 
         >>> result = run_active_learning(my_model, pool, val, test, cfg)
         >>> [(s.labeled, s.clean, s.robust) for s in result.stages]
     """
+    if oracle is not None and not isinstance(oracle, Oracle):
+        oracle = CallableOracle(oracle, pool.x)
     loop = ActiveLearningLoop(model, Splits(pool, val, test), config, store=store, name=name, device=device,
-                              progress=progress)
+                              progress=progress, oracle=oracle)
     return loop.run()

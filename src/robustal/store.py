@@ -1,10 +1,12 @@
 """The results store: one SQLite file (``DIR/results.db``) plus per-run checkpoints under ``DIR/checkpoints``.
 
 Tables: ``runs`` (name, configuration, seed, library versions and numeric environment, status), ``stages`` (labeled
-count, clean and robust accuracy, times, chance-level flag) and ``selections`` (the pool indices picked at each
-stage, with scores). Every write is one transaction; WAL mode and a long busy timeout let several processes share
-one store without losing rows. Checkpoints are written to a temporary file and renamed into place, so a crash never
-leaves a half-written one. A database file that is not robustal's is never modified: it is refused with what it is.
+count, clean and robust accuracy, times, chance-level flag), ``selections`` (the pool indices picked at each
+stage, with scores), ``pending`` (a stage's picks while their labels are awaited) and ``labels`` (every label the
+oracle gave, so that nothing is asked twice). Every write is one transaction; WAL mode and a long busy timeout let
+several processes share one store without losing rows. Checkpoints are written to a temporary file and renamed into
+place, so a crash never leaves a half-written one. A database file that is not robustal's is never modified: it is
+refused with what it is.
 """
 
 from __future__ import annotations
@@ -59,6 +61,21 @@ CREATE TABLE IF NOT EXISTS selections (
     score REAL,
     PRIMARY KEY (run, stage, position)
 );
+CREATE TABLE IF NOT EXISTS pending (
+    run TEXT NOT NULL REFERENCES runs(name),
+    stage INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    pool_index INTEGER NOT NULL,
+    score REAL,
+    PRIMARY KEY (run, stage, position)
+);
+CREATE TABLE IF NOT EXISTS labels (
+    run TEXT NOT NULL REFERENCES runs(name),
+    pool_index INTEGER NOT NULL,
+    label INTEGER NOT NULL,
+    stage INTEGER NOT NULL,
+    PRIMARY KEY (run, pool_index)
+);
 """
 
 #: Configuration keys that may differ between the run that started and the one that resumes it.
@@ -66,7 +83,7 @@ NON_SEMANTIC_KEYS = frozenset({"device", "progress", "workers", "data_dir", "bat
 #: SQLite's application id of a robustal results store ("RBAL"), set when the store is created.
 APPLICATION_ID = 0x5242414C
 #: The tables every robustal store has.
-TABLES = ("runs", "stages", "selections")
+TABLES = ("runs", "stages", "selections")  # (pending and labels came later: older stores gain them on open)
 #: Numeric-environment keys recorded with each run: a different value on resume means results that are not bit
 #: for bit those of an uninterrupted run.
 ENVIRONMENT_KEYS = ("device", "threads", "torch")
@@ -292,6 +309,7 @@ class Store:
             con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)",
                             [(name, record.stage, pos, idx, s)
                              for pos, (idx, s) in enumerate(zip(picks_list, score_list, strict=True))])
+            con.execute("DELETE FROM pending WHERE run = ? AND stage = ?", (name, record.stage))
             con.execute("UPDATE runs SET updated = ? WHERE name = ?", (time.time(), name))
 
     def stages(self, name: str) -> list[StageRecord]:
@@ -309,6 +327,39 @@ class Store:
         for stage, idx in rows:
             out.setdefault(stage, []).append(idx)
         return out
+
+    # --- labels and pending picks ------------------------------------------------------------------------------
+    def set_pending(self, name: str, stage: int, picks: torch.Tensor, scores: torch.Tensor | None) -> None:
+        """Record stage ``stage``'s picks before their labels are known, so a resumed run asks for the same ones."""
+        picks_list = [int(i) for i in picks.tolist()]
+        score_list = [float(s) for s in scores.tolist()] if scores is not None else [None] * len(picks_list)
+        with self._transaction() as con:
+            con.execute("DELETE FROM pending WHERE run = ? AND stage = ?", (name, stage))
+            con.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
+                            [(name, stage, pos, idx, s)
+                             for pos, (idx, s) in enumerate(zip(picks_list, score_list, strict=True))])
+
+    def pending(self, name: str, stage: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """Stage ``stage``'s recorded picks and scores while its labels are awaited (None if none are recorded)."""
+        with self._connect() as con:
+            rows = con.execute("SELECT pool_index, score FROM pending WHERE run = ? AND stage = ? ORDER BY position",
+                               (name, stage)).fetchall()
+        if not rows:
+            return None
+        scores = None if any(s is None for _, s in rows) else torch.tensor([s for _, s in rows])
+        return torch.tensor([i for i, _ in rows], dtype=torch.int64), scores
+
+    def add_labels(self, name: str, stage: int, indices: torch.Tensor, labels: torch.Tensor) -> None:
+        """Keep the labels the oracle gave for ``indices`` at ``stage`` (one transaction)."""
+        with self._transaction() as con:
+            con.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?)",
+                            [(name, int(i), int(y), stage) for i, y in zip(indices.tolist(), labels.tolist(),
+                                                                           strict=True)])
+
+    def labels(self, name: str) -> dict[int, int]:
+        """Every label given so far in run ``name``: pool index → class."""
+        with self._connect() as con:
+            return dict(con.execute("SELECT pool_index, label FROM labels WHERE run = ?", (name,)).fetchall())
 
     def selection_scores(self, name: str) -> dict[int, list[float | None]]:
         """The score of each pick, per stage, where the acquisition function has scores."""
@@ -337,12 +388,14 @@ class Store:
                                  (name,)).fetchall()
             selections = con.execute("SELECT * FROM selections WHERE run = ? ORDER BY stage, position",
                                      (name,)).fetchall()
+            labels = con.execute("SELECT * FROM labels WHERE run = ? ORDER BY pool_index", (name,)).fetchall()
+            pending = con.execute("SELECT * FROM pending WHERE run = ? ORDER BY stage, position", (name,)).fetchall()
         checkpoint = None
         if stages:
             path = self.checkpoint_path(name, stages[-1][0])
             checkpoint = path.read_bytes() if path.is_file() else None
         return {"run": tuple(run), "stages": [tuple(r) for r in stages], "selections": [tuple(r) for r in selections],
-                "checkpoint": checkpoint}
+                "labels": [tuple(r) for r in labels], "pending": [tuple(r) for r in pending], "checkpoint": checkpoint}
 
     def import_run(self, record: dict | None) -> None:
         """Write a run exported by :meth:`export_run`, replacing this store's rows of that run, in one transaction.
@@ -356,12 +409,14 @@ class Store:
             last = record["stages"][-1][0]
             atomic_write_bytes(self.checkpoint_path(name, last), record["checkpoint"])
         with self._transaction() as con:
-            con.execute("DELETE FROM selections WHERE run = ?", (name,))
-            con.execute("DELETE FROM stages WHERE run = ?", (name,))
+            for table in ("selections", "stages", "labels", "pending"):
+                con.execute(f"DELETE FROM {table} WHERE run = ?", (name,))
             con.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", record["run"])
             con.executemany(f"INSERT INTO stages (run, {_STAGE_COLS}) VALUES (?{', ?' * len(STAGE_COLUMNS)})",
                             [(name, *row) for row in record["stages"]])
             con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)", record["selections"])
+            con.executemany("INSERT INTO labels VALUES (?, ?, ?, ?)", record.get("labels", []))
+            con.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?)", record.get("pending", []))
         if record["stages"]:
             self.prune_checkpoints(name, record["stages"][-1][0])
 
