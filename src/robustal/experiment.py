@@ -46,12 +46,14 @@ class RunSpec:
         return f"{ds}-{self.model or 'default'}-{self.loop.train.mode}-{acq}-s{self.loop.seed}"
 
 
-def model_factory(name: str, dataset: Dataset):
-    """A zero-argument factory building ``name`` for ``dataset``'s images and classes."""
-    c, h, _ = dataset.image_shape
+def model_factory(name: str, dataset: Dataset | None = None, *, num_classes: int | None = None,
+                  in_channels: int | None = None, image_size: int | None = None):
+    """A zero-argument factory building model ``name`` for ``dataset``'s images and classes (or the ones given)."""
+    if dataset is not None:
+        num_classes, (in_channels, image_size, _) = dataset.num_classes, dataset.image_shape
 
     def build() -> nn.Module:
-        return create_model(name, num_classes=dataset.num_classes, in_channels=c, image_size=h)
+        return create_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
     return build
 

@@ -349,6 +349,12 @@ class Store:
         scores = None if any(s is None for _, s in rows) else torch.tensor([s for _, s in rows])
         return torch.tensor([i for i, _ in rows], dtype=torch.int64), scores
 
+    def pending_stages(self, name: str) -> dict[int, int]:
+        """Stages of run ``name`` whose picks are recorded but not finished: stage → number of picks."""
+        with self._connect() as con:
+            return dict(con.execute("SELECT stage, COUNT(*) FROM pending WHERE run = ? GROUP BY stage ORDER BY stage",
+                                    (name,)).fetchall())
+
     def add_labels(self, name: str, stage: int, indices: torch.Tensor, labels: torch.Tensor) -> None:
         """Keep the labels the oracle gave for ``indices`` at ``stage`` (one transaction)."""
         with self._transaction() as con:

@@ -104,11 +104,13 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> 
                    help="training PGD starts at the clean input, as the authors' reference code did")
 
 
-def add_eval_args(p: argparse.ArgumentParser) -> None:
+def add_eval_args(p: argparse.ArgumentParser, attack_choice: bool = True) -> None:
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-steps", type=COUNT, default=50,
                    help="PGD steps of the robust-accuracy evaluation, with random start and the dataset's step "
                         "(default: 50; 0 skips robust accuracy)")
+    if not attack_choice:
+        return
     g.add_argument("--attack", choices=("pgd", "autoattack", "square"), default="pgd",
                    help="robust-accuracy attack, L-inf with the dataset's epsilon: pgd (PGD with --eval-steps "
                         "steps), autoattack (standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square) or square "

@@ -208,7 +208,9 @@ def folder_dataset(path: str | Path, image_size: int, channels: int, epsilon: fl
     test = read_image_folder(root / "test", image_size, channels, classes=classes)
     assert train.y is not None and test.y is not None
     step = step_size if step_size is not None else epsilon / 30 if channels == 1 else epsilon / 4
-    default_model = "small-cnn" if image_size < 28 else "lenet5" if channels == 1 else "resnet18"
+    from robustal.models import default_model_for_images
+
+    default_model = default_model_for_images(channels, image_size)
     dataset = Dataset(name=str(root), train=Split(train.x, train.y), test=Split(test.x, test.y),
                       num_classes=len(classes), epsilon=epsilon, step_size=step, augment=(),
                       default_model=default_model)

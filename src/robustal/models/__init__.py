@@ -6,7 +6,7 @@ from robustal.models import small_cnn as _small_cnn  # noqa: F401
 from robustal.models import vgg as _vgg  # noqa: F401
 from robustal.models import wide_resnet as _wide_resnet  # noqa: F401
 from robustal.models.base import MC_DROPOUT_P, Classifier, MCDropout, has_mc_dropout, mc_dropout
-from robustal.models.registry import MODELS, create_model, list_models, register_model
+from robustal.models.registry import MODELS, create_model, default_model_for_images, list_models, register_model
 
-__all__ = ["MC_DROPOUT_P", "MODELS", "Classifier", "MCDropout", "create_model", "has_mc_dropout", "list_models",
-           "mc_dropout", "register_model"]
+__all__ = ["MC_DROPOUT_P", "MODELS", "Classifier", "MCDropout", "create_model", "default_model_for_images",
+           "has_mc_dropout", "list_models", "mc_dropout", "register_model"]

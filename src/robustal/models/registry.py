@@ -14,6 +14,14 @@ MODELS: Registry[ModelFactory] = Registry("model")
 register_model = MODELS.register
 
 
+def default_model_for_images(channels: int, image_size: int) -> str:
+    """The architecture for data without a registered one: small-cnn for small images, LeNet-5 for grey ones of at
+    least 28 pixels (MNIST-like), ResNet-18 for colour ones (CIFAR-like)."""
+    if image_size < 28:
+        return "small-cnn"
+    return "lenet5" if channels == 1 else "resnet18"
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching ``pattern``."""
     return MODELS.names(pattern)

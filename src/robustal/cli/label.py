@@ -1,0 +1,181 @@
+"""``robustal label`` (a person labels what the loop asks for, round by round) and ``robustal status``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from robustal.cli.common import (
+    POSITIVE_INT,
+    add_eval_args,
+    add_loop_args,
+    add_model_args,
+    add_runtime_args,
+    add_training_args,
+    log,
+    output_folder,
+    progress_bar,
+    train_config,
+)
+
+
+def _classes(args: argparse.Namespace) -> list[str]:
+    from robustal.data.folders import scan_image_folder
+    from robustal.errors import ConfigError
+
+    if args.classes is not None:
+        return [c.strip() for c in args.classes.split(",") if c.strip()]
+    if args.heldout is not None and Path(args.heldout).is_dir():
+        return sorted(scan_image_folder(args.heldout)[1])
+    raise ConfigError("Name the classes with --classes (e.g. --classes cat,dog,bird); labels in the answers are "
+                      "these names (or their indices). With a labeled --heldout folder its sub-folders name them.")
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from robustal.errors import ConfigError
+    from robustal.labeling import ProjectSettings, load_pool, open_project, pool_fingerprint, project_splits
+
+    if args.answers is not None and not Path(args.answers).is_file():
+        raise ConfigError(f"--answers {args.answers!r} not found; give the filled CSV or Label Studio JSON export.")
+    with output_folder(args.out):
+        pool = load_pool(args.pool, args.image_size, args.channels)
+        channels, size = int(pool.x.shape[1]), int(pool.x.shape[-1])
+        epsilon = args.epsilon
+        if epsilon is None:
+            if Path(args.pool).is_dir():
+                raise ConfigError("Give the L-inf budget with --epsilon for an image folder (e.g. 0.3 for grey "
+                                  "digits, 8/255 = 0.0314 for colour photos).")
+            epsilon = 0.3 if channels == 1 else 8 / 255
+        settings = ProjectSettings(pool=str(Path(args.pool).resolve()), classes=_classes(args), image_size=size,
+                                   channels=channels, epsilon=epsilon,
+                                   heldout=str(Path(args.heldout).resolve()) if args.heldout else None,
+                                   heldout_size=args.heldout_size, seed=args.seed,
+                                   pool_fingerprint=pool_fingerprint(pool))
+        project = open_project(args.out, settings, pool)
+        answers = Path(args.answers) if args.answers is not None else None
+        state = project_splits(project, answers)
+        if state.heldout_request is not None:
+            print(f"waiting for {state.heldout_n} labels in {state.heldout_request}: the held-out sample for "
+                  "validation and test (fill in its label column, or give a Label Studio export with --answers), "
+                  "then run this command again.")
+            return 0
+        return _label_rounds(args, project, state, answers)
+
+
+def _label_rounds(args: argparse.Namespace, project, state, answers) -> int:
+    from dataclasses import replace
+
+    from robustal.attacks import AttackConfig
+    from robustal.evaluation import eval_step_size
+    from robustal.experiment import model_factory
+    from robustal.labeling import RUN_NAME
+    from robustal.loop import ActiveLearningLoop, LoopConfig
+    from robustal.models import default_model_for_images
+    from robustal.report import format_table
+    from robustal.store import Store
+
+    s = project.settings
+    train = replace(train_config(args), epsilon=s.epsilon, augment=())
+    eval_attack = (AttackConfig("pgd", s.epsilon, eval_step_size(s.epsilon, s.step_size, args.eval_steps),
+                                args.eval_steps) if args.eval_steps else None)
+    options = {"bins": args.dre_bins} if args.dre_bins is not None and args.acquisition == "dre" else {}
+    cfg = LoopConfig(acquisition=args.acquisition, acquisition_options=options, initial=args.initial,
+                     per_stage=args.per_stage, budget=args.budget, train=train, eval_attack=eval_attack,
+                     from_scratch=args.from_scratch, chance_recovery=args.chance_recovery, seed=args.seed)
+    model_name = args.model or default_model_for_images(s.channels, s.image_size)
+    factory = model_factory(model_name, num_classes=len(s.classes), in_channels=s.channels, image_size=s.image_size)
+    factory()  # fail early on a model that cannot take these images
+    bar = progress_bar(len(cfg.stage_sizes()), "stages", disable=args.no_progress)
+    loop = ActiveLearningLoop(None, state.splits, cfg, store=Store(project.out), name=RUN_NAME, device=args.device,
+                              reinit=factory, progress=not args.no_progress, on_stage=lambda r: bar.update(1),
+                              meta={"model_name": model_name, "project": project.out.name}, oracle=state.oracle)
+    try:
+        result = loop.run()
+    finally:
+        bar.close()
+    if result.stages:
+        print(format_table(["stage", "labeled", "clean", "robust", "at chance"],
+                           [[r.stage, r.labeled, r.clean, r.robust, "yes" if r.at_chance else ""]
+                            for r in result.stages], floatfmt=".4f"))
+    if result.waiting is not None:
+        w = result.waiting
+        print(f"waiting for {w.n} labels in {w.where}; then run this command again.")
+    else:
+        log(f"finished: {result.stages[-1].labeled} labels; the model of the last stage is in "
+            f"{project.out / 'checkpoints'}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from robustal.labeling import PROJECT_FILE
+    from robustal.report import format_table
+    from robustal.store import Store
+
+    folder = Path(args.dir)
+    project = folder / PROJECT_FILE
+    if project.is_file():
+        p = json.loads(project.read_text(encoding="utf-8"))
+        heldout = p["heldout"] or f"{p['heldout_size']} pool images labeled first"
+        print(f"labeling project {folder}: pool {p['pool']}; classes {', '.join(p['classes'])}; held-out {heldout}")
+        if not (folder / "results.db").is_file():
+            csv = folder / "requests" / "heldout.csv"
+            print(f"waiting for {p['heldout_size']} labels in {csv} (the held-out sample).")
+            return 0
+    store = Store(folder, create=False)
+    for run in store.runs():
+        name = run["name"]
+        stages = store.stages(name)
+        labels = len(store.labels(name)) or (stages[-1].labeled if stages else 0)
+        print(f"\nrun {name!r}: {run['status']}, {len(stages)} stages, {labels} labels so far")
+        if stages:
+            print(format_table(["stage", "labeled", "clean", "robust", "val score", "at chance"],
+                               [[s.stage, s.labeled, s.clean, s.robust, s.val_score, "yes" if s.at_chance else ""]
+                                for s in stages], floatfmt=".4f"))
+        for stage, n in store.pending_stages(name).items():
+            where = folder / "requests" / f"stage-{stage:03d}.csv" if project.is_file() else "the oracle"
+            print(f"awaited: {n} labels for stage {stage} in {where}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add this module's commands to the subparsers ``sub``."""
+    p = sub.add_parser("label", help="label your own images round by round: robustal asks, you answer, it trains",
+                       description="A labeling project: each round robustal picks the images to label and writes a "
+                                   "request (a CSV to fill in, a contact sheet, a Label Studio task file) into "
+                                   "OUT/requests/, and stops. Fill in the CSV (or give Label Studio's JSON export "
+                                   "with --answers) and run the same command again: the labels are checked, the "
+                                   "model trains and is evaluated, and the next request is written.")
+    g = p.add_argument_group("data")
+    g.add_argument("--pool", required=True, metavar="DIR|FILE.npz",
+                   help="the unlabeled images: a folder of PNG/JPEG files, or an .npz with x_train")
+    g.add_argument("--classes", default=None, metavar="A,B,...", help="the class names, comma-separated")
+    g.add_argument("--heldout", default=None, metavar="DIR|FILE.npz",
+                   help="labeled images for validation and test: a folder with one sub-folder per class, or an "
+                        ".npz with x_test and y_test (default: ask for --heldout-size pool images first)")
+    g.add_argument("--heldout-size", type=POSITIVE_INT, default=200,
+                   help="pool images to label first for validation and test when --heldout is not given "
+                        "(default: %(default)s)")
+    g.add_argument("--image-size", type=POSITIVE_INT, default=None,
+                   help="side (pixels) that images of a folder are resized to")
+    g.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="1 (grey) or 3 (colour), for images of a folder")
+    g.add_argument("--answers", default=None, metavar="FILE",
+                   help="the answers to the request now awaited: a filled CSV or Label Studio's JSON export "
+                        "(default: the request's own CSV, filled in place)")
+    add_model_args(p)
+    add_loop_args(p)
+    add_training_args(p)
+    add_eval_args(p, attack_choice=False)
+    add_runtime_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="the project folder")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("status", help="where a run, study or labeling project stands",
+                       description="For each run in a results folder: its status, stages with clean and robust "
+                                   "accuracy, labels so far, and what is awaited (labeling projects: which request "
+                                   "file to fill in).")
+    p.add_argument("dir", metavar="DIR", help="a results folder (run, study or labeling project)")
+    p.set_defaults(func=cmd_status)
+

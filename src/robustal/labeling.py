@@ -1,0 +1,260 @@
+"""Label your own data: a project in which a person labels what the loop asks for, round by round.
+
+A project folder holds the results store (``results.db``), the project settings (``project.json``) and the
+requests (``requests/``). The pool is an image folder (flat, or with class sub-folders whose names are ignored) or an
+``.npz`` whose ``x_train`` are the images (``y_train``, if any, is not used). Validation and test need labels: a
+labeled image folder or the ``x_test``/``y_test`` of the pool's npz (``heldout``), or else a random sample of the
+pool that the person labels first (``heldout_size``), split into validation and test as the paper splits a test set.
+
+Every run of :func:`run_project` goes as far as the labels allow and stops at the first request that is not
+answered: nothing is recomputed, nothing asked twice (the loop keeps pending picks and given labels in the store).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustal._runtime import make_generator
+from robustal.data.dataset import Split, Splits, validation_size
+from robustal.errors import ConfigError, DataError, StoreError
+from robustal.label_files import read_answers
+from robustal.outputs import atomic_write_bytes
+
+#: The project's settings file, beside its results.db.
+PROJECT_FILE = "project.json"
+#: The run's name in the project's store.
+RUN_NAME = "label"
+#: Where the held-out labels are kept once the person has given them.
+HELDOUT_LABELS = "heldout-labels.csv"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Images to label: a stable id per image, the images, and their files (image folders only)."""
+
+    ids: list[str]
+    x: torch.Tensor
+    image_paths: list[Path] | None = None
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    """What a project's results depend on; a project is continued only under the same settings.
+
+    ``heldout`` is the labeled held-out data (a folder or npz), or None when ``heldout_size`` pool images are
+    requested from the person first.
+    """
+
+    pool: str
+    classes: list[str]
+    image_size: int
+    channels: int
+    epsilon: float
+    heldout: str | None = None
+    heldout_size: int = 200
+    seed: int = 0
+    pool_fingerprint: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def step_size(self) -> float:
+        """The evaluation PGD step: ε/30 for grey images (MNIST's 0.01 at 0.3), ε/4 for colour (CIFAR's 2/255)."""
+        return self.epsilon / 30 if self.channels == 1 else self.epsilon / 4
+
+
+def pool_fingerprint(pool: Pool) -> str:
+    """A hash of the pool's ids and images: a project continues only on the pool it started with."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update("\n".join(pool.ids).encode())
+    h.update(pool.x.contiguous().numpy())
+    return h.hexdigest()
+
+
+def load_pool(path: str | Path, image_size: int | None, channels: int | None) -> Pool:
+    """The pool: an image folder (``image_size`` and ``channels`` required) or an npz's ``x_train``."""
+    from robustal.data.folders import read_image_folder
+    from robustal.data.registry import images_to_tensor
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if image_size is None or channels is None:
+            raise ConfigError(f"The pool {str(path)!r} is an image folder: give --image-size (the side images are "
+                              "resized to) and --channels (1 grey, 3 colour).")
+        folder = read_image_folder(path, image_size, channels)
+        return Pool(folder.ids, folder.x, [folder.root / i for i in folder.ids])
+    if not path.is_file():
+        raise DataError(f"The pool {str(path)!r} does not exist; give an image folder or an .npz with x_train.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x_train" not in f.files:
+                raise DataError(f"{path}: the pool .npz needs an x_train array of images (it has "
+                                f"{', '.join(f.files) or 'none'}).")
+            x = images_to_tensor(f["x_train"], str(path), "x_train")
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e}).") from None
+    if not len(x):
+        raise DataError(f"{path}: x_train holds no images.")
+    return Pool([str(i) for i in range(len(x))], x)
+
+
+def load_heldout(path: str | Path, classes: list[str], pool: Pool) -> Split:
+    """Labeled held-out data: an image folder with one sub-folder per class, or an npz's ``x_test``/``y_test``."""
+    from robustal.data.folders import read_image_folder
+    from robustal.data.registry import images_to_tensor, labels_to_tensor
+
+    path = Path(path).expanduser()
+    c, h, _ = pool.x.shape[1:]
+    if path.is_dir():
+        folder = read_image_folder(path, h, c, classes=classes)
+        if folder.y is None:
+            raise DataError(f"The held-out folder {path} has no class sub-folders; validation and test need labels "
+                            f"({path}/<class>/*.png, classes {', '.join(classes)}).")
+        return Split(folder.x, folder.y)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x_test" not in f.files or "y_test" not in f.files:
+                raise DataError(f"{path}: held-out data need x_test and y_test arrays.")
+            x = images_to_tensor(f["x_test"], str(path), "x_test")
+            y = labels_to_tensor(f["y_test"], len(x), str(path), "y_test")
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e}).") from None
+    if tuple(x.shape[1:]) != (c, h, h):
+        raise DataError(f"{path}: held-out images are {tuple(x.shape[1:])} but the pool's are {(c, h, h)}.")
+    if len(y) and int(y.max()) >= len(classes):
+        raise DataError(f"{path}: y_test has labels up to {int(y.max())} but there are {len(classes)} classes "
+                        f"({', '.join(classes)}).")
+    return Split(x, y)
+
+
+def check_settings(out: Path, settings: ProjectSettings) -> None:
+    """Write ``project.json`` for a new project; refuse to continue one made under other settings or another pool."""
+    from robustal.store import config_diff
+
+    path = out / PROJECT_FILE
+    new = json.loads(json.dumps(asdict(settings)))
+    if not path.is_file():
+        atomic_write_bytes(path, (json.dumps(new, indent=1) + "\n").encode())
+        return
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path} cannot be read ({e}); restore it or start the project in another --out.") from None
+    diff = config_diff(stored, new)
+    if diff:
+        raise StoreError(f"{out} is a labeling project with other settings ({'; '.join(diff)}). Continue it with "
+                         "the settings it was started with, or start a new project in another --out.")
+
+
+@dataclass
+class Project:
+    """An open labeling project: its folder, settings, pool and the requests' oracle."""
+
+    out: Path
+    settings: ProjectSettings
+    pool: Pool
+
+    @property
+    def requests(self) -> Path:
+        return self.out / "requests"
+
+    def heldout_indices(self) -> torch.Tensor:
+        """The pool images asked for as validation and test (a seeded random sample), when none are given."""
+        gen = make_generator(self.settings.seed, "heldout")
+        return torch.randperm(len(self.pool.ids), generator=gen)[:self.settings.heldout_size].sort().values
+
+    def oracle(self, ids: list[str], x: torch.Tensor, paths: list[Path] | None, answers: Path | None):
+        from robustal.oracle import FileOracle
+
+        return FileOracle(self.requests, ids, x, self.settings.classes, paths, answers)
+
+
+def open_project(out: str | Path, settings: ProjectSettings, pool: Pool) -> Project:
+    """Check (or record) a project's settings in ``out``."""
+    out = Path(out)
+    if len(settings.classes) < 2 or len(set(settings.classes)) != len(settings.classes):
+        raise ConfigError(f"--classes must name at least 2 distinct classes; got {', '.join(settings.classes)}.")
+    if settings.heldout is None and not 4 <= settings.heldout_size <= len(pool.ids) // 2:
+        raise ConfigError(f"--heldout-size {settings.heldout_size}: the held-out sample must have at least 4 images "
+                          f"and leave at least half of the {len(pool.ids)} pool images to choose from.")
+    out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, settings)
+    return Project(out, settings, pool)
+
+
+@dataclass(frozen=True)
+class ProjectState:
+    """Where a project stands after :func:`project_splits`: its splits and oracle, or the held-out request."""
+
+    splits: Splits | None
+    oracle: object | None
+    ids: list[str]
+    heldout_request: Path | None = None
+    heldout_n: int = 0
+
+
+def project_splits(project: Project, answers: Path | None = None) -> ProjectState:
+    """The pool to select from (minus a requested held-out sample), validation and test, and the file oracle; or,
+    while the person has not labeled the held-out sample, the request to answer first."""
+    s, pool = project.settings, project.pool
+    if s.heldout is not None:
+        heldout = load_heldout(s.heldout, s.classes, pool)
+        keep = torch.arange(len(pool.ids))
+    else:
+        idx = project.heldout_indices()
+        labels = _heldout_labels(project, idx, answers)
+        if labels is None:
+            csv = project.oracle([], pool.x, None, None).request_csv("heldout")
+            return ProjectState(None, None, pool.ids, heldout_request=csv, heldout_n=len(idx))
+        heldout = Split(pool.x[idx], labels)
+        mask = torch.ones(len(pool.ids), dtype=torch.bool)
+        mask[idx] = False
+        keep = mask.nonzero().squeeze(1)
+        answers = None  # the answers given were the held-out's
+    ids = [pool.ids[i] for i in keep.tolist()]
+    paths = [pool.image_paths[i] for i in keep.tolist()] if pool.image_paths is not None else None
+    x = pool.x[keep]
+    k = validation_size(len(heldout))
+    order = torch.arange(len(heldout))
+    splits = Splits(pool=Split(x, torch.full((len(x),), -1, dtype=torch.int64)), val=heldout.subset(order[:k]),
+                    test=heldout.subset(order[k:]))
+    if k == 0 or len(heldout) - k == 0:
+        raise DataError(f"The held-out data have {len(heldout)} labeled images: too few to split into validation "
+                        "and test.")
+    return ProjectState(splits, project.oracle(ids, x, paths, answers), ids)
+
+
+def _heldout_labels(project: Project, idx: torch.Tensor, answers: Path | None) -> torch.Tensor | None:
+    """The held-out sample's labels: kept from an earlier answer, or read from the person's answer, or None."""
+    pool, classes = project.pool, project.settings.classes
+    ids = [pool.ids[i] for i in idx.tolist()]
+    kept = project.out / HELDOUT_LABELS
+    if kept.is_file():
+        given = read_answers(kept, ids, classes)
+    else:
+        oracle = project.oracle(pool.ids, pool.x, pool.image_paths, answers)
+        labels = oracle.ask("heldout", idx)
+        if labels is None:
+            return None
+        given = dict(zip(ids, labels.tolist(), strict=True))
+        rows = "id,label\n" + "".join(f"{_csv_cell(i)},{classes[given[i]]}\n" for i in ids)
+        atomic_write_bytes(kept, rows.encode())
+    return torch.tensor([given[i] for i in ids], dtype=torch.int64)
+
+
+def _csv_cell(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+__all__ = ["HELDOUT_LABELS", "PROJECT_FILE", "RUN_NAME", "Pool", "Project", "ProjectSettings", "ProjectState",
+           "check_settings", "load_heldout", "load_pool", "open_project", "pool_fingerprint", "project_splits"]
