@@ -212,6 +212,7 @@ def project_splits(project: Project, answers: Path | None = None) -> ProjectStat
         keep = torch.arange(len(pool.ids))
     else:
         idx = project.heldout_indices()
+        fresh = not (project.out / HELDOUT_LABELS).is_file()
         labels = _heldout_labels(project, idx, answers)
         if labels is None:
             csv = project.oracle([], pool.x, None, None).request_csv("heldout")
@@ -220,7 +221,8 @@ def project_splits(project: Project, answers: Path | None = None) -> ProjectStat
         mask = torch.ones(len(pool.ids), dtype=torch.bool)
         mask[idx] = False
         keep = mask.nonzero().squeeze(1)
-        answers = None  # the answers given were the held-out's
+        if fresh:
+            answers = None  # the answers given were the held-out's
     ids = [pool.ids[i] for i in keep.tolist()]
     paths = [pool.image_paths[i] for i in keep.tolist()] if pool.image_paths is not None else None
     x = pool.x[keep]

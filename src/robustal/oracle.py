@@ -79,7 +79,8 @@ class FileOracle(Oracle):
         images: The pool images, uint8 ``(N, C, H, W)``.
         classes: Class names; labels are their indices.
         image_paths: Each pool sample's image file (image-folder pools), referenced by the Label Studio tasks.
-        answers: A file holding the answers to the request now awaited (default: the filled request CSV).
+        answers: A file holding the answers to the request awaited when the command started (default: the filled
+            request CSV); a request written by this very run is never answered from it.
     """
 
     folder: Path
@@ -102,11 +103,10 @@ class FileOracle(Oracle):
 
         ids = [self.ids[i] for i in indices.tolist()]
         csv = self.request_csv(name)
-        if not csv.is_file():
+        if not csv.is_file():  # a new request: nobody can have answered it yet, whatever --answers holds
             paths = [self.image_paths[i] for i in indices.tolist()] if self.image_paths is not None else None
             write_request(Path(self.folder), name, ids, self.images[indices], self.classes, image_paths=paths)
-            if self.answers is None:
-                return None
+            return None
         source = self.answers if self.answers is not None else csv
         if source == csv and not _has_answers(csv):
             return None

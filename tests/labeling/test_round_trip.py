@@ -1,0 +1,215 @@
+"""The labeling round trip as a person drives it: start on an unlabeled folder of real MNIST images, receive a
+request, fill it from the true labels (CSV, or a Label Studio export), continue; killed at any moment, the same
+command loses nothing and asks for nothing twice."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustal.cli import main
+
+N_POOL = 260
+#: The real MNIST test set beside the repository (as in tests/conftest.py).
+MNIST_DIR = Path(os.environ.get("ROBUSTAL_TEST_MNIST",
+                                Path(__file__).resolve().parents[3] / "shared" / "datasets" / "mnist"))
+
+
+@pytest.fixture(scope="module")
+def mnist_folder(tmp_path_factory):
+    """260 real MNIST test images as a flat folder of PNGs, and their true labels by file name."""
+    from PIL import Image
+
+    from robustal.data.readers import read_idx
+
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST test set not found in {MNIST_DIR}")
+    x = read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz")[:N_POOL]
+    y = read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz")[:N_POOL]
+    folder = tmp_path_factory.mktemp("mnist-png") / "pool"
+    folder.mkdir()
+    truth = {}
+    for i in range(N_POOL):
+        name = f"digit-{i:04d}.png"
+        Image.fromarray(x[i]).save(folder / name)
+        truth[name] = int(y[i])
+    return folder, truth
+
+
+def label_args(pool: Path, out: Path, *extra: str) -> list[str]:
+    return ["label", "--pool", str(pool), "--classes", ",".join(map(str, range(10))), "--image-size", "16",
+            "--channels", "1", "--epsilon", "0.3", "--heldout-size", "40", "--initial", "20", "--per-stage", "20",
+            "--budget", "60", "--epochs", "1", "--eval-steps", "2", "--attack-steps", "2", "--no-progress",
+            "--out", str(out), *extra]
+
+
+def fill(request: Path, truth: dict[str, int]) -> list[str]:
+    """Fill a request CSV's label column from the true labels, as a person would; returns the ids asked for."""
+    with request.open(newline="") as f:
+        ids = [row["id"] for row in csv.DictReader(f)]
+    with request.open("w", newline="") as f:
+        f.write("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
+    return ids
+
+
+def label_studio_export(request: Path, truth: dict[str, int], out: Path) -> list[str]:
+    """A Label Studio JSON export of the request's tasks, annotated from the true labels (one cancelled attempt)."""
+    tasks = json.loads(request.with_name(request.stem + "-label-studio.json").read_text())
+    export = []
+    for k, task in enumerate(tasks):
+        choice = {"from_name": "label", "to_name": "image", "type": "choices",
+                  "value": {"choices": [str(truth[task["data"]["robustal_id"]])]}}
+        annotations = [{"id": 2 * k + 2, "was_cancelled": False, "result": [choice]}]
+        if k == 0:
+            annotations.insert(0, {"id": 1, "was_cancelled": True, "result": []})
+        export.append({"id": k + 1, "data": task["data"], "annotations": annotations})
+    out.write_text(json.dumps(export))
+    return [t["data"]["robustal_id"] for t in tasks]
+
+
+def _waiting_for(out_text: str) -> Path:
+    line = next(ln for ln in out_text.splitlines() if ln.startswith("waiting for"))
+    return Path(line.split(" in ", 1)[1].split(" ")[0].rstrip(":"))
+
+
+def test_csv_round_trip_from_an_unlabeled_folder(mnist_folder, tmp_path, capsys):
+    pool, truth = mnist_folder
+    out = tmp_path / "project"
+    asked: list[str] = []
+    requests = []
+    for _ in range(5):  # held-out sample, then the 3 stages of 20 labels, then the end
+        assert main(label_args(pool, out)) == 0
+        text = capsys.readouterr().out
+        if "waiting for" not in text:
+            break
+        request = _waiting_for(text)
+        requests.append(request.name)
+        asked += fill(request, truth)
+    assert requests == ["heldout.csv", "stage-000.csv", "stage-001.csv", "stage-002.csv"]
+    assert len(asked) == len(set(asked)) == 40 + 60  # nobody labels an image twice
+    assert "| 2     | 60      |" in text  # the final table: stage 2 at 60 labels
+    from robustal.store import Store
+
+    store = Store(out)
+    assert store.status("label") == "finished" and [s.labeled for s in store.stages("label")] == [20, 40, 60]
+    assert all(0 <= s.clean <= 1 for s in store.stages("label"))
+    assert len(store.labels("label")) == 60  # every answer kept
+    assert main(["status", str(out)]) == 0
+    assert "run 'label': finished, 3 stages, 60 labels so far" in capsys.readouterr().out
+    # run again: nothing left to do, nothing asked
+    assert main(label_args(pool, out)) == 0
+    assert "waiting for" not in capsys.readouterr().out
+
+
+def test_label_studio_round_trip(mnist_folder, tmp_path, capsys):
+    pool, truth = mnist_folder
+    out = tmp_path / "project"
+    export = tmp_path / "export.json"
+    assert main(label_args(pool, out)) == 0
+    request = _waiting_for(capsys.readouterr().out)
+    for _ in range(4):
+        label_studio_export(request, truth, export)
+        assert main(label_args(pool, out, "--answers", str(export))) == 0
+        text = capsys.readouterr().out
+        if "waiting for" not in text:
+            break
+        request = _waiting_for(text)
+    from robustal.store import Store
+
+    assert [s.labeled for s in Store(out).stages("label")] == [20, 40, 60]
+
+
+def test_bad_answers_are_refused_whole_and_nothing_is_imported(mnist_folder, tmp_path, capsys):
+    pool, truth = mnist_folder
+    out = tmp_path / "project"
+    assert main(label_args(pool, out)) == 0
+    fill(_waiting_for(capsys.readouterr().out), truth)
+    assert main(label_args(pool, out)) == 0
+    request = _waiting_for(capsys.readouterr().out)
+    ids = fill(request, truth)
+    rows = request.read_text().splitlines()
+    rows[2] = f"{ids[1]},eleven"          # unknown class
+    rows[5] = f"{ids[4]},"                # missing label
+    rows.append(f"{ids[0]},{truth[ids[0]]}")  # duplicate
+    rows.append("digit-9999.png,3")       # not asked for
+    request.write_text("\n".join(rows) + "\n")
+    assert main(label_args(pool, out)) == 2
+    err = capsys.readouterr().err
+    for fragment in ("row 3", "'eleven'", "row 6", "no label", "row 22", "appears again", "digit-9999.png",
+                     "not asked for"):
+        assert fragment in err, fragment
+    from robustal.store import Store
+
+    assert Store(out).labels("label") == {}  # nothing half-imported
+    request.write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
+    assert main(label_args(pool, out)) == 0  # fixed: it goes on
+    assert len(Store(out).labels("label")) == 20
+
+
+def _labels_in(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.parametrize("kill_at", ["while training", "right after starting"])
+def test_killed_at_any_moment_the_same_command_loses_nothing_and_asks_nothing_twice(mnist_folder, tmp_path, kill_at):
+    pool, truth = mnist_folder
+    out = tmp_path / "project"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "robustal.cli", *label_args(pool, out, "--epochs", "8")]
+
+    def run() -> str:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    fill(_waiting_for(run()), truth)  # held-out
+    fill(_waiting_for(run()), truth)  # stage 0
+    # Stage 0 trains now: kill the process mid-way, once its labels are stored (or at once).
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    if kill_at == "while training":
+        while _labels_in(out / "results.db") < 20 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+    else:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the command finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    request0 = out / "requests" / "stage-000.csv"
+    before = request0.read_bytes()
+    nxt = _waiting_for(run())  # the same command: stage 0 finishes from the stored labels, stage 1 is requested
+    assert nxt.name == "stage-001.csv"
+    assert request0.read_bytes() == before  # the answered request was not rewritten
+    asked = fill(nxt, truth)
+    run()
+    from robustal.store import Store
+
+    store = Store(out)
+    assert [s.labeled for s in store.stages("label")] == [20, 40]
+    picks = store.selections("label")
+    assert len(set(picks[0]) | set(picks[1])) == 40 and len(asked) == 20
+    # the whole run equals one that was never killed
+    clean = tmp_path / "clean"
+    cmd_clean = [sys.executable, "-m", "robustal.cli", *label_args(pool, clean, "--epochs", "8")]
+    for _ in range(3):
+        done = subprocess.run(cmd_clean, capture_output=True, text=True, env=env, timeout=300)
+        fill(_waiting_for(done.stdout), truth)
+    subprocess.run(cmd_clean, capture_output=True, text=True, env=env, timeout=300)
+    assert Store(clean).selections("label") == picks
+    metrics = lambda s: [(r.labeled, r.clean, r.robust, r.val_score) for r in s.stages("label")]
+    assert metrics(Store(clean))[:2] == metrics(store)
+    assert np.isfinite([r.clean for r in store.stages("label")]).all()
