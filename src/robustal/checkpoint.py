@@ -55,8 +55,8 @@ class Checkpoint:
     def build(self, dataset: Dataset, device: torch.device | str = "cpu") -> nn.Module:
         """The saved model for ``dataset``'s images, weights loaded; errors clearly if they do not fit."""
         self.check(dataset)
+        model = model_factory(self.model_name, dataset)()  # an unknown name or an unimportable factory says so
         try:
-            model = model_factory(self.model_name, dataset)()
             model.load_state_dict(self.state)
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"Checkpoint {self.path}: its weights do not fit a {self.model_name!r} model "
@@ -111,12 +111,29 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                       train_config=dict(obj.get("train_config") or {}), path=path)
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, dataset: Dataset, dataset_name: str,
-                    train_config: TrainConfig, train_size: int, selected: Sequence[int] | None = None) -> None:
-    """Write the checkpoint that :func:`load_checkpoint` reads (atomically; tensors and plain values only)."""
+def data_meta(dataset: Dataset) -> dict:
+    """What a checkpoint records of its data: classes, image shape and ε (keyword arguments of
+    :func:`save_checkpoint`)."""
+    return {"num_classes": dataset.num_classes, "image_shape": tuple(dataset.image_shape), "epsilon": dataset.epsilon}
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, *, num_classes: int,
+                    image_shape: Sequence[int], epsilon: float | None, dataset_name: str | None,
+                    train_config: TrainConfig, train_size: int | None = None,
+                    selected: Sequence[int] | None = None, classes: Sequence[str] | None = None) -> None:
+    """Write the checkpoint that :func:`load_checkpoint` reads (atomically; tensors and plain values only).
+
+    ``train_size``: the model was trained on the first K training samples (``select``/``retrain`` pick from the
+    rest); None when it was trained on a selection (``selected``, an active-learning run). ``classes``: class names
+    (labeling projects).
+    """
     state = {"model": model.state_dict(), "model_name": model_name, "dataset": dataset_name,
-             "num_classes": dataset.num_classes, "image_shape": list(dataset.image_shape),
-             "epsilon": dataset.epsilon, "train_config": train_config.to_dict(), "train_size": int(train_size)}
+             "num_classes": int(num_classes), "image_shape": [int(s) for s in image_shape], "epsilon": epsilon,
+             "train_config": train_config.to_dict()}
+    if train_size is not None:
+        state["train_size"] = int(train_size)
     if selected is not None:
         state["selected"] = [int(i) for i in selected]
+    if classes is not None:
+        state["classes"] = list(classes)
     atomic_torch_save(state, Path(path))

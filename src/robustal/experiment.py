@@ -24,7 +24,8 @@ class RunSpec:
 
     ``loop.train.epsilon`` None means the dataset's ε; ``eval_steps`` is the PGD steps of the per-stage robust
     accuracy (the paper: 50) with the dataset's ε and step. ``acquisition_label`` names a variant of the acquisition
-    function (a study's ``dre-proportional``) in the store and the report.
+    function (a study's ``dre-proportional``) in the store and the report. ``image_size`` and ``channels`` read an
+    image-folder dataset.
     """
 
     dataset: str
@@ -33,12 +34,19 @@ class RunSpec:
     eval_steps: int = EVAL_STEPS
     eval_attack: str = "pgd"
     acquisition_label: str | None = None
+    image_size: int | None = None
+    channels: int | None = None
 
     def to_dict(self) -> dict:
         """The spec as stored with the run: a study compares it before reusing a finished run."""
         return {"dataset": self.dataset, "model": self.model, "loop": self.loop.to_dict(),
                 "eval_steps": self.eval_steps, "eval_attack": self.eval_attack,
-                "acquisition_label": self.acquisition_label}
+                "acquisition_label": self.acquisition_label, "image_size": self.image_size, "channels": self.channels}
+
+    def load_data(self, data_dir: str | Path | None = None) -> Dataset:
+        """The spec's dataset (an image folder read at ``image_size``/``channels`` with the training ε)."""
+        return load_dataset(self.dataset, data_dir, image_size=self.image_size, channels=self.channels,
+                            epsilon=self.loop.train.epsilon)
 
     def default_name(self) -> str:
         ds = Path(self.dataset).stem if self.dataset.endswith(".npz") else self.dataset
@@ -85,7 +93,7 @@ def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = 
                    data_dir: str | Path | None = None, device: str | torch.device = "auto", progress: bool = False,
                    on_stage=None, dataset: Dataset | None = None) -> RunResult:
     """Load the data, build the model and run (or resume) the loop, storing into ``out/results.db`` if given."""
-    dataset = dataset or load_dataset(spec.dataset, data_dir)
+    dataset = dataset or spec.load_data(data_dir)
     model_name, loop_cfg = resolve(spec, dataset)
     factory = model_factory(model_name, dataset)
     factory()  # fail early on a model that cannot take this data

@@ -135,7 +135,7 @@ class Grid:
             models = {ds: names for ds in datasets}
         for names in models.values():
             for m in names:
-                if m is not None:
+                if m is not None and ":" not in m:  # a user's module:factory is imported when its runs start
                     MODELS.get(m)
         seeds = grid["seeds"]
         from robustal.loop import MAX_SEED
@@ -359,7 +359,6 @@ def check_stored_runs(tasks: Sequence[RunTask], store: Store, data_dir: str | Pa
     """
     import json
 
-    from robustal.data import load_dataset
     from robustal.experiment import spec_for_store
     from robustal.store import config_diff
 
@@ -374,7 +373,7 @@ def check_stored_runs(tasks: Sequence[RunTask], store: Store, data_dir: str | Pa
                             "checked")
             continue
         if task.spec.dataset not in fingerprints:
-            fingerprints[task.spec.dataset] = load_dataset(task.spec.dataset, data_dir).fingerprint()
+            fingerprints[task.spec.dataset] = task.spec.load_data(data_dir).fingerprint()
         new = {"spec": json.loads(json.dumps(spec_for_store(task.spec))),
                "data_fingerprint": fingerprints[task.spec.dataset]}
         diff = config_diff({"spec": stored["spec"], "data_fingerprint": stored.get("data_fingerprint")}, new)

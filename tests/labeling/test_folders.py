@@ -197,3 +197,19 @@ def test_folder_dataset_layout_errors(tmp_path, digit_images):
         folder_dataset(tmp_path / "ds", image_size=8, channels=1, epsilon=0.3)
     with pytest.raises(ConfigError, match="The 'epsilon' parameter of folder_dataset"):
         folder_dataset(tmp_path / "ds", image_size=8, channels=1, epsilon=-1)
+
+
+def test_an_image_folder_is_a_dataset_on_the_command_line(tmp_path, digit_images, capsys):
+    from robustal.cli import main
+
+    images, labels = digit_images
+    for part, rows in (("train", range(0, 300)), ("test", range(300, 400))):
+        for i in rows:
+            save(tmp_path / "data" / part / str(labels[i]) / f"{i:04d}.png", images[i])
+    common = ["train", "--dataset", str(tmp_path / "data"), "--training", "standard", "--epochs", "2",
+              "--eval-steps", "2", "--no-progress"]
+    assert main([*common, "--image-size", "8", "--channels", "1", "--epsilon", "0.2"]) == 0
+    out = capsys.readouterr()
+    assert "300 train / 50 val / 50 test" in out.err and "clean accuracy:" in out.out
+    assert main([*common, "--image-size", "8"]) == 2
+    assert "is an image folder: give --channels, --epsilon" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from robustal._validation import check_choice
 from robustal.acquisition.base import Acquisition, SelectionContext, register_acquisition
 from robustal.acquisition.inference import predict
 from robustal.acquisition.scores import k_center_greedy
+from robustal.errors import ConfigError
 
 #: Where distances are measured.
 KCENTER_SPACES = ("softmax", "features")
@@ -29,6 +30,10 @@ class KCenterGreedy(Acquisition):
         self.space = check_choice(space, "space", "k-center", KCENTER_SPACES)
 
     def _points(self, ctx: SelectionContext) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.space == "features" and not (hasattr(ctx.model, "features") and hasattr(ctx.model, "head")):
+            raise ConfigError(f"Acquisition function 'k-center' with space='features' needs the model's penultimate "
+                              f"features, but {type(ctx.model).__name__} has no features(x) and head(f) methods. "
+                              "Add them (forward = head(features(x))), or use space='softmax'.")
         if self.space == "features":
             pool = ctx.predictions(features=True).features
             labeled = ctx.labeled_features() if len(ctx.labeled) else None

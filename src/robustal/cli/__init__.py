@@ -30,14 +30,14 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     from robustal import __version__
-    from robustal.cli import label, retrain, run, study, train
+    from robustal.cli import evaluate, label, retrain, run, study, train
 
     parser = argparse.ArgumentParser(prog="robustal", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"robustal {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train, run, study, retrain, label):
+    for module in (train, evaluate, run, study, retrain, label):
         module.register(sub)
     return parser
 

@@ -57,16 +57,23 @@ def acquisition_names() -> list[str]:
 
 def add_data_args(p: argparse.ArgumentParser, default: str | None = "digits") -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=default, required=default is None, metavar="NAME|FILE.npz",
-                   help=f"registered dataset ({', '.join(dataset_names())}) or an .npz with x_train, y_train, x_test, "
-                        "y_test (default: %(default)s)")
+    g.add_argument("--dataset", default=default, required=default is None, metavar="NAME|FILE.npz|DIR",
+                   help=f"registered dataset ({', '.join(dataset_names())}), an .npz with x_train, y_train, x_test, "
+                        "y_test, or an image folder DIR/train/<class>/*.png, DIR/test/<class>/*.png (with "
+                        "--image-size, --channels and --epsilon) (default: %(default)s)")
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help=DATA_DIR_HELP)
+    g.add_argument("--image-size", type=POSITIVE_INT, default=None, metavar="PIXELS",
+                   help="image folders: the side images are resized to (the aspect ratio is not kept)")
+    g.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="image folders: 1 (grey) or 3 (colour)")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, metavar="NAME",
-                   help=f"architecture ({', '.join(model_names())}); default: the dataset's (lenet5 for MNIST, ...)")
+    p.add_argument("--model", default=None, metavar="NAME|MODULE:FACTORY",
+                   help=f"architecture ({', '.join(model_names())}), or your own: package.module:factory or "
+                        "path/to/file.py:factory, called with num_classes, in_channels and image_size; default: the "
+                        "dataset's (lenet5 for MNIST, ...)")
 
 
 def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:

@@ -34,9 +34,11 @@ def _classes(args: argparse.Namespace) -> list[str]:
 def cmd_label(args: argparse.Namespace) -> int:
     from robustal.errors import ConfigError
     from robustal.labeling import ProjectSettings, load_pool, open_project, pool_fingerprint, project_splits
+    from robustal.outputs import check_output_file
 
     if args.answers is not None and not Path(args.answers).is_file():
         raise ConfigError(f"--answers {args.answers!r} not found; give the filled CSV or Label Studio JSON export.")
+    check_output_file(args.save, "--save")
     with output_folder(args.out):
         pool = load_pool(args.pool, args.image_size, args.channels)
         channels, size = int(pool.x.shape[1]), int(pool.x.shape[-1])
@@ -97,6 +99,13 @@ def _label_rounds(args: argparse.Namespace, project, state, answers) -> int:
         print(format_table(["stage", "labeled", "clean", "robust", "at chance"],
                            [[r.stage, r.labeled, r.clean, r.robust, "yes" if r.at_chance else ""]
                             for r in result.stages], floatfmt=".4f"))
+    if args.save is not None and result.stages:
+        from robustal.checkpoint import save_checkpoint
+
+        save_checkpoint(args.save, result.model, model_name, num_classes=len(s.classes),
+                        image_shape=(s.channels, s.image_size, s.image_size), epsilon=s.epsilon, dataset_name=None,
+                        train_config=cfg.train, selected=result.labeled.tolist(), classes=s.classes)
+        log(f"saved the model of stage {result.stages[-1].stage} to {args.save}")
     if result.waiting is not None:
         w = result.waiting
         print(f"waiting for {w.n} labels in {w.where}; then run this command again.")
@@ -170,6 +179,8 @@ def register(sub) -> None:
     add_eval_args(p, attack_choice=False)
     add_runtime_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="the project folder")
+    p.add_argument("--save", default=None, metavar="FILE.pt",
+                   help="save the latest model (for robustal evaluate --data ...)")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("status", help="where a run, study or labeling project stands",

@@ -38,7 +38,9 @@ def _checkpoint_and_data(args: argparse.Namespace):
     if not data:
         raise ConfigError(f"Checkpoint {args.model} does not name its dataset; give --data.")
     epsilon = getattr(args, "epsilon", None)
-    dataset = load_dataset(data, args.data_dir).with_epsilon(epsilon if epsilon is not None else ckpt.epsilon)
+    epsilon = epsilon if epsilon is not None else ckpt.epsilon
+    c, h, _ = ckpt.image_shape
+    dataset = load_dataset(data, args.data_dir, image_size=h, channels=c, epsilon=epsilon).with_epsilon(epsilon)
     ckpt.check(dataset)
     k = resolve_train_size(ckpt, len(dataset.train), args.train_size)
     return ckpt, dataset, k, device
@@ -75,7 +77,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     import torch
 
-    from robustal.checkpoint import save_checkpoint
+    from robustal.checkpoint import data_meta, save_checkpoint
     from robustal.evaluation import evaluate
     from robustal.outputs import check_output_file
     from robustal.retrain import read_selection, retrain
@@ -100,7 +102,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(f"robust accuracy: before {before.robust:.4f}, after {after.robust:.4f} "
               f"({after.robust - before.robust:+.4f}) ({attack_label(attack)}, n={after.n})")
     if save is not None:
-        save_checkpoint(save, model, ckpt.model_name, dataset, ckpt.dataset, cfg, k,
+        save_checkpoint(save, model, ckpt.model_name, **data_meta(dataset), dataset_name=ckpt.dataset,
+                        train_config=cfg, train_size=k,
                         selected=torch.as_tensor(selected).tolist())
         log(f"saved {save}")
     return 0

@@ -32,7 +32,7 @@ def loop_spec(args: argparse.Namespace):
                       from_scratch=args.from_scratch, chance_recovery=args.chance_recovery, seed=args.seed)
     require(args.attack)
     return RunSpec(dataset=args.dataset, model=args.model, loop=loop, eval_steps=args.eval_steps,
-                   eval_attack=args.attack)
+                   eval_attack=args.attack, image_size=args.image_size, channels=args.channels)
 
 
 def _stage_line(result) -> str:
@@ -43,10 +43,13 @@ def _stage_line(result) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from robustal.checkpoint import data_meta, save_checkpoint
     from robustal.errors import ConfigError
     from robustal.experiment import run_experiment
+    from robustal.outputs import check_output_file
     from robustal.report import format_table
 
+    save = check_output_file(args.save, "--save")
     spec = loop_spec(args)
     stages = len(spec.loop.stage_sizes())
     name = args.name if args.name is not None else "run"
@@ -61,15 +64,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         log(f"run {name!r}: {spec.loop.acquisition} on {spec.dataset}, {spec.loop.train.mode} training, "
             f"{spec.loop.initial} + {spec.loop.per_stage}/stage up to {spec.loop.budget} labels"
             + (f"; results in {args.out}" if args.out else ""))
+        dataset = spec.load_data(args.data_dir)
         bar = progress_bar(stages, "stages", disable=args.no_progress)
         try:
             result = run_experiment(spec, args.out, name=name, data_dir=args.data_dir, device=args.device,
-                                    progress=not args.no_progress, on_stage=on_stage)
+                                    progress=not args.no_progress, on_stage=on_stage, dataset=dataset)
         finally:
             bar.close()
     print(format_table(["stage", "labeled", "clean", "robust", "train s", "select s"],
                        [[r.stage, r.labeled, r.clean, r.robust, round(r.train_seconds, 1),
                          round(r.select_seconds, 2)] for r in result.stages], floatfmt=".4f"))
+    if save is not None:
+        from robustal.experiment import resolve
+
+        model_name, cfg = resolve(spec, dataset)
+        save_checkpoint(save, result.model, model_name, **data_meta(dataset.with_epsilon(spec.loop.train.epsilon)),
+                        dataset_name=spec.dataset, train_config=cfg.train, selected=result.labeled.tolist())
+        log(f"saved the final model to {save}")
     return 0
 
 
@@ -136,6 +147,8 @@ def register(sub) -> None:
     add_runtime_args(p)
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (DIR/results.db, checkpoints)")
     p.add_argument("--name", default=None, help="the run's name in the results store (default: run)")
+    p.add_argument("--save", default=None, metavar="FILE.pt",
+                   help="save the final model (for robustal evaluate, select, retrain)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("demo", help="random vs entropy vs DRE, standard vs PGD training, on digits "
                                     "(about 75 s on 2 CPU cores)",

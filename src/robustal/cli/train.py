@@ -22,7 +22,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from robustal._runtime import resolve_device
-    from robustal.checkpoint import save_checkpoint
+    from robustal.checkpoint import data_meta, save_checkpoint
     from robustal.data import load_dataset
     from robustal.errors import ConfigError
     from robustal.evaluation import evaluate
@@ -32,7 +32,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     save = check_output_file(args.save, "--save")  # before the work, so that a trained model is never lost
     device = resolve_device(args.device)
-    dataset = load_dataset(args.dataset, args.data_dir).with_epsilon(args.epsilon)
+    dataset = load_dataset(args.dataset, args.data_dir, image_size=args.image_size, channels=args.channels,
+                           epsilon=args.epsilon).with_epsilon(args.epsilon)
     cfg = train_config(args).for_dataset(dataset)
     attack = eval_attack(args, dataset)
     splits = dataset.splits()
@@ -55,7 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if attack is not None:
         print(f"robust accuracy: {ev.robust:.4f} ({attack_label(attack)}, n={ev.n})")
     if save is not None:
-        save_checkpoint(save, model, model_name, dataset, args.dataset, cfg, len(train))
+        save_checkpoint(save, model, model_name, **data_meta(dataset), dataset_name=args.dataset, train_config=cfg,
+                        train_size=len(train))
         log(f"saved {save}")
     return 0
 

@@ -16,7 +16,7 @@ import torch
 
 from robustal._registry import Registry
 from robustal.data.dataset import Dataset, Split
-from robustal.errors import DataError
+from robustal.errors import ConfigError, DataError
 
 DatasetLoader = Callable[[Path], Dataset]
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
@@ -55,14 +55,25 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return DATASETS.names(pattern)
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
-    """Load a registered dataset (downloading it into ``data_dir`` on first use) or an ``.npz`` file.
+def load_dataset(name: str, data_dir: str | Path | None = None, *, image_size: int | None = None,
+                 channels: int | None = None, epsilon: float | None = None) -> Dataset:
+    """Load a registered dataset (downloading it into ``data_dir`` on first use), an ``.npz`` file or an image folder.
 
     Args:
-        name: A registered name (see :func:`list_datasets`) or a path to an ``.npz`` with
-            ``x_train, y_train, x_test, y_test``.
+        name: A registered name (see :func:`list_datasets`), a path to an ``.npz`` with
+            ``x_train, y_train, x_test, y_test``, or an image folder ``DIR/train/<class>/*``, ``DIR/test/<class>/*``
+            (:func:`robustal.data.folders.folder_dataset`), which needs ``image_size``, ``channels`` and ``epsilon``.
         data_dir: Cache folder for downloads; defaults to :func:`default_data_dir`.
     """
+    if name not in DATASETS and Path(name).expanduser().is_dir():
+        missing = [flag for flag, v in (("--image-size", image_size), ("--channels", channels),
+                                        ("--epsilon", epsilon)) if v is None]
+        if missing:
+            raise ConfigError(f"{name!r} is an image folder: give {', '.join(missing)} (the side images are resized "
+                              "to, 1 grey or 3 colour channels, and the L-inf budget of the attacks).")
+        from robustal.data.folders import folder_dataset
+
+        return folder_dataset(name, image_size, channels, epsilon)[0]
     if name not in DATASETS and (name.endswith(".npz") or os.sep in name or Path(name).is_file()):
         return load_npz(name)
     loader = DATASETS.get(name)
@@ -128,8 +139,8 @@ def load_npz(path: str | Path) -> Dataset:
     """Your own data: an ``.npz`` with ``x_train, y_train, x_test, y_test`` (see :func:`images_to_tensor`)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise DataError(f"Dataset file {str(path)!r} is a directory; give an .npz file (or an image folder with "
-                        "--image-size, see robustal label --help).")
+        raise DataError(f"Dataset file {str(path)!r} is a directory; give an .npz file, or load the folder as "
+                        "images with load_dataset(..., image_size=, channels=, epsilon=).")
     if not path.is_file():
         raise DataError(f"Dataset file {str(path)!r} does not exist. Give a registered dataset "
                         f"({', '.join(list_datasets())}) or the path to an .npz with x_train, y_train, x_test, y_test.")

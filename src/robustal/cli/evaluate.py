@@ -1,0 +1,74 @@
+"""``robustal evaluate``: clean and robust accuracy of a saved model, without training it (RobustBench's use)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from robustal.cli import common
+from robustal.cli.common import DATA_DIR_HELP, POSITIVE_INT, add_eval_args, add_runtime_args, attack_label, log
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from robustal._runtime import resolve_device
+    from robustal.checkpoint import load_checkpoint
+    from robustal.data import load_dataset
+    from robustal.errors import ConfigError
+    from robustal.evaluation import evaluate
+
+    device = resolve_device(args.device)
+    ckpt = load_checkpoint(args.model)
+    data = args.data or ckpt.dataset
+    if not data:
+        raise ConfigError(f"Checkpoint {args.model} does not name its dataset; give --data.")
+    epsilon = args.epsilon if args.epsilon is not None else ckpt.epsilon
+    c, h, _ = ckpt.image_shape
+    dataset = load_dataset(data, args.data_dir, image_size=h, channels=c, epsilon=epsilon).with_epsilon(epsilon)
+    ckpt.check(dataset)
+    part = dataset.splits().test if args.split == "test" else dataset.splits().val
+    if args.n is not None:
+        if args.n > len(part):
+            raise ConfigError(f"--n {args.n} is more than the {len(part)} samples of the {args.split} split.")
+        part = part.subset(torch.arange(args.n))
+    attack = common.eval_attack(args, dataset)
+    model = ckpt.build(dataset, device)
+    log(f"{dataset.name}: evaluating {ckpt.model_name} from {args.model} on the first {len(part)} samples of the "
+        f"{args.split} split" + (f", robust under {attack_label(attack)}" if attack else ""))
+    result = evaluate(model, part, attack, device=device, seed=args.seed)
+    if args.json:
+        print(json.dumps({"model": str(args.model), "model_name": ckpt.model_name, "data": str(data),
+                          "split": args.split, "n": result.n, "clean": result.clean, "robust": result.robust,
+                          "attack": None if attack is None else {"name": attack.name, "epsilon": attack.epsilon,
+                                                                  "steps": attack.steps,
+                                                                  "step_size": attack.step_size},
+                          "seed": args.seed}, indent=1))
+        return 0
+    print(f"clean accuracy: {result.clean:.4f}")
+    if attack is not None:
+        print(f"robust accuracy: {result.robust:.4f} ({attack_label(attack)}, n={result.n})")
+    return 0
+
+
+def register(sub) -> None:
+    """Add this module's command to the subparsers ``sub``."""
+    p = sub.add_parser("evaluate", help="clean and robust accuracy of a saved model (no training)",
+                       description="Measure a checkpoint saved by robustal (train, retrain, run or label --save) on "
+                                   "the test (or validation) split of its dataset or another one: clean accuracy and "
+                                   "robust accuracy under PGD, AutoAttack or Square. A user's own model "
+                                   "(--model package.module:factory when it was trained) is rebuilt from the "
+                                   "factory recorded in the checkpoint.")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", required=True, metavar="CKPT", help="a checkpoint saved by robustal")
+    g.add_argument("--data", default=None, metavar="NAME|FILE.npz|DIR",
+                   help="the dataset (default: the one recorded in the checkpoint)")
+    g.add_argument("--data-dir", default=None, metavar="DIR", help=DATA_DIR_HELP)
+    g.add_argument("--split", choices=("test", "val"), default="test", help="(default: %(default)s)")
+    g.add_argument("--n", type=POSITIVE_INT, default=None, help="evaluate the first N samples only (default: all)")
+    g.add_argument("--epsilon", type=common.UNIT, default=None,
+                   help="L-inf budget (default: the checkpoint's, else the dataset's)")
+    add_eval_args(p)
+    add_runtime_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_evaluate)

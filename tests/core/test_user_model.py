@@ -1,0 +1,107 @@
+"""A user's own model on the command line (``--model module:factory``), rebuilt from its checkpoint by ``evaluate``
+and ``select``; ``robustal evaluate`` on any saved checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from robustal.cli import main
+from robustal.errors import ConfigError
+from robustal.models import create_model
+
+MODULE = """
+import torch
+from torch import nn
+
+
+class Plain(nn.Module):  # logits only: no features/head, no MC dropout
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, 64), nn.ReLU(),
+                                 nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def plain(num_classes, in_channels, image_size):
+    return Plain(num_classes, in_channels, image_size)
+
+
+def broken(num_classes, in_channels, image_size):
+    raise RuntimeError("out of ideas")
+
+
+def not_a_module(num_classes, in_channels, image_size):
+    return 42
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "mynets.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_train_evaluate_and_select_rebuild_a_users_model(user_module, capsys):
+    ckpt = user_module / "m.pt"
+    assert main(["train", "--model", "mynets:plain", "--training", "standard", "--epochs", "3", "--eval-steps", "0",
+                 "--train-size", "900", "--save", str(ckpt), "--no-progress"]) == 0
+    assert torch.load(ckpt, weights_only=True)["model_name"] == "mynets:plain"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(ckpt), "--eval-steps", "5", "--n", "100", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 100 and result["model_name"] == "mynets:plain" and result["split"] == "test"
+    assert 0.3 < result["clean"] <= 1 and 0 <= result["robust"] <= result["clean"]
+    assert result["attack"]["steps"] == 5 and result["attack"]["epsilon"] == 0.2
+    assert main(["evaluate", "--model", str(ckpt), "--eval-steps", "0", "--split", "val"]) == 0
+    assert capsys.readouterr().out.startswith("clean accuracy: ")
+    picks = user_module / "picks.csv"
+    assert main(["select", "--model", str(ckpt), "--metric", "entropy", "--n", "10", "--out", str(picks)]) == 0
+    assert len(picks.read_text().splitlines()) == 11
+
+
+def test_a_factory_given_by_file_path(user_module):
+    model = create_model(str(user_module / "mynets.py") + ":plain", num_classes=3, in_channels=1, image_size=8)
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nowhere:plain", "cannot import 'nowhere'"),
+    ("mynets:absent", "'mynets' has no callable 'absent'"),
+    ("mynets:broken", "the factory raised RuntimeError: out of ideas"),
+    ("mynets:not_a_module", "returned int, not a torch.nn.Module"),
+    ("mynets:", "package.module:factory or path/to/file.py:factory"),
+])
+def test_bad_user_models_are_explained(user_module, spec, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        create_model(spec, num_classes=10, in_channels=1, image_size=8)
+
+
+def test_feature_space_k_center_names_what_a_plain_model_lacks(user_module):
+    from robustal.acquisition import SelectionContext, create_acquisition
+
+    model = create_model("mynets:plain", num_classes=10, in_channels=1, image_size=8)
+    ctx = SelectionContext(model, torch.zeros(20, 1, 8, 8, dtype=torch.uint8), torch.arange(3),
+                           torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match="'k-center' with space='features' needs .* no features"):
+        create_acquisition("k-center", space="features").select(ctx, 2)
+    assert len(create_acquisition("k-center").select(ctx, 2).indices) == 2  # softmax space works with any model
+    with pytest.raises(ConfigError, match="'bald' needs MC dropout"):
+        create_acquisition("bald").select(ctx, 2)
+
+
+def test_evaluate_refuses_bad_requests(user_module, capsys):
+    ckpt = user_module / "m.pt"
+    assert main(["train", "--model", "mynets:plain", "--training", "standard", "--epochs", "1", "--eval-steps", "0",
+                 "--save", str(ckpt), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(ckpt), "--n", "100000", "--eval-steps", "0"]) == 2
+    assert "--n 100000 is more than the 250 samples of the test split" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(user_module / "missing.pt")]) == 2
+    assert "missing.pt not found" in capsys.readouterr().err

@@ -1,0 +1,575 @@
+"""The error catalogue of issue 10: bad inputs to all eight commands, each refused with a non-zero exit, no traceback,
+a message that names the problem and the flag or file the user typed, and no file created, changed or lost.
+
+Every case runs ``robustal.cli.main(argv)`` in-process in its own folder (the working folder too, so a default
+output such as ``runs/demo`` would land there). The snapshot covers that folder and the shared artefacts.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from errors_conftest import (
+    RS_ARGS,
+    RUN_ARGS,
+    TINY_STUDY,
+    TRAIN_SIZE,
+    Artefacts,
+    call,
+    copy_tree,
+    small_arrays,
+    snapshot,
+    snapshot_diff,
+    write_npz,
+)
+
+from robustal.store import Store
+
+pytestmark = pytest.mark.filterwarnings("ignore::robustal.errors.ChanceLevelWarning")
+
+DIGITS_POOL = 1297  # digits' training set: the pool
+MAX_SEED = 2**32 - 1
+
+
+class Ctx:
+    """What a case's setup may use: its own folder, the shared artefacts, and small builders."""
+
+    def __init__(self, tmp: Path, art: Artefacts, request: pytest.FixtureRequest):
+        self.tmp, self.art, self.request = tmp, art, request
+
+    def path(self, name: str) -> Path:
+        return self.tmp / name
+
+    def dir(self, name: str) -> Path:
+        p = self.tmp / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def file(self, name: str, data: bytes | str = b"not what it should be\n") -> Path:
+        p = self.tmp / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+        return p
+
+    def npz(self, name: str = "data.npz", **changes) -> Path:
+        arrays = {**small_arrays(), **changes}
+        return write_npz(self.tmp / name, **{k: v for k, v in arrays.items() if v is not None})
+
+    def copy(self, src: Path, name: str | None = None) -> Path:
+        return copy_tree(src, self.tmp / (name or Path(src).name))
+
+    def mnist(self) -> Path:
+        return self.request.getfixturevalue("mnist_npz")
+
+    def ckpt_with(self, name: str = "edited.pt", **changes) -> Path:
+        """The shared checkpoint with metadata replaced (``None`` values are set, not removed)."""
+        obj = torch.load(self.art.ckpt, weights_only=True)
+        obj.update(changes)
+        torch.save(obj, self.tmp / name)
+        return self.tmp / name
+
+    def study(self, text: str, name: str = "s.toml") -> Path:
+        return self.file(name, text)
+
+    def damaged_run(self, how: str) -> Path:
+        """A copy of the finished run, set back to ``interrupted``, its last checkpoint damaged as ``how`` says."""
+        out = self.copy(self.art.run_dir, "run")
+        Store(out).set_status("run", "interrupted")
+        ckpt = sorted((out / "checkpoints" / "run").glob("stage-*.pt"))[-1]
+        data = ckpt.read_bytes()
+        if how == "truncated":
+            ckpt.write_bytes(data[: len(data) // 3])
+        elif how == "garbage":
+            ckpt.write_bytes(GARBAGE)
+        elif how == "missing":
+            ckpt.unlink()
+        elif how == "tensor":
+            torch.save(torch.zeros(3), ckpt)
+        else:
+            raise ValueError(how)
+        return out
+
+
+@dataclass
+class Case:
+    id: str
+    argv: Callable[[Ctx], list]
+    expect: tuple[str, ...]  # fragments that must all be in stderr (case-sensitive)
+    forbid: tuple[str, ...] = ()  # fragments that must not be in stderr
+    after: Callable[[Ctx], None] | None = None  # an extra check after the call
+
+
+# --- command lines that succeed quickly; a case changes one thing ---------------------------------------------------
+def TRAIN(*extra) -> list:
+    return ["train", "--dataset", "digits", "--training", "standard", "--epochs", "1", "--eval-steps", "0",
+            "--no-progress", *extra]
+
+
+def RUN(c: Ctx, *extra, out: Path | str | None = None) -> list:
+    return [*RUN_ARGS, "--out", c.path("out") if out is None else out, *extra]
+
+
+def DEMO(c: Ctx, *extra) -> list:
+    return ["demo", "--out", c.path("demo"), "--initial", "30", "--per-stage", "30", "--budget", "60", "--epochs",
+            "1", "--eval-steps", "0", "--workers", "1", "--no-progress", *extra]
+
+
+def GOOD_STUDY(acquisitions: str = '["random"]') -> str:
+    return TINY_STUDY.format(acquisitions=acquisitions, epochs=1)
+
+
+def STUDY(c: Ctx, file: Path | str, *extra) -> list:
+    return ["study", file, "--out", c.path("study-out"), "--workers", "1", "--no-progress", *extra]
+
+
+def SELECT(c: Ctx, *extra, model: Path | None = None) -> list:
+    return ["select", "--model", model or c.art.ckpt, "--metric", "random", "--n", "10", "--out", c.path("picks.csv"),
+            "--no-progress", *extra]
+
+
+def RETRAIN(c: Ctx, *extra, model: Path | None = None, selected: Path | None = None) -> list:
+    return ["retrain", "--model", model or c.art.ckpt, "--selected", selected or c.art.selection, "--training",
+            "standard", "--epochs", "1", "--eval-steps", "0", "--no-progress", *extra]
+
+
+def RS(c: Ctx, *extra, out: Path | None = None, model: Path | None = None) -> list:
+    return [*RS_ARGS, "--model", model or c.art.ckpt, "--out", out or c.path("rs"), *extra]
+
+
+def REPORT(c: Ctx, folder: Path, *extra) -> list:
+    return ["report", folder, "--no-entropy", *extra]
+
+
+def ARG(flag: str, must: str) -> tuple[str, ...]:
+    """argparse's message for a bad number: it names the flag."""
+    return (f"argument {flag}: must be {must}",)
+
+
+INT1, INT0, POS, UNIT = "an integer >= 1", "an integer >= 0", "a number > 0", "a number in [0, 1]"
+SEED = f"an integer in [0, {MAX_SEED}]"
+
+
+class Evil:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def evil_torch(c: Ctx) -> Path:
+    obj = torch.load(c.art.ckpt, weights_only=True)
+    obj["model_name"] = Evil(c.path("PWNED"))
+    torch.save(obj, c.path("evil.pt"))
+    return c.path("evil.pt")
+
+
+def evil_pickle(c: Ctx) -> Path:
+    c.path("evil.pkl").write_bytes(pickle.dumps(Evil(c.path("PWNED"))))
+    return c.path("evil.pkl")
+
+
+def no_marker(c: Ctx) -> None:
+    assert not c.path("PWNED").exists(), "loading the checkpoint ran the pickled os.system call"
+
+
+def still_interrupted(c: Ctx) -> None:
+    """The damaged run keeps the status it had: a refused resume did not start it."""
+    con = sqlite3.connect(c.path("run") / "results.db")
+    try:
+        status = con.execute("SELECT status FROM runs WHERE name = 'run'").fetchone()[0]
+    finally:
+        con.close()
+    assert status == "interrupted", f"the refused resume left the run's status {status!r} (it was 'interrupted')"
+
+
+def foreign_db(c: Ctx, folder: str = "foreign") -> Path:
+    d = c.dir(folder)
+    con = sqlite3.connect(d / "results.db")
+    con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    con.execute("INSERT INTO users (name) VALUES ('ada'), ('grace')")
+    con.commit()
+    con.close()
+    return d
+
+
+def nothing_at(*paths: str) -> Callable[[Ctx], None]:
+    def check(c: Ctx) -> None:
+        for p in paths:
+            assert not Path(p).exists(), f"{p} was created"
+
+    return check
+
+
+CSV_HEAD = "rank,index,score\n"
+#: Reproducible garbage: 4 KiB of random bytes.
+GARBAGE = np.random.default_rng(0).bytes(4096)
+
+# --- the catalogue --------------------------------------------------------------------------------------------------
+CASES: list[Case] = [
+    # outputs checked before any work
+    Case("train --save is a directory", lambda c: TRAIN("--save", c.dir("models")), ("--save", "is a directory")),
+    Case("train --save /proc/x.pt is unwritable", lambda c: TRAIN("--save", "/proc/x.pt"),
+         ("--save", "/proc", "cannot write there"), after=nothing_at("/proc/x.pt")),
+    Case("train --save is empty", lambda c: TRAIN("--save", ""), ("--save is empty",)),
+    Case("train --save in a folder under a file", lambda c: TRAIN("--save", c.file("afile") / "m.pt"),
+         ("--save", "afile", "cannot write there")),
+    Case("retrain --save is a directory", lambda c: RETRAIN(c, "--save", c.dir("models")),
+         ("--save", "is a directory")),
+    Case("retrain --save /proc/x.pt is unwritable", lambda c: RETRAIN(c, "--save", "/proc/x.pt"),
+         ("--save", "/proc", "cannot write there"), after=nothing_at("/proc/x.pt")),
+    Case("select --out is a directory", lambda c: SELECT(c, "--out", c.dir("picks")), ("--out", "is a directory"),
+         forbid=("model.pt",)),  # the suggested file name must fit a CSV, not a checkpoint
+    Case("select --out /proc/picks.csv is unwritable", lambda c: SELECT(c, "--out", "/proc/picks.csv"),
+         ("--out", "/proc", "cannot write there"), after=nothing_at("/proc/picks.csv")),
+    Case("retrain-study --out is an existing file", lambda c: RS(c, out=c.file("rs-file")),
+         ("--out", "rs-file", "is a file")),
+    Case("retrain-study --out under /proc is unwritable", lambda c: RS(c, out=Path("/proc/rs")),
+         ("--out", "/proc/rs", "cannot write there"), after=nothing_at("/proc/rs")),
+    Case("run --out is a file", lambda c: RUN(c, out=c.file("out-file")), ("--out", "out-file", "is a file")),
+    Case("run --out is empty", lambda c: RUN(c, out=""), ("--out", "empty")),
+    Case("study --out is a file", lambda c: STUDY(c, c.study(GOOD_STUDY()), "--out", c.file("study-file")),
+         ("--out", "study-file", "is a file")),
+    Case("report --out is a file", lambda c: REPORT(c, c.art.study_dir, "--out", c.file("report-file")),
+         ("--out", "report-file", "is a file")),
+    Case("report --header is missing", lambda c: REPORT(c, c.art.study_dir, "--header", c.path("nope.md")),
+         ("--header", "nope.md", "not found")),
+    Case("report --header is a directory", lambda c: REPORT(c, c.art.study_dir, "--header", c.dir("hdr")),
+         ("--header", "hdr", "is a directory")),
+    Case("report --header is not UTF-8", lambda c: REPORT(c, c.art.study_dir, "--header",
+                                                          c.file("h.md", b"# caf\xe9 \xff\xfe\n")),
+         ("--header", "h.md", "not UTF-8")),
+    Case("demo --out is a file", lambda c: DEMO(c, "--out", c.file("demo-file")), ("--out", "demo-file", "is a file")),
+    Case("demo --out is empty", lambda c: DEMO(c, "--out", ""), ("--out", "empty")),
+
+    # numbers, with the flag named by argparse
+    Case("train --epochs 0", lambda c: TRAIN("--epochs", "0"), ARG("--epochs", INT1)),
+    Case("run --batch-size 0", lambda c: RUN(c, "--batch-size", "0"), ARG("--batch-size", INT1)),
+    Case("train --lr 0", lambda c: TRAIN("--lr", "0"), ARG("--lr", POS)),
+    Case("retrain --lr -1", lambda c: RETRAIN(c, "--lr", "-1"), ARG("--lr", POS)),
+    Case("train --epsilon 1.5", lambda c: TRAIN("--epsilon", "1.5"), ARG("--epsilon", UNIT)),
+    Case("run --epsilon nan", lambda c: RUN(c, "--epsilon", "nan"), ARG("--epsilon", UNIT)),
+    Case("train --attack-steps 0", lambda c: TRAIN("--attack-steps", "0"), ARG("--attack-steps", INT1)),
+    Case("train --eval-steps -1", lambda c: TRAIN("--eval-steps", "-1"), ARG("--eval-steps", INT0)),
+    Case("retrain-study --eval-steps -1", lambda c: RS(c, "--eval-steps", "-1"), ARG("--eval-steps", INT0)),
+    Case("train --seed -1", lambda c: TRAIN("--seed", "-1"), ARG("--seed", SEED)),
+    Case("run --seed -1", lambda c: RUN(c, "--seed", "-1"), ARG("--seed", SEED)),
+    Case("select --seed -1", lambda c: SELECT(c, "--seed", "-1"), ARG("--seed", SEED)),
+    Case("retrain-study --seeds -1", lambda c: RS(c, "--seeds", "-1"), ("--seeds", "[0, 4294967295]", "-1")),
+    Case("train --seed 2**40", lambda c: TRAIN("--seed", str(2**40)), ARG("--seed", SEED)),
+    Case("demo --seed 2**40", lambda c: DEMO(c, "--seed", str(2**40)), ARG("--seed", SEED)),
+    Case("retrain-study --seeds 0,0", lambda c: RS(c, "--seeds", "0,0"), ("--seeds", "twice")),
+    Case("study --workers 0", lambda c: STUDY(c, c.study(GOOD_STUDY()), "--workers", "0"), ARG("--workers", INT1)),
+    Case("demo --workers -2", lambda c: DEMO(c, "--workers", "-2"), ARG("--workers", INT1)),
+    Case("run --initial 0", lambda c: RUN(c, "--initial", "0"), ARG("--initial", INT1)),
+    Case("run --budget 0", lambda c: RUN(c, "--budget", "0"), ARG("--budget", INT1)),
+    Case("demo --budget 0", lambda c: DEMO(c, "--budget", "0"), ARG("--budget", INT1)),
+    Case("run --per-stage 0", lambda c: RUN(c, "--per-stage", "0"), ARG("--per-stage", INT1)),
+    Case("demo --epochs 0", lambda c: DEMO(c, "--epochs", "0"), ARG("--epochs", INT1)),
+    Case("select --n 0", lambda c: SELECT(c, "--n", "0"), ARG("--n", INT1)),
+    Case("retrain --n 0", lambda c: RETRAIN(c, "--n", "0"), ARG("--n", INT1)),
+    Case("train --train-size 0", lambda c: TRAIN("--train-size", "0"), ARG("--train-size", INT1)),
+    Case("select --train-size 0", lambda c: SELECT(c, "--train-size", "0"), ARG("--train-size", INT1)),
+    Case("run --dre-bins 0", lambda c: RUN(c, "--acquisition", "dre", "--dre-bins", "0"), ARG("--dre-bins", INT1)),
+    Case("train --min-steps -1", lambda c: TRAIN("--min-steps", "-1"), ARG("--min-steps", INT0)),
+    Case("train --trades-beta -1", lambda c: TRAIN("--training", "trades", "--trades-beta", "-1"),
+         ARG("--trades-beta", "a number >= 0")),
+    Case("retrain-study --batch-size 0", lambda c: RS(c, "--batch-size", "0"), ARG("--batch-size", INT1)),
+    Case("train --epochs x", lambda c: TRAIN("--epochs", "x"), ARG("--epochs", INT1)),
+    Case("train --train-size larger than the pool", lambda c: TRAIN("--train-size", "5000"),
+         ("--train-size", "5000", str(DIGITS_POOL))),
+    Case("select --train-size larger than the pool", lambda c: SELECT(c, "--train-size", "5000"),
+         ("--train-size", "5000", str(DIGITS_POOL))),
+
+    # names
+    Case("train --dataset mnistt (did you mean)", lambda c: TRAIN("--dataset", "mnistt"),
+         ("'mnistt'", "Did you mean 'mnist'")),
+    Case("train --model resnet-18 (did you mean)", lambda c: TRAIN("--model", "resnet-18"),
+         ("'resnet-18'", "Did you mean 'resnet18'")),
+    Case("run --acquisition DRE (did you mean dre)", lambda c: RUN(c, "--acquisition", "DRE"),
+         ("'DRE'", "Did you mean 'dre'")),
+    Case("run --acquisition entropyy (did you mean)", lambda c: RUN(c, "--acquisition", "entropyy"),
+         ("'entropyy'", "Did you mean 'entropy'")),
+    Case("select --metric Entropy (did you mean entropy)", lambda c: SELECT(c, "--metric", "Entropy"),
+         ("'Entropy'", "Did you mean 'entropy'")),
+    Case("retrain-study --metrics dre,Entropy (did you mean)", lambda c: RS(c, "--metrics", "dre,Entropy"),
+         ("--metrics", "'Entropy'", "Did you mean 'entropy'")),
+    Case("retrain-study --metrics , (empty)", lambda c: RS(c, "--metrics", ","), ("--metrics", "empty")),
+    Case("retrain-study --metrics dre,dre (twice)", lambda c: RS(c, "--metrics", "dre,dre"), ("--metrics", "twice")),
+    Case("retrain-study --sizes 0", lambda c: RS(c, "--sizes", "0"), ("--sizes", "[1, inf]", "0")),
+    Case("retrain-study --sizes x", lambda c: RS(c, "--sizes", "x"), ("--sizes", "integers", "'x'")),
+    Case("retrain-study --sizes larger than the new unlabeled set", lambda c: RS(c, "--sizes", "20,5000"),
+         ("--sizes", "5000", str(DIGITS_POOL - TRAIN_SIZE))),
+    Case("select --n larger than the new unlabeled set", lambda c: SELECT(c, "--n", "5000"),
+         ("--n", "5000", str(DIGITS_POOL - TRAIN_SIZE)), forbid=("--per-stage", "--budget")),
+    Case("run --initial larger than --budget", lambda c: RUN(c, "--initial", "90", "--budget", "60"),
+         ("--initial", "--budget", "90", "60")),
+    Case("demo --initial larger than --budget", lambda c: DEMO(c, "--initial", "90", "--budget", "60"),
+         ("--initial", "--budget", "90", "60")),
+    Case("run --budget larger than the pool", lambda c: RUN(c, "--budget", "5000"),
+         ("--budget", "5000", str(DIGITS_POOL))),
+    Case("run --name is empty", lambda c: RUN(c, "--name", " "), ("--name is empty",)),
+    Case("run --chance-recovery bogus", lambda c: RUN(c, "--chance-recovery", "bogus"),
+         ("argument --chance-recovery", "'bogus'")),
+    Case("demo --eval-steps -1", lambda c: DEMO(c, "--eval-steps", "-1"), ARG("--eval-steps", INT0)),
+    Case("report --out under /proc is unwritable", lambda c: REPORT(c, c.art.study_dir, "--out", "/proc/report"),
+         ("--out", "/proc/report", "cannot write there"), after=nothing_at("/proc/report")),
+    Case("run --training bogus", lambda c: RUN(c, "--training", "bogus"), ("argument --training", "'bogus'")),
+    Case("train --device tpu", lambda c: TRAIN("--device", "tpu"), ("device", "'tpu'")),
+    Case("retrain --metric is not an option", lambda c: RETRAIN(c, "--metric", "dre"),
+         ("unrecognized arguments", "--metric")),
+
+    # data
+    Case("train --dataset npz missing arrays", lambda c: TRAIN("--dataset", c.npz("m.npz", y_test=None)),
+         ("m.npz", "lacks y_test")),
+    Case("train --dataset npz with an object array",
+         lambda c: TRAIN("--dataset", c.npz("obj.npz", y_train=np.array([object()] * 60, dtype=object))),
+         ("obj.npz", "object arrays"), forbid=("allow_pickle",)),
+    Case("train --dataset npz with zero training samples",
+         lambda c: TRAIN("--dataset", c.npz("empty.npz", x_train=np.zeros((0, 8, 8), np.uint8),
+                                            y_train=np.zeros(0, np.int64))),
+         ("empty.npz", "training set is empty")),
+    Case("train --dataset npz with one test sample",
+         lambda c: TRAIN("--dataset", c.npz("one.npz", x_test=np.zeros((1, 8, 8), np.uint8),
+                                            y_test=np.zeros(1, np.int64))),
+         ("one.npz", "test set has 1 sample")),
+    Case("train --dataset npz with a single class",
+         lambda c: TRAIN("--dataset", c.npz("single.npz", y_train=np.zeros(60, np.int64),
+                                            y_test=np.zeros(20, np.int64))),
+         ("single.npz", "same class")),
+    Case("train --dataset npz with label 1000 beside 0..9 (gaps)",
+         lambda c: TRAIN("--dataset", c.npz("gap.npz", y_train=np.r_[np.arange(59) % 10, 1000])),
+         ("gap.npz", "up to 1000", "never occur")),
+    Case("run --dataset npz with float images outside [0, 1]",
+         lambda c: RUN(c, "--dataset", c.npz("float.npz", x_train=np.full((60, 8, 8), 2.0, np.float32))),
+         ("float.npz", "[0, 1]", "x_train")),
+    Case("train --dataset is a directory", lambda c: TRAIN("--dataset", c.dir("data.npz")),
+         ("data.npz", "is a directory")),
+    Case("train --dataset missing file", lambda c: TRAIN("--dataset", c.path("nope.npz")),
+         ("nope.npz", "does not exist")),
+    Case("train --dataset garbage bytes as npz", lambda c: TRAIN("--dataset", c.file("junk.npz", GARBAGE[:300])),
+         ("junk.npz", "not a readable .npz"), forbid=("object arrays",)),  # garbage is not an object array
+    Case("train --dataset a text file as npz", lambda c: TRAIN("--dataset", c.file("text.npz", "x,y\n1,2\n" * 30)),
+         ("text.npz", "not a readable .npz"), forbid=("object arrays",)),
+    Case("train --dataset truncated real npz",
+         lambda c: TRAIN("--dataset", c.file("cut.npz", c.npz("full.npz").read_bytes()[:900])),
+         ("cut.npz", "not a readable .npz")),
+    Case("select --data missing file", lambda c: SELECT(c, "--data", c.path("nope.npz")),
+         ("nope.npz", "does not exist")),
+    Case("run --dataset npz with labels not matching the images",
+         lambda c: RUN(c, "--dataset", c.npz("short.npz", y_train=np.arange(10))),
+         ("short.npz", "y_train", "60 labels")),
+
+    # checkpoints
+    Case("select --model missing file", lambda c: SELECT(c, model=c.path("none.pt")), ("none.pt", "not found")),
+    Case("retrain --model is a directory", lambda c: RETRAIN(c, model=c.dir("m.pt")), ("m.pt", "is a directory")),
+    Case("select --model garbage bytes", lambda c: SELECT(c, model=c.file("junk.pt", GARBAGE)),
+         ("junk.pt", "cannot be read"), forbid=("pickled Python objects",)),  # random bytes are not a pickle
+    Case("retrain --model a text file", lambda c: RETRAIN(c, model=c.file("notes.pt", "my model, v2\n" * 50)),
+         ("notes.pt", "cannot be read")),
+    Case("retrain --model truncated checkpoint",
+         lambda c: RETRAIN(c, model=c.file("cut.pt", c.art.ckpt.read_bytes()[:50_000])), ("cut.pt", "cannot be read")),
+    Case("select --model a torch file of a plain tensor",
+         lambda c: SELECT(c, model=(torch.save(torch.zeros(3), c.path("t.pt")), c.path("t.pt"))[1]),
+         ("t.pt", "not a robustal model checkpoint")),
+    Case("select --model num_classes='ten'", lambda c: SELECT(c, model=c.ckpt_with(num_classes="ten")),
+         ("edited.pt", "num_classes", "'ten'")),
+    Case("retrain --model image_shape=None", lambda c: RETRAIN(c, model=c.ckpt_with(image_shape=None)),
+         ("edited.pt", "image_shape", "None")),
+    Case("select --model train_size=-3", lambda c: SELECT(c, model=c.ckpt_with(train_size=-3)),
+         ("edited.pt", "train_size", "-3")),
+    Case("retrain-study --model model_name=''", lambda c: RS(c, model=c.ckpt_with(model_name="")),
+         ("edited.pt", "model_name")),
+    Case("select --model pickled os.system in a torch file", lambda c: SELECT(c, model=evil_torch(c)),
+         ("evil.pt", "does not run code"), forbid=("weights_only=False", "weights_only"), after=no_marker),
+    Case("retrain --model a plain pickle running os.system", lambda c: RETRAIN(c, model=evil_pickle(c)),
+         ("evil.pkl", "does not run code"), forbid=("weights_only=False", "weights_only"), after=no_marker),
+    Case("select --model digits model with the MNIST npz", lambda c: SELECT(c, "--data", c.mnist()),
+         ("model.pt", "mnist-8k.npz", "(1, 8, 8)")),
+    Case("retrain-study --model a checkpoint for the whole training set",
+         lambda c: RS(c, model=c.ckpt_with(train_size=None)), ("whole training set", "--train-size")),
+
+    # selection CSVs
+    Case("retrain --selected missing", lambda c: RETRAIN(c, selected=c.path("picks.csv")),
+         ("picks.csv", "not found")),
+    Case("retrain --selected without an index column",
+         lambda c: RETRAIN(c, selected=c.file("s.csv", "rank,id\n1,700\n")),
+         ("s.csv", "'index' column")),
+    Case("retrain --selected with a non-integer index",
+         lambda c: RETRAIN(c, selected=c.file("s.csv", CSV_HEAD + "1,700,\n2,seven,\n")), ("s.csv", "integers")),
+    Case("retrain --selected with a repeated index",
+         lambda c: RETRAIN(c, selected=c.file("s.csv", CSV_HEAD + "1,700,\n2,700,\n")), ("s.csv", "repeat")),
+    Case("retrain --selected index inside the original training data",
+         lambda c: RETRAIN(c, selected=c.file("s.csv", CSV_HEAD + "1,700,\n2,5,\n")),
+         ("s.csv", "outside the new unlabeled set", "5")),
+    Case("retrain --selected index beyond the training set",
+         lambda c: RETRAIN(c, selected=c.file("s.csv", CSV_HEAD + "1,700,\n2,99999,\n")),
+         ("s.csv", "outside the new unlabeled set", "99999")),
+    Case("retrain --n larger than the selection file",
+         lambda c: RETRAIN(c, "--n", "50", selected=c.file("s.csv", CSV_HEAD + "1,700,\n2,701,\n3,702,\n")),
+         ("--n", "50", "3 picks")),
+    Case("retrain --selected empty file", lambda c: RETRAIN(c, selected=c.file("s.csv", b"")), ("s.csv", "index")),
+    Case("retrain --selected not UTF-8", lambda c: RETRAIN(c, selected=c.file("s.csv", b"rank,index\n\xff\xfe,1\n")),
+         ("s.csv", "CSV")),
+    Case("retrain --selected is a directory", lambda c: RETRAIN(c, selected=c.dir("sel.csv")),
+         ("sel.csv", "is a directory")),
+
+    # study files
+    Case("study file missing", lambda c: STUDY(c, c.path("none.toml")), ("none.toml", "not found")),
+    Case("study file is a directory", lambda c: STUDY(c, c.dir("d.toml")), ("d.toml", "is a directory")),
+    Case("study file not UTF-8", lambda c: STUDY(c, c.file("s.toml", b"[study]\nname = \"caf\xe9\"\n")),
+         ("s.toml", "not UTF-8")),
+    Case("study file invalid TOML", lambda c: STUDY(c, c.study("[study\nname = 'x'\n")), ("s.toml", "not valid TOML")),
+    Case("study file unknown section [trian]", lambda c: STUDY(c, c.study(GOOD_STUDY() + "\n[trian]\nepochs = 2\n")),
+         ("s.toml", "'trian'", "Did you mean 'train'")),
+    Case("study file unknown key epoch (did you mean)",
+         lambda c: STUDY(c, c.study(GOOD_STUDY().replace("epochs = 1", "epoch = 1"))),
+         ("s.toml", "'epoch'", "Did you mean 'epochs'")),
+    Case("study file augment = 5", lambda c: STUDY(c, c.study(GOOD_STUDY() + "augment = 5\n")),
+         ("s.toml", "augment", "5")),
+    Case("study file [acquisition.dre] binz = 3",
+         lambda c: STUDY(c, c.study(GOOD_STUDY('["dre"]') + "\n[acquisition.dre]\nbinz = 3\n")),
+         ("s.toml", "binz", "'bins'")),
+    Case("study file seeds = [-1]", lambda c: STUDY(c, c.study(GOOD_STUDY().replace("seeds = [0]", "seeds = [-1]"))),
+         ("s.toml", "seeds", "-1")),
+    Case("study file seeds beyond 32 bits",
+         lambda c: STUDY(c, c.study(GOOD_STUDY().replace("seeds = [0]", f"seeds = [{2**40}]"))),
+         ("s.toml", "seeds", str(2**40))),
+    Case("study file empty [[grid]]",
+         lambda c: STUDY(c, c.study("grid = []\n" + GOOD_STUDY().split("[grid]")[0] + "[loop]"
+                                    + GOOD_STUDY().split("[loop]")[1])),
+         ("s.toml", "[[grid]] is empty")),
+    Case("study file dataset .npz that does not exist",
+         lambda c: STUDY(c, c.study(GOOD_STUDY().replace('["digits"]', '["missing.npz"]'))),
+         ("missing.npz", "not found")),
+    Case("study file unknown acquisition (did you mean)",
+         lambda c: STUDY(c, c.study(GOOD_STUDY('["random", "entropyy"]'))),
+         ("s.toml", "'entropyy'", "Did you mean 'entropy'")),
+    Case("study file eval_steps = -1", lambda c: STUDY(c, c.study(GOOD_STUDY().replace("eval_steps = 0",
+                                                                                       "eval_steps = -1"))),
+         ("s.toml", "eval_steps", "-1")),
+    Case("study file initial larger than budget",
+         lambda c: STUDY(c, c.study(GOOD_STUDY().replace("initial = 30", "initial = 90"))),
+         ("s.toml", "initial", "budget", "90", "60")),
+    Case("study file budget larger than the pool",
+         lambda c: STUDY(c, c.study(GOOD_STUDY().replace("budget = 60", "budget = 5000"))),
+         ("s.toml", "budget", "5000", str(DIGITS_POOL))),
+
+    # results folders
+    Case("report on a folder without results.db", lambda c: REPORT(c, c.dir("empty")), ("empty", "no results.db")),
+    Case("report on another program's SQLite results.db", lambda c: REPORT(c, foreign_db(c)),
+         ("results.db", "not a robustal results store", "users")),
+    Case("report on a results.db that is not SQLite",
+         lambda c: REPORT(c, c.file("notdb/results.db", b"hello, world\n" * 200).parent),
+         ("results.db", "not a robustal results database")),
+    Case("report on a folder with a damaged study.toml",
+         lambda c: REPORT(c, (lambda d: (d / "study.toml").write_text("[grid\n") and d)(c.copy(c.art.study_dir))),
+         ("study.toml", "not valid TOML")),
+    Case("run --out holds another program's SQLite results.db", lambda c: RUN(c, out=foreign_db(c)),
+         ("results.db", "not a robustal results store")),
+    Case("study --out holds another program's SQLite results.db",
+         lambda c: STUDY(c, c.study(GOOD_STUDY()), "--out", foreign_db(c)),
+         ("results.db", "not a robustal results store")),
+    Case("run --out DIR where DIR/checkpoints is a file",
+         lambda c: RUN(c, out=c.file("out/checkpoints", b"x").parent), ("checkpoints", "is a file")),
+    Case("run --out DIR where DIR/results.db is a directory",
+         lambda c: RUN(c, out=c.dir("out/results.db").parent), ("results.db", "is a directory")),
+    Case("run resume with a truncated stage checkpoint", lambda c: RUN(c, out=c.damaged_run("truncated")),
+         ("stage-001.pt", "cannot be read"), after=still_interrupted),
+    Case("run resume with a garbage stage checkpoint", lambda c: RUN(c, out=c.damaged_run("garbage")),
+         ("stage-001.pt", "cannot be read"), forbid=("pickled Python objects",), after=still_interrupted),
+    Case("run resume with a missing stage checkpoint", lambda c: RUN(c, out=c.damaged_run("missing")),
+         ("stage-001.pt", "missing"), after=still_interrupted),
+    Case("run resume with a tensor as stage checkpoint", lambda c: RUN(c, out=c.damaged_run("tensor")),
+         ("stage-001.pt", "not a robustal stage checkpoint"), after=still_interrupted),
+    Case("run into a stored run with other --epochs", lambda c: RUN(c, "--epochs", "2", out=c.copy(c.art.run_dir)),
+         ("different configuration", "epochs")),
+    Case("retrain-study into a folder with other --epochs", lambda c: RS(c, "--epochs", "2", out=c.copy(c.art.rs_dir)),
+         ("other settings", "epochs")),
+    Case("retrain-study --out with a damaged settings.json",
+         lambda c: RS(c, out=(lambda d: (d / "settings.json").write_text("{not json") and d)(c.copy(c.art.rs_dir))),
+         ("settings.json", "cannot be read")),
+    Case("retrain-study --out with results.csv but no settings.json",
+         lambda c: RS(c, out=(lambda d: (d / "settings.json").unlink() or d)(c.copy(c.art.rs_dir))),
+         ("results.csv", "settings.json")),
+    Case("retrain-study --out with a results.csv of another program",
+         lambda c: RS(c, out=(lambda d: (d / "results.csv").write_text("a,b\n1,2\n") and d)(c.copy(c.art.rs_dir))),
+         ("results.csv", "lacks the column")),
+]
+
+if not torch.cuda.is_available():  # where a GPU exists, --device cuda is valid
+    CASES.append(Case("train --device cuda without a GPU", lambda c: TRAIN("--device", "cuda"),
+                      ("CUDA", "--device cpu")))
+
+COMMANDS = ("train", "run", "demo", "study", "report", "select", "retrain", "retrain-study")
+
+
+def test_the_catalogue_covers_every_command():
+    assert len(CASES) >= 60
+    assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
+    covered = {c.id.split()[0] for c in CASES}
+    assert set(COMMANDS) <= covered, f"commands without a case: {set(COMMANDS) - covered}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_with_a_clear_message_and_nothing_changed(case: Case, artefacts: Artefacts, tmp_path,
+                                                                       monkeypatch, capsys, request):
+    home = tmp_path / "case"
+    home.mkdir()
+    monkeypatch.chdir(home)  # a default output folder (runs/...) would land here, inside the snapshot
+    ctx = Ctx(home, artefacts, request)
+    argv = case.argv(ctx)
+    watched = (tmp_path, artefacts.root)
+    before = snapshot(*watched)
+
+    result = call(argv, capsys)
+
+    after = snapshot(*watched)  # before the case's own check, which may open files
+
+    command = "robustal " + " ".join(map(str, argv))
+    assert result.code != 0, f"{command} exited 0; stdout:\n{result.out}\nstderr:\n{result.err}"
+    problems = []  # every problem of the case, so that one failure reports them all
+    if "Traceback" in result.err + result.out:
+        problems.append("printed a traceback")
+    if "error" not in result.err:
+        problems.append("no error message on stderr")
+    missing = [f for f in case.expect if f not in result.err]
+    if missing:
+        problems.append(f"the message lacks {missing}")
+    present = [f for f in case.forbid if f in result.err]
+    if present:
+        problems.append(f"the message should not mention {present}")
+    foreign = result.foreign_warnings()
+    if foreign:
+        problems.append("other libraries' warnings reach the terminal:\n  " + "\n  ".join(foreign))
+    diff = snapshot_diff(before, after)
+    if diff:
+        problems.append("files were created, changed or lost:\n  " + "\n  ".join(diff))
+    if case.after is not None:
+        try:
+            case.after(ctx)
+        except AssertionError as e:
+            problems.append(str(e).split("\nassert")[0])
+    assert not problems, f"{command} (exit {result.code}):\n- " + "\n- ".join(problems) + f"\nstderr:\n{result.err}"
+
+
+def test_the_shared_artefacts_are_intact(artefacts: Artefacts):
+    """The artefacts the catalogue reads are what it expects (a broken fixture would make every case pass)."""
+    obj = torch.load(artefacts.ckpt, weights_only=True)
+    assert obj["train_size"] == TRAIN_SIZE
+    assert Store(artefacts.run_dir).status("run") == "finished"
+    assert len(Store(artefacts.study_dir).runs()) == 2
+    assert (artefacts.rs_dir / "results.csv").is_file() and (artefacts.rs_dir / "settings.json").is_file()
+    assert artefacts.selection.read_text().startswith("rank,index,score")
+    assert shutil.which("touch"), "the malicious-pickle cases need touch(1)"
