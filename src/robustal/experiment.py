@@ -91,7 +91,7 @@ def spec_for_store(spec: RunSpec) -> dict:
 
 def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = None,
                    data_dir: str | Path | None = None, device: str | torch.device = "auto", progress: bool = False,
-                   on_stage=None, dataset: Dataset | None = None) -> RunResult:
+                   on_stage=None, dataset: Dataset | None = None, tracker=None) -> RunResult:
     """Load the data, build the model and run (or resume) the loop, storing into ``out/results.db`` if given."""
     dataset = dataset or spec.load_data(data_dir)
     model_name, loop_cfg = resolve(spec, dataset)
@@ -104,7 +104,7 @@ def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = 
         meta["acquisition_label"] = spec.acquisition_label
     loop = ActiveLearningLoop(None, dataset.splits(), loop_cfg, store=store, name=name or spec.default_name(),
                               device=device, reinit=factory, progress=progress, on_stage=on_stage,
-                              meta=meta)
+                              meta=meta, tracker=tracker)
     return loop.run()
 
 

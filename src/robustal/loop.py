@@ -153,13 +153,15 @@ class ActiveLearningLoop:
         oracle: Where labels come from (default: the pool's own labels, :class:`~robustal.oracle.DatasetOracle`).
             An oracle that has not answered yet stops the run with :attr:`RunResult.waiting` set; running again
             asks for the same samples and continues.
+        tracker: Mirrors the run into an experiment tracker (:mod:`robustal.tracking`): the configuration when
+            the run starts, every stage as it is stored, the status at the end.
     """
 
     def __init__(self, model: nn.Module | None, splits: Splits, config: LoopConfig, *, store: Store | None = None,
                  name: str = "run", device: str | torch.device = "auto",
                  reinit: Callable[[], nn.Module] | None = None, progress: bool = False,
                  on_stage: Callable[[StageResult], None] | None = None, meta: dict | None = None,
-                 oracle: Oracle | None = None):
+                 oracle: Oracle | None = None, tracker=None):
         if model is None and reinit is None:
             raise ValueError("Give a model or a reinit factory.")
         pool = len(splits.pool)
@@ -172,6 +174,7 @@ class ActiveLearningLoop:
         self.device = resolve_device(device)
         self.reinit, self.progress, self.on_stage, self.meta = reinit, progress, on_stage, meta or {}
         self.oracle = oracle if oracle is not None else DatasetOracle(splits.pool.y)
+        self.tracker = tracker
         self.label_of = torch.full((pool,), -1, dtype=torch.int64)  # labels given so far (-1: not labeled)
         self.acquisition = create_acquisition(config.acquisition, **config.acquisition_options)
         self.model = self._fresh_model() if reinit is not None else model
@@ -230,7 +233,13 @@ class ActiveLearningLoop:
                 records, start_stage = done, last + 1
                 self._at_chance = bool(done[-1].at_chance)
             if status == "finished" and start_stage >= len(sizes):
+                self._track(records, "finished")
                 return RunResult(records, self.model, labeled)
+        if self.tracker is not None:
+            tags = {"robustal.out": str(self.store.root.resolve())} if self.store is not None else {}
+            self.tracker.start(self.name, self._store_config(), tags)
+            for record in records:  # a resumed run: the stages stored before (the tracker skips those it has)
+                self.tracker.log_stage(record)
         try:
             for stage in range(start_stage, len(sizes)):
                 result, optimizer = self._stage(stage, sizes[stage], labeled, optimizer)
@@ -242,20 +251,38 @@ class ActiveLearningLoop:
                         "stage": stage})
                     self.store.add_stage(self.name, result.record, result.picked, result.scores)
                     self.store.prune_checkpoints(self.name, stage)
+                if self.tracker is not None:
+                    self.tracker.log_stage(result.record)
                 if self.on_stage is not None:
                     self.on_stage(result)
         except _Awaited as awaited:
             if self.store is not None:
                 self.store.set_status(self.name, "waiting")
+            if self.tracker is not None:
+                self.tracker.finish("interrupted")
             where = self.oracle.awaited(awaited.stage, awaited.n)
             return RunResult(records, self.model, labeled, Waiting(awaited.stage, awaited.n, where))
-        except BaseException:
+        except BaseException as e:
             if self.store is not None:
                 self.store.set_status(self.name, "interrupted")
+            if self.tracker is not None:
+                self.tracker.finish("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
             raise
         if self.store is not None:
             self.store.set_status(self.name, "finished")
+        if self.tracker is not None:
+            self.tracker.finish("finished")
         return RunResult(records, self.model, labeled)
+
+    def _track(self, records: list[StageRecord], status: str) -> None:
+        """A run found finished: make sure the tracker holds it whole (it may have been run without tracking)."""
+        if self.tracker is None:
+            return
+        tags = {"robustal.out": str(self.store.root.resolve())} if self.store is not None else {}
+        self.tracker.start(self.name, self._store_config(), tags)
+        for record in records:
+            self.tracker.log_stage(record)
+        self.tracker.finish(status)
 
     def _store_config(self) -> dict:
         return {"loop": self.config.to_dict(), "model": type(self.model).__name__, "pool": len(self.splits.pool),

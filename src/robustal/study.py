@@ -58,7 +58,8 @@ class RunTask:
 
 
 # --- study files ----------------------------------------------------------------------------------------------------
-SECTIONS = ("study", "grid", "loop", "train", "acquisition")
+SECTIONS = ("study", "grid", "loop", "train", "acquisition", "tracking")
+TRACKING_KEYS = ("kind", "uri", "experiment")
 STUDY_KEYS = ("name", "description")
 GRID_KEYS = ("datasets", "models", "training", "acquisitions", "seeds")
 LOOP_KEYS = ("initial", "per_stage", "budget", "from_scratch", "chance_recovery", "eval_steps", "eval_attack")
@@ -167,6 +168,8 @@ class Study:
         loop: ``[loop]`` settings (initial, per_stage, budget, from_scratch, chance_recovery, eval_steps, eval_attack).
         train: ``[train]`` settings, :class:`~robustal.training.TrainConfig` fields.
         acquisition_options: Per acquisition function (or named variant), its options.
+        tracking: ``[tracking]``: ``kind`` (``mlflow``), ``uri``, ``experiment`` -- each finished run is mirrored
+            into the tracker, and the report of ``robustal study`` attached to a study-level run.
         base: The folder that relative .npz paths are resolved against (the study file's folder).
     """
 
@@ -175,6 +178,7 @@ class Study:
     loop: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     acquisition_options: dict = field(default_factory=dict)
+    tracking: dict = field(default_factory=dict)
     base: Path = Path(".")
 
     @property
@@ -231,6 +235,12 @@ class Study:
         train_keys = [f.name for f in fields(TrainConfig) if f.name != "mode"]
         train = dict(_check_keys(data.get("train", {}), train_keys, "train", source))
         options = data.get("acquisition", {})
+        tracking = dict(_check_keys(data.get("tracking", {}), TRACKING_KEYS, "tracking", source))
+        if "kind" in tracking:
+            from robustal._validation import check_choice
+            from robustal.tracking import TRACKERS
+
+            check_choice(tracking["kind"], "kind", f"[tracking] of {source}", TRACKERS)
         name = study.get("name", Path(str(source)).stem)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{source}: [study] name must be a non-empty string. Got {name!r} instead.")
@@ -252,7 +262,7 @@ class Study:
 
             check_int(loop["eval_steps"], "eval_steps", f"[loop] of {source}", min_value=0)
         self = cls(name=name, grids=grids, loop=loop, train=train, acquisition_options=dict(options),
-                   base=Path(base))
+                   tracking=tracking, base=Path(base))
         # Build every loop configuration once: bad values fail now, with the configuration classes' messages.
         for mode in self.training:
             TrainConfig(mode=mode, **train)
@@ -525,11 +535,13 @@ EXECUTORS = ("local", "ray")
 def run_study(study: Study, out: str | Path, *, executor: str = "local", workers: int = 1, device: str = "auto",
               data_dir: str | Path | None = None, address: str | None = None,
               on_done: Callable[[str, list[StageRecord]], None] | None = None,
-              study_file: str | Path | None = None) -> dict[str, list[StageRecord]]:
+              study_file: str | Path | None = None, tracker=None) -> dict[str, list[StageRecord]]:
     """Run every unfinished run of ``study`` into ``out`` with the ``local`` or ``ray`` executor.
 
     ``study_file`` is copied to ``out/study.toml`` for ``robustal report``, once the stored runs are checked
     (:func:`check_stored_runs`), so a refused study never replaces the copy of the one that made the results.
+    ``tracker`` (:mod:`robustal.tracking`) mirrors each run as it finishes, from this process (workers never write
+    to it, so a SQLite tracking file is never shared between processes).
     """
     from robustal._validation import check_choice, check_int
 
@@ -540,6 +552,16 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
     if study_file is not None:
         check_stored_runs(tasks, Store(out), data_dir)
         save_study_copy(study_file, out)
+    if tracker is not None:
+        from robustal.tracking import track_stored_run
+
+        store, report = Store(out), on_done
+
+        def on_done(name: str, stages: list[StageRecord]) -> None:
+            track_stored_run(tracker, store, name)
+            if report is not None:
+                report(name, stages)
+
     if executor == "ray":
         return run_ray(tasks, out, address=address, device=device, data_dir=data_dir,
                        num_cpus=workers if address is None else None, on_done=on_done)

@@ -44,6 +44,9 @@ _PARAMS_PER_BATCH = 100  # MLflow's log_batch takes at most 100 params
 class Tracker:
     """Does nothing: the ``none`` tracker, and the interface of the others."""
 
+    #: Whether anything is recorded (False for this ``none`` tracker).
+    enabled = False
+
     def start(self, run: str, params: dict, tags: dict | None = None) -> None:
         """Begin (or, after an interruption, continue) tracking robustal run ``run`` with its nested settings."""
 
@@ -190,6 +193,8 @@ class MLflowTracker(Tracker):
         experiment: The MLflow experiment's name.
     """
 
+    enabled = True
+
     def __init__(self, uri: str = DEFAULT_URI, experiment: str = "robustal"):
         mlflow = _import_mlflow()
         self.uri, self.experiment = uri, experiment
@@ -299,6 +304,15 @@ class MLflowTracker(Tracker):
         if status not in FINISH_STATUS:
             raise ConfigError(f"Unknown run status {status!r} for finish(); valid: {', '.join(FINISH_STATUS)}.")
         self.client.set_terminated(self._require_run(), status=FINISH_STATUS[status])
+
+
+def track_stored_run(tracker: Tracker, store, name: str) -> None:
+    """Mirror run ``name`` of a results store (settings, every stage, status) into ``tracker``; idempotent, so a
+    study can mirror each run as it finishes, from the one process that owns the store."""
+    tracker.start(name, store.run_config(name) or {}, {"robustal.out": str(store.root.resolve())})
+    for record in store.stages(name):
+        tracker.log_stage(record)
+    tracker.finish("finished" if store.status(name) == "finished" else "interrupted")
 
 
 def create_tracker(kind: str = "none", uri: str | None = None, experiment: str = "robustal") -> Tracker:

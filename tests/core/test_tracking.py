@@ -263,3 +263,61 @@ def test_mlflow_info_logs_are_quiet_unless_robustal_debugs(uri):
         assert handler.filter(info)
     finally:
         robustal_logger.setLevel(level)
+
+
+# --- through the command line -----------------------------------------------------------------------------------
+
+def test_run_command_mirrors_its_stages_into_mlflow(uri, tmp_path, capsys):
+    from robustal.cli import main
+
+    argv = ["run", "--dataset", "digits", "--model", "small-cnn", "--acquisition", "entropy", "--initial", "30",
+            "--per-stage", "30", "--budget", "90", "--epochs", "1", "--eval-steps", "2", "--attack-steps", "1",
+            "--no-progress", "--out", str(tmp_path / "out"), "--track", "mlflow", "--tracking-uri", uri]
+    assert main(argv) == 0
+    assert main(argv) == 0  # finished: nothing runs, nothing is logged twice
+    (run,) = _runs(uri)
+    assert run.data.tags["robustal.run"] == "run" and run.info.status == "FINISHED"
+    assert run.data.params["loop.acquisition"] == "entropy" and run.data.params["loop.train.epochs"] == "1"
+    history = _client(uri).get_metric_history(run.info.run_id, "clean")
+    from robustal.store import Store
+
+    stages = Store(tmp_path / "out").stages("run")
+    assert [(m.step, m.value) for m in history] == [(s.labeled, s.clean) for s in stages]
+
+
+def test_a_study_mirrors_each_run_and_attaches_its_report(uri, tmp_path, capsys):
+    from robustal.cli import main
+
+    study = tmp_path / "s.toml"
+    study.write_text(f"""
+[study]
+name = "tracked"
+[grid]
+datasets = ["digits"]
+models = ["small-cnn"]
+training = ["standard"]
+acquisitions = ["random", "entropy"]
+seeds = [0]
+[loop]
+initial = 30
+per_stage = 30
+budget = 60
+eval_steps = 0
+[train]
+epochs = 1
+[tracking]
+kind = "mlflow"
+uri = "{uri}"
+experiment = "studies"
+""")
+    assert main(["study", str(study), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    runs = {r.data.tags["robustal.run"]: r for r in _runs(uri, "studies")}
+    assert set(runs) == {"digits-small-cnn-standard-random-s0", "digits-small-cnn-standard-entropy-s0",
+                         "study tracked"}
+    client = _client(uri)
+    report = runs["study tracked"]
+    names = {a.path for a in client.list_artifacts(report.info.run_id, "report")}
+    assert "report/report.md" in names
+    steps = [m.step for m in client.get_metric_history(runs["digits-small-cnn-standard-random-s0"].info.run_id,
+                                                       "clean")]
+    assert steps == [30, 60]

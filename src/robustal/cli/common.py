@@ -174,6 +174,30 @@ def add_loop_args(p: argparse.ArgumentParser, budget: int = 1000) -> None:
                         "better) (default: %(default)s)")
 
 
+def add_tracking_args(p: argparse.ArgumentParser, default: str | None = "none") -> None:
+    from robustal.tracking import DEFAULT_URI, TRACKERS
+
+    g = p.add_argument_group("experiment tracking")
+    g.add_argument("--track", choices=TRACKERS, default=default,
+                   help="mirror runs into an experiment tracker: mlflow logs each run's settings as params and "
+                        "clean/robust accuracy per stage with the label count as the step (needs pip install "
+                        "'robustal[mlflow]')" + (" (default: %(default)s)" if default else
+                                                 " (default: the study file's [tracking], else none)"))
+    g.add_argument("--tracking-uri", default=None, metavar="URI",
+                   help=f"MLflow tracking store: a SQLite file or an http:// server (default: {DEFAULT_URI})")
+    g.add_argument("--tracking-experiment", default=None, metavar="NAME",
+                   help="MLflow experiment (default: robustal)")
+
+
+def tracker_from(args: argparse.Namespace, kind: str | None = None, uri: str | None = None,
+                 experiment: str | None = None):
+    """The tracker the options ask for (a study file's settings as fallbacks); fails at once on a missing extra."""
+    from robustal.tracking import create_tracker
+
+    return create_tracker(args.track or kind or "none", args.tracking_uri or uri,
+                          args.tracking_experiment or experiment or "robustal")
+
+
 def train_config(args: argparse.Namespace):
     from robustal.training import TrainConfig
 

@@ -11,10 +11,12 @@ from robustal.cli.common import (
     add_loop_args,
     add_model_args,
     add_runtime_args,
+    add_tracking_args,
     add_training_args,
     log,
     output_folder,
     progress_bar,
+    tracker_from,
     train_config,
 )
 
@@ -90,7 +92,8 @@ def _label_rounds(args: argparse.Namespace, project, state, answers) -> int:
     bar = progress_bar(len(cfg.stage_sizes()), "stages", disable=args.no_progress)
     loop = ActiveLearningLoop(None, state.splits, cfg, store=Store(project.out), name=RUN_NAME, device=args.device,
                               reinit=factory, progress=not args.no_progress, on_stage=lambda r: bar.update(1),
-                              meta={"model_name": model_name, "project": project.out.name}, oracle=state.oracle)
+                              meta={"model_name": model_name, "project": project.out.name}, oracle=state.oracle,
+                              tracker=tracker_from(args))
     try:
         result = loop.run()
     finally:
@@ -178,6 +181,7 @@ def register(sub) -> None:
     add_training_args(p)
     add_eval_args(p, attack_choice=False)
     add_runtime_args(p)
+    add_tracking_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="the project folder")
     p.add_argument("--save", default=None, metavar="FILE.pt",
                    help="save the latest model (for robustal evaluate --data ...)")

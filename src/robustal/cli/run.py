@@ -13,10 +13,12 @@ from robustal.cli.common import (
     add_loop_args,
     add_model_args,
     add_runtime_args,
+    add_tracking_args,
     add_training_args,
     log,
     output_folder,
     progress_bar,
+    tracker_from,
     train_config,
 )
 
@@ -51,6 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     save = check_output_file(args.save, "--save")
     spec = loop_spec(args)
+    tracker = tracker_from(args)
     stages = len(spec.loop.stage_sizes())
     name = args.name if args.name is not None else "run"
     if not name.strip():
@@ -68,7 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar = progress_bar(stages, "stages", disable=args.no_progress)
         try:
             result = run_experiment(spec, args.out, name=name, data_dir=args.data_dir, device=args.device,
-                                    progress=not args.no_progress, on_stage=on_stage, dataset=dataset)
+                                    progress=not args.no_progress, on_stage=on_stage, dataset=dataset,
+                                    tracker=tracker)
         finally:
             bar.close()
     print(format_table(["stage", "labeled", "clean", "robust", "train s", "select s"],
@@ -145,6 +149,7 @@ def register(sub) -> None:
     add_training_args(p)
     add_eval_args(p)
     add_runtime_args(p)
+    add_tracking_args(p)
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (DIR/results.db, checkpoints)")
     p.add_argument("--name", default=None, help="the run's name in the results store (default: run)")
     p.add_argument("--save", default=None, metavar="FILE.pt",

@@ -10,10 +10,12 @@ from robustal.cli.common import (
     DATA_DIR_HELP,
     POSITIVE_INT,
     add_runtime_args,
+    add_tracking_args,
     log,
     output_folder,
     progress_bar,
     read_text_file,
+    tracker_from,
 )
 
 
@@ -48,11 +50,22 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float) ->
         robust = "-" if stages[-1].robust is None else f"{stages[-1].robust:.3f}"
         bar.write(f"{name}: {stages[-1].labeled} labels, clean {stages[-1].clean:.3f}, robust {robust}")
 
+    tracker = tracker_from(args, **study.tracking)
     try:
         results = run_study(study, out, executor=args.executor, workers=args.workers, device=args.device,
-                            data_dir=args.data_dir, address=args.address, on_done=on_done, study_file=args.file)
+                            data_dir=args.data_dir, address=args.address, on_done=on_done, study_file=args.file,
+                            tracker=tracker)
     finally:
         bar.close()
+    if tracker.enabled:  # attach the report to a study-level run
+        from robustal.report import write_report
+
+        path = write_report(out)
+        tracker.start(f"study {study.name}", {"study": study.name, "runs": len(tasks)},
+                      {"robustal.out": str(out.resolve()), "robustal.study": study.name})
+        tracker.log_artifact(path.parent)
+        tracker.finish("finished")
+        log(f"report {path} attached to the study's tracking run")
     cells: dict[tuple, list] = {}
     for task in tasks:
         loop = task.spec.loop
@@ -99,6 +112,7 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help=DATA_DIR_HELP)
     add_runtime_args(p, seed=False)
+    add_tracking_args(p, default=None)
     p.set_defaults(func=cmd_study)
     p = sub.add_parser("report", help="tables, curves and statistical tests of a study's results",
                        description="Write DIR/report/report.md with final and area-under-curve accuracies (mean +- "
