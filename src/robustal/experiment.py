@@ -97,6 +97,7 @@ def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = 
     model_name, loop_cfg = resolve(spec, dataset)
     factory = model_factory(model_name, dataset)
     factory()  # fail early on a model that cannot take this data
+    loop_cfg.check_pool(len(dataset.train))  # before the store is created
     store = Store(out) if out is not None else None
     meta = {"dataset": dataset_locator(spec.dataset), "model_name": model_name,
             "data_fingerprint": dataset.fingerprint(), "spec": spec_for_store(spec)}

@@ -16,7 +16,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from robustal._runtime import make_generator
@@ -80,7 +79,7 @@ def pool_fingerprint(pool: Pool) -> str:
 def load_pool(path: str | Path, image_size: int | None, channels: int | None) -> Pool:
     """The pool: an image folder (``image_size`` and ``channels`` required) or an npz's ``x_train``."""
     from robustal.data.folders import read_image_folder
-    from robustal.data.registry import images_to_tensor
+    from robustal.data.registry import images_to_tensor, read_npz
 
     path = Path(path).expanduser()
     if path.is_dir():
@@ -91,16 +90,8 @@ def load_pool(path: str | Path, image_size: int | None, channels: int | None) ->
         return Pool(folder.ids, folder.x, [folder.root / i for i in folder.ids])
     if not path.is_file():
         raise DataError(f"The pool {str(path)!r} does not exist; give an image folder or an .npz with x_train.")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "x_train" not in f.files:
-                raise DataError(f"{path}: the pool .npz needs an x_train array of images (it has "
-                                f"{', '.join(f.files) or 'none'}).")
-            x = images_to_tensor(f["x_train"], str(path), "x_train")
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e}).") from None
+    arrays = read_npz(path, ("x_train",), "The pool is an image folder or an .npz with an x_train array of images.")
+    x = images_to_tensor(arrays["x_train"], str(path), "x_train")
     if not len(x):
         raise DataError(f"{path}: x_train holds no images.")
     return Pool([str(i) for i in range(len(x))], x)
@@ -109,7 +100,7 @@ def load_pool(path: str | Path, image_size: int | None, channels: int | None) ->
 def load_heldout(path: str | Path, classes: list[str], pool: Pool) -> Split:
     """Labeled held-out data: an image folder with one sub-folder per class, or an npz's ``x_test``/``y_test``."""
     from robustal.data.folders import read_image_folder
-    from robustal.data.registry import images_to_tensor, labels_to_tensor
+    from robustal.data.registry import images_to_tensor, labels_to_tensor, read_npz
 
     path = Path(path).expanduser()
     c, h, _ = pool.x.shape[1:]
@@ -119,16 +110,10 @@ def load_heldout(path: str | Path, classes: list[str], pool: Pool) -> Split:
             raise DataError(f"The held-out folder {path} has no class sub-folders; validation and test need labels "
                             f"({path}/<class>/*.png, classes {', '.join(classes)}).")
         return Split(folder.x, folder.y)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "x_test" not in f.files or "y_test" not in f.files:
-                raise DataError(f"{path}: held-out data need x_test and y_test arrays.")
-            x = images_to_tensor(f["x_test"], str(path), "x_test")
-            y = labels_to_tensor(f["y_test"], len(x), str(path), "y_test")
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e}).") from None
+    arrays = read_npz(path, ("x_test", "y_test"), "Held-out data are a labeled image folder or an .npz with x_test "
+                      "and y_test arrays.")
+    x = images_to_tensor(arrays["x_test"], str(path), "x_test")
+    y = labels_to_tensor(arrays["y_test"], len(x), str(path), "y_test")
     if tuple(x.shape[1:]) != (c, h, h):
         raise DataError(f"{path}: held-out images are {tuple(x.shape[1:])} but the pool's are {(c, h, h)}.")
     if len(y) and int(y.max()) >= len(classes):

@@ -80,8 +80,14 @@ class LoopConfig:
         check_int(self.seed, "seed", caller, min_value=0, max_value=MAX_SEED)
         if self.initial > self.budget:
             raise ConfigError(f"The initial labeled set ({self.initial}) is larger than the budget ({self.budget}); "
-                              "lower --initial or raise --budget.")
+                              "lower the initial set (--initial) or raise the budget (--budget).")
         create_acquisition(self.acquisition, **self.acquisition_options)  # unknown name or bad option: fail now
+
+    def check_pool(self, pool_size: int) -> None:
+        """Refuse a budget larger than the pool (before any output is written)."""
+        if self.budget > pool_size:
+            raise ConfigError(f"The budget ({self.budget}) is larger than the pool ({pool_size} samples); "
+                              f"lower --budget to at most {pool_size}.")
 
     def stage_sizes(self) -> list[int]:
         """Labels added at each stage: ``[initial, per_stage, ..., remainder]`` summing to ``budget``."""
@@ -165,9 +171,7 @@ class ActiveLearningLoop:
         if model is None and reinit is None:
             raise ValueError("Give a model or a reinit factory.")
         pool = len(splits.pool)
-        if config.budget > pool:
-            raise ConfigError(f"The budget ({config.budget}) is larger than the pool ({pool} samples); "
-                              f"lower --budget to at most {pool}.")
+        config.check_pool(pool)
         if config.train.adversarial and config.train.epsilon is None:
             raise ConfigError("Adversarial training needs TrainConfig.epsilon (use TrainConfig.for_dataset(dataset)).")
         self.splits, self.config, self.store, self.name = splits, config, store, name
@@ -232,6 +236,8 @@ class ActiveLearningLoop:
                 self.store.prune_checkpoints(self.name, last)
                 records, start_stage = done, last + 1
                 self._at_chance = bool(done[-1].at_chance)
+            if status not in ("new", "finished"):  # resumable: only now, once its checkpoint has been read
+                self.store.set_status(self.name, "running")
             if status == "finished" and start_stage >= len(sizes):
                 self._track(records, "finished")
                 return RunResult(records, self.model, labeled)

@@ -63,22 +63,37 @@ def safe_torch_load(path: Path) -> object:
     not run.
     """
     import pickle
+    import warnings
 
     import torch
 
     if path.is_dir():
         raise ValueError("it is a directory, not a file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on foreign pickles is not the user's to act on
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e):
+        if "GLOBAL" in str(e) or _imports_objects(path):  # it names classes or functions to import: pickled code
             raise ValueError("it holds pickled Python objects, not only tensors and plain values; robustal does not "
                              "run code from files") from None
-        raise ValueError(f"not a torch file ({str(e).splitlines()[0][:150] if str(e) else 'UnpicklingError'})") \
-            from None
-    except Exception as e:  # noqa: BLE001 - truncated (EOFError, RuntimeError), wrong format...: all "unusable"
-        first = str(e).strip().splitlines()[0][:150] if str(e).strip() else ""
-        raise ValueError(f"{type(e).__name__}{': ' + first if first else ''}") from None
+        raise ValueError("it is damaged or not a torch file (it cannot be unpickled)") from None
+    except Exception as e:  # noqa: BLE001 - truncated (EOFError, RuntimeError, OSError), wrong format: "unusable"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = first.split(". ")[0][:120]  # torch's messages run on: their first sentence says enough
+        raise ValueError(f"it is truncated, damaged or not a torch file ({type(e).__name__}"
+                         f"{': ' + first if first else ''})") from None
+
+
+def _imports_objects(path: Path) -> bool:
+    """Whether ``path`` is a plain pickle that imports classes or functions (parsed with pickletools, never run)."""
+    import pickletools
+
+    try:
+        with path.open("rb") as f:
+            return any(op.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ") for op, _, _ in pickletools.genops(f))
+    except Exception:  # noqa: BLE001 - not a pickle stream at all
+        return False
 
 
 def _writable_dir(folder: Path, flag: str) -> None:
@@ -93,7 +108,7 @@ def _writable_dir(folder: Path, flag: str) -> None:
                           "location.") from None
 
 
-def check_output_file(path: str | Path | None, flag: str) -> Path | None:
+def check_output_file(path: str | Path | None, flag: str, example: str = "model.pt") -> Path | None:
     """Check, before any work, that a result file can be written at ``path`` (None: nothing to check).
 
     Refuses an empty path, a directory, and a folder that does not accept new files (``/proc``, read-only disks).
@@ -104,7 +119,7 @@ def check_output_file(path: str | Path | None, flag: str) -> Path | None:
         raise ConfigError(f"{flag} is empty; give a file name.")
     path = Path(path).expanduser()
     if path.is_dir():
-        raise ConfigError(f"{flag} {str(path)!r} is a directory; give a file name (e.g. {path / 'model.pt'}).")
+        raise ConfigError(f"{flag} {str(path)!r} is a directory; give a file name (e.g. {path / example}).")
     _writable_dir(path.parent, flag)
     return path
 

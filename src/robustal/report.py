@@ -277,7 +277,10 @@ def plot_curves(runs: Sequence[RunResults], dataset: str, model: str, training: 
         ax.set_ylabel(title)
         ax.set_title(f"{dataset} / {model} / {training}: {title}")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2, loc="best")
+    for ax in reversed(axes):  # on the robust panel, unless robust accuracy was not measured
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2, loc="best")
+            break
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

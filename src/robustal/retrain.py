@@ -94,6 +94,8 @@ def read_selection(path: str | Path, pool_size: int, train_size: int, n: int | N
             unlabeled set ``[train_size, pool_size)``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"Selection file {path} is a directory; give the CSV written by robustal select --out.")
     if not path.is_file():
         raise DataError(f"Selection file {path} not found. Write one with: robustal select ... --out {path}")
     try:

@@ -86,7 +86,7 @@ APPLICATION_ID = 0x5242414C
 TABLES = ("runs", "stages", "selections")  # (pending and labels came later: older stores gain them on open)
 #: Numeric-environment keys recorded with each run: a different value on resume means results that are not bit
 #: for bit those of an uninterrupted run.
-ENVIRONMENT_KEYS = ("device", "threads", "torch")
+ENVIRONMENT_KEYS = ("device", "threads", "torch", "robustal")
 
 
 #: The columns of ``stages``, in :class:`StageRecord`'s field order after ``run``.
@@ -143,12 +143,14 @@ def config_diff(old: dict, new: dict, prefix: str = "", *, same_data: bool | Non
 
     Where both sides record the data's fingerprint, the data are identified by it, not by the path they were read
     from (the same file given by a relative and an absolute path is the same data; changed contents are not).
+    Keys the stored side lacks were added by a later robustal and are not compared (a run stored before them can
+    be resumed; resuming under another robustal version warns, see :data:`ENVIRONMENT_KEYS`).
     """
     if same_data is None:
         same_data = bool(old.get("data_fingerprint")) and old.get("data_fingerprint") == new.get("data_fingerprint")
     out = []
     for key in sorted(set(old) | set(new)):
-        if key in NON_SEMANTIC_KEYS or (same_data and key == "dataset"):
+        if key in NON_SEMANTIC_KEYS or (same_data and key == "dataset") or key not in old:
             continue
         a, b = old.get(key), new.get(key)
         if key == "data_fingerprint" and a != b:
@@ -263,8 +265,7 @@ class Store:
                     f"{self.path} already holds run {name!r} with a different configuration ("
                     + "; ".join(diff) + "). Resume with the same settings, or write to another --out folder "
                     "(or give the run another --name).")
-            if row[1] != "finished":
-                con.execute("UPDATE runs SET status = 'running', updated = ? WHERE name = ?", (now, name))
+            if row[1] != "finished":  # the caller marks it running once it has read what it resumes from
                 stored = json.loads(row[2])
                 changed = [f"{k} {stored.get(k)} -> {versions.get(k)}" for k in ENVIRONMENT_KEYS
                            if k in stored and k in versions and str(stored[k]) != str(versions[k])]

@@ -34,7 +34,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from robustal.errors import ConfigError, DataError, StoreError
+from robustal.errors import ConfigError, DataError, StoreError, UnknownNameError
 from robustal.experiment import RunSpec, run_experiment
 from robustal.store import StageRecord, Store
 
@@ -180,6 +180,7 @@ class Study:
     acquisition_options: dict = field(default_factory=dict)
     tracking: dict = field(default_factory=dict)
     base: Path = Path(".")
+    source: str = "study"
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -219,7 +220,21 @@ class Study:
 
     @classmethod
     def from_dict(cls, data: dict, base: str | Path = ".", source: object = "study") -> Study:
-        """Validate a parsed study file (the same checks and messages as :meth:`load`)."""
+        """Validate a parsed study file (the same checks and messages as :meth:`load`); every message names the
+        file."""
+        try:
+            return cls._from_dict(data, base, source)
+        except ConfigError as e:
+            if str(e).startswith(str(source)):
+                raise
+            if isinstance(e, UnknownNameError):
+                named = UnknownNameError(e.kind, e.name, e.choices)
+                named.args = (f"{source}: {e}",)
+                raise named from None
+            raise type(e)(f"{source}: {e}") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict, base: str | Path, source: object) -> Study:
         from robustal.training import TrainConfig
 
         _check_keys(data, SECTIONS, "top level", source)
@@ -262,7 +277,7 @@ class Study:
 
             check_int(loop["eval_steps"], "eval_steps", f"[loop] of {source}", min_value=0)
         self = cls(name=name, grids=grids, loop=loop, train=train, acquisition_options=dict(options),
-                   tracking=tracking, base=Path(base))
+                   tracking=tracking, base=Path(base), source=str(source))
         # Build every loop configuration once: bad values fail now, with the configuration classes' messages.
         for mode in self.training:
             TrainConfig(mode=mode, **train)
@@ -360,38 +375,42 @@ def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, thread
     return task.name, result.stages
 
 
-def check_stored_runs(tasks: Sequence[RunTask], store: Store, data_dir: str | Path | None = None) -> None:
-    """Refuse, before anything runs, to reuse or resume stored runs that were made under other settings or data.
+def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str | Path | None = None) -> None:
+    """Before anything runs or is written: every task's budget fits its pool, and runs already stored in ``out`` were
+    made under the same settings and data.
 
     Every task whose name the store already holds must have been stored with the same spec (the study file's
     settings for that run) and the same data (fingerprint), so a finished run is never reported as the result of
-    an edited study, and an interrupted one never continues under new settings.
+    an edited study, and an interrupted one never continues under new settings. Each dataset is loaded once.
     """
     import json
 
     from robustal.experiment import spec_for_store
     from robustal.store import config_diff
 
-    fingerprints: dict[str, str] = {}
+    store = Store(out, create=False) if (Path(out) / "results.db").is_file() else None
+    data: dict[str, tuple[str, int]] = {}  # dataset -> (fingerprint, pool size)
     problems = []
     for task in tasks:
-        stored = store.run_config(task.name)
+        if task.spec.dataset not in data:
+            dataset = task.spec.load_data(data_dir)
+            data[task.spec.dataset] = (dataset.fingerprint(), len(dataset.train))
+        fingerprint, pool = data[task.spec.dataset]
+        task.spec.loop.check_pool(pool)
+        stored = store.run_config(task.name) if store is not None else None
         if stored is None:
             continue
         if "spec" not in stored:
             problems.append(f"{task.name}: stored by an earlier robustal without its settings, so it cannot be "
                             "checked")
             continue
-        if task.spec.dataset not in fingerprints:
-            fingerprints[task.spec.dataset] = task.spec.load_data(data_dir).fingerprint()
-        new = {"spec": json.loads(json.dumps(spec_for_store(task.spec))),
-               "data_fingerprint": fingerprints[task.spec.dataset]}
+        new = {"spec": json.loads(json.dumps(spec_for_store(task.spec))), "data_fingerprint": fingerprint}
         diff = config_diff({"spec": stored["spec"], "data_fingerprint": stored.get("data_fingerprint")}, new)
         if diff:
             problems.append(f"{task.name}: " + "; ".join(diff))
     if problems:
         shown = "\n  ".join(problems[:10]) + (f"\n  and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise StoreError(f"{store.root} already holds {len(problems)} of these runs made under other settings or "
+        raise StoreError(f"{out} already holds {len(problems)} of these runs made under other settings or "
                          f"data:\n  {shown}\nNothing was run or changed. Undo the change, or write to another --out "
                          "folder.")
 
@@ -409,18 +428,20 @@ def _split_finished(tasks: Sequence[RunTask], store: Store, results: dict, on_do
 
 
 def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, device: str = "auto",
-              data_dir: str | Path | None = None,
-              on_done: Callable[[str, list[StageRecord]], None] | None = None) -> dict[str, list[StageRecord]]:
+              data_dir: str | Path | None = None, on_done: Callable[[str, list[StageRecord]], None] | None = None,
+              checked: bool = False) -> dict[str, list[StageRecord]]:
     """Run ``tasks`` (skipping finished ones) on ``workers`` processes; each worker writes its run to the store.
 
     Torch threads are split evenly between worker processes (one worker: runs in this process, with its torch
     threads). ``on_done(name, stages)`` is called as each run finishes
-    (at once for runs that were already finished).
+    (at once for runs that were already finished). The tasks are checked first (:func:`check_stored_runs`)
+    unless ``checked`` says the caller has done it.
     """
     _check_unique(tasks)
     names = [t.name for t in tasks]
+    if not checked:
+        check_stored_runs(tasks, out, data_dir)
     store = Store(out)
-    check_stored_runs(tasks, store, data_dir)
     results: dict[str, list[StageRecord]] = {}
     todo = _split_finished(tasks, store, results, on_done)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -477,7 +498,8 @@ def _import_ray():
 
 def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = None, device: str = "auto",
             data_dir: str | Path | None = None, num_cpus: int | None = None,
-            on_done: Callable[[str, list[StageRecord]], None] | None = None) -> dict[str, list[StageRecord]]:
+            on_done: Callable[[str, list[StageRecord]], None] | None = None,
+            checked: bool = False) -> dict[str, list[StageRecord]]:
     """Run ``tasks`` (skipping finished ones) as Ray tasks; only this process writes the store in ``out``.
 
     Args:
@@ -491,8 +513,9 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
     ray = _import_ray()
     _check_unique(tasks)
     names = [t.name for t in tasks]
+    if not checked:
+        check_stored_runs(tasks, out, data_dir)
     store = Store(out)
-    check_stored_runs(tasks, store, data_dir)
     results: dict[str, list[StageRecord]] = {}
     todo = _split_finished(tasks, store, results, on_done)
     if not todo:
@@ -549,8 +572,11 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
     check_int(workers, "workers", "run_study", min_value=1)
     study.check_data()
     tasks = study.tasks()
+    try:
+        check_stored_runs(tasks, out, data_dir)
+    except ConfigError as e:  # a budget beyond a pool: the study file's [loop] says so
+        raise ConfigError(f"{study.source}: {e} (budget in [loop])") from None
     if study_file is not None:
-        check_stored_runs(tasks, Store(out), data_dir)
         save_study_copy(study_file, out)
     if tracker is not None:
         from robustal.tracking import track_stored_run
@@ -564,8 +590,8 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
 
     if executor == "ray":
         return run_ray(tasks, out, address=address, device=device, data_dir=data_dir,
-                       num_cpus=workers if address is None else None, on_done=on_done)
-    return run_local(tasks, out, workers=workers, device=device, data_dir=data_dir, on_done=on_done)
+                       num_cpus=workers if address is None else None, on_done=on_done, checked=True)
+    return run_local(tasks, out, workers=workers, device=device, data_dir=data_dir, on_done=on_done, checked=True)
 
 
 __all__ = ["EXECUTORS", "Grid", "RunTask", "Study", "dataset_label", "load_study_copy", "run_local", "run_ray",

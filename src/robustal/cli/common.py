@@ -37,6 +37,15 @@ POSITIVE = _typed(float, lambda v: math.isfinite(v) and v > 0, "a number > 0")
 NON_NEGATIVE = _typed(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 
 
+def _is_device(text: str) -> bool:
+    import re
+
+    return re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text) is not None
+
+
+DEVICE = _typed(str, _is_device, "auto, cpu, cuda, cuda:N or mps")
+
+
 def dataset_names() -> list[str]:
     from robustal.data import list_datasets
 
@@ -147,7 +156,8 @@ def add_runtime_args(p: argparse.ArgumentParser, seed: bool = True) -> None:
     g = p.add_argument_group("runtime")
     if seed:
         g.add_argument("--seed", type=SEED, default=0, help="seed of every random choice (default: %(default)s)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    g.add_argument("--device", type=DEVICE, default="auto",
+                   help="auto (CUDA when there is one), cpu, cuda or cuda:N (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

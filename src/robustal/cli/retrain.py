@@ -34,6 +34,14 @@ def _checkpoint_and_data(args: argparse.Namespace):
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.model)
+    metric = getattr(args, "metric", None)
+    if metric is not None:
+        from robustal.acquisition import create_acquisition
+
+        try:
+            create_acquisition(metric)
+        except ConfigError as e:
+            raise ConfigError(f"--metric: {e}") from None
     data = args.data or ckpt.dataset
     if not data:
         raise ConfigError(f"Checkpoint {args.model} does not name its dataset; give --data.")
@@ -42,6 +50,9 @@ def _checkpoint_and_data(args: argparse.Namespace):
     c, h, _ = ckpt.image_shape
     dataset = load_dataset(data, args.data_dir, image_size=h, channels=c, epsilon=epsilon).with_epsilon(epsilon)
     ckpt.check(dataset)
+    if args.train_size is not None and args.train_size > len(dataset.train):
+        raise ConfigError(f"--train-size {args.train_size} is more than the {len(dataset.train)} training samples of "
+                          f"{dataset.name}; give at most {len(dataset.train) - 1} (some must stay unlabeled).")
     k = resolve_train_size(ckpt, len(dataset.train), args.train_size)
     return ckpt, dataset, k, device
 
@@ -60,7 +71,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     from robustal.outputs import check_output_file
     from robustal.retrain import select_samples, write_selection
 
-    out = check_output_file(args.out, "--out")
+    out = check_output_file(args.out, "--out", example="picks.csv")
     ckpt, dataset, k, device = _checkpoint_and_data(args)
     n_new = len(dataset.train) - k
     _check_sizes([args.n], n_new, "--n")

@@ -28,7 +28,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     study.check_data()
     out = Path(args.out if args.out is not None else Path("runs") / study.name)
     with output_folder(str(out)):
-        return _study(args, study, out, Store(out), started)
+        store = Store(out, create=False) if (out / "results.db").is_file() else None
+        return _study(args, study, out, store, started)
 
 
 def _study(args: argparse.Namespace, study, out: Path, store, started: float) -> int:
@@ -36,7 +37,7 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float) ->
     from robustal.study import run_study
 
     tasks = study.tasks()
-    finished = {t.name for t in tasks if store.status(t.name) == "finished"}
+    finished = {t.name for t in tasks if store is not None and store.status(t.name) == "finished"}
     log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {args.executor} executor, "
         f"{args.workers} workers; results in {out}")
     bar = progress_bar(len(tasks), "runs", disable=args.no_progress)

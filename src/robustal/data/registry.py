@@ -65,7 +65,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, image_size: i
             (:func:`robustal.data.folders.folder_dataset`), which needs ``image_size``, ``channels`` and ``epsilon``.
         data_dir: Cache folder for downloads; defaults to :func:`default_data_dir`.
     """
-    if name not in DATASETS and Path(name).expanduser().is_dir():
+    if name not in DATASETS and Path(name).expanduser().is_dir() and not name.endswith(".npz"):
         missing = [flag for flag, v in (("--image-size", image_size), ("--channels", channels),
                                         ("--epsilon", epsilon)) if v is None]
         if missing:
@@ -135,32 +135,42 @@ def _contiguous_classes(source: str, *labels: torch.Tensor) -> int:
     return k
 
 
-def load_npz(path: str | Path) -> Dataset:
-    """Your own data: an ``.npz`` with ``x_train, y_train, x_test, y_test`` (see :func:`images_to_tensor`)."""
+def read_npz(path: str | Path, keys: tuple[str, ...], hint: str) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an ``.npz`` (numbers only: object arrays are never unpickled); ``hint`` says how the
+    file should be made when it is missing, unreadable or incomplete."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise DataError(f"Dataset file {str(path)!r} is a directory; give an .npz file, or load the folder as "
-                        "images with load_dataset(..., image_size=, channels=, epsilon=).")
+        raise DataError(f"{str(path)!r} is a directory; give an .npz file. {hint}")
     if not path.is_file():
-        raise DataError(f"Dataset file {str(path)!r} does not exist. Give a registered dataset "
-                        f"({', '.join(list_datasets())}) or the path to an .npz with x_train, y_train, x_test, y_test.")
+        raise DataError(f"{str(path)!r} does not exist. {hint}")
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
+            missing = [k for k in keys if k not in f.files]
             if missing:
                 raise DataError(f"{path}: the .npz lacks {', '.join(missing)} (it has {', '.join(f.files) or 'none'}). "
-                                "Save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).")
-            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+                                f"{hint}")
+            return {k: f[k] for k in keys}
     except DataError:
         raise
     except ValueError as e:
-        if "allow_pickle" in str(e):
+        if "Object arrays" in str(e):
             raise DataError(f"{path}: holds Python object arrays, not numbers; robustal reads plain numeric arrays "
                             "only. Save the images as uint8 (or float) arrays and the labels as integers with "
                             "np.savez.") from None
-        raise DataError(f"{path}: not a readable .npz file ({e}). Re-create it with np.savez.") from None
+        reason = "it is not a zip archive of arrays" if "allow_pickle" in str(e) else str(e)
+        raise DataError(f"{path}: not a readable .npz file ({reason}). {hint}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e}). Re-create it with np.savez.") from None
+        raise DataError(f"{path}: not a readable .npz file ({e}). {hint}") from None
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """Your own data: an ``.npz`` with ``x_train, y_train, x_test, y_test`` (see :func:`images_to_tensor`)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"Dataset file {str(path)!r} does not exist. Give a registered dataset "
+                        f"({', '.join(list_datasets())}) or the path to an .npz with x_train, y_train, x_test, y_test.")
+    arrays = read_npz(path, ("x_train", "y_train", "x_test", "y_test"),
+                      "Save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).")
     source = str(path)
     xtr = images_to_tensor(arrays["x_train"], source, "x_train")
     xte = images_to_tensor(arrays["x_test"], source, "x_test")
