@@ -487,6 +487,24 @@ def _ray_task(task: RunTask, partial: dict | None, device: str, data_dir: str | 
         return store.export_run(task.name)
 
 
+#: Default GPU shares of a Ray task by the model's parameter count: small nets cannot fill a GPU alone.
+GPU_SHARES = ((1_000_000, 0.25), (20_000_000, 0.5))
+
+
+def gpu_share(spec: RunSpec) -> float:
+    """The share of one GPU a run asks Ray for by default: 0.25 under 1 M parameters (LeNet-5, the small CNN),
+    0.5 under 20 M (VGG8, ResNet-18, PreAct-ResNet-18, VGG16), a whole GPU above (WideResNet-28-10) or for a user's
+    model."""
+    from robustal.data.registry import default_model_for
+    from robustal.models import MODELS, create_model
+
+    name = spec.model or default_model_for(spec.dataset)
+    if name is None or name not in MODELS:
+        return 1.0
+    params = sum(p.numel() for p in create_model(name, num_classes=10, in_channels=3, image_size=32).parameters())
+    return next((share for limit, share in GPU_SHARES if params < limit), 1.0)
+
+
 def _import_ray():
     try:
         import ray
@@ -499,13 +517,14 @@ def _import_ray():
 def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = None, device: str = "auto",
             data_dir: str | Path | None = None, num_cpus: int | None = None,
             on_done: Callable[[str, list[StageRecord]], None] | None = None,
-            checked: bool = False) -> dict[str, list[StageRecord]]:
+            checked: bool = False, gpus_per_run: float | None = None) -> dict[str, list[StageRecord]]:
     """Run ``tasks`` (skipping finished ones) as Ray tasks; only this process writes the store in ``out``.
 
     Args:
         address: A Ray cluster's address (``auto``, ``ray://host:10001``...); None starts a local instance with
             ``num_cpus`` CPUs (default: this machine's count), no dashboard and no worker logs on the console.
-        device: Each task asks Ray for one GPU when this is ``cuda``/``cuda:N``, none otherwise.
+        device: On ``cuda``/``cuda:N`` each task asks Ray for a share of a GPU, so that several small runs share
+            one card: ``gpus_per_run``, or by default :func:`gpu_share` of the run's model.
 
     An interrupted run resumes on a worker from the rows and checkpoint the driver sends it; a finished run comes
     back as its rows and final checkpoint, imported into the store in one transaction.
@@ -527,10 +546,14 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
             kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
         ray.init(address=address, **kwargs)
     try:
-        gpus = 1 if str(device).startswith("cuda") else 0
-        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_task)
+        on_gpu = str(device).startswith("cuda")
+        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
         data = str(data_dir) if data_dir else None
-        refs = {remote.remote(t, store.export_run(t.name, partial=True), device, data): t.name for t in todo}
+        refs = {}
+        for t in todo:
+            share = (gpus_per_run if gpus_per_run is not None else gpu_share(t.spec)) if on_gpu else 0
+            ref = remote.options(num_gpus=share).remote(t, store.export_run(t.name, partial=True), device, data)
+            refs[ref] = t.name
         pending = list(refs)
         try:
             while pending:
@@ -558,7 +581,8 @@ EXECUTORS = ("local", "ray")
 def run_study(study: Study, out: str | Path, *, executor: str = "local", workers: int = 1, device: str = "auto",
               data_dir: str | Path | None = None, address: str | None = None,
               on_done: Callable[[str, list[StageRecord]], None] | None = None,
-              study_file: str | Path | None = None, tracker=None) -> dict[str, list[StageRecord]]:
+              study_file: str | Path | None = None, tracker=None,
+              gpus_per_run: float | None = None) -> dict[str, list[StageRecord]]:
     """Run every unfinished run of ``study`` into ``out`` with the ``local`` or ``ray`` executor.
 
     ``study_file`` is copied to ``out/study.toml`` for ``robustal report``, once the stored runs are checked
@@ -590,7 +614,8 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
 
     if executor == "ray":
         return run_ray(tasks, out, address=address, device=device, data_dir=data_dir,
-                       num_cpus=workers if address is None else None, on_done=on_done, checked=True)
+                       num_cpus=workers if address is None else None, on_done=on_done, checked=True,
+                       gpus_per_run=gpus_per_run)
     return run_local(tasks, out, workers=workers, device=device, data_dir=data_dir, on_done=on_done, checked=True)
 
 

@@ -52,3 +52,39 @@ def test_falls_back_to_replicating_the_input_and_replays_the_same_masks():
     assert torch.allclose(mc.mean_probs, mean_p, atol=1e-6)
     assert torch.allclose(mc.mean_entropy, mean_h, atol=1e-5)
     assert not mc.mean_probs.isnan().any()
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="no CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mc_dropout_masks_are_drawn_on_the_models_device(device):
+    """The selection's generator is a CPU one; MC-dropout masks come from a generator on the model's device,
+    derived from it (reproducibly), so BALD and entropy-dropout run on CUDA as on the CPU."""
+    from robustal.acquisition import SelectionContext, create_acquisition
+    from robustal.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small-cnn").to(device).eval()
+    pool = torch.randint(0, 256, (60, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+    def ctx():
+        return SelectionContext(model, pool, torch.arange(5), torch.Generator().manual_seed(2), device=device)
+
+    c = ctx()
+    assert c.device_generator.device.type == torch.device(device).type
+    picks = [create_acquisition(name).select(ctx(), 7).indices for name in ("bald", "entropy-dropout")]
+    again = [create_acquisition(name).select(ctx(), 7).indices for name in ("bald", "entropy-dropout")]
+    assert all(torch.equal(a, b) for a, b in zip(picks, again, strict=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_mc_predict_refuses_a_generator_on_another_device():
+    from robustal.errors import ConfigError
+    from robustal.models import create_model
+
+    model = create_model("small-cnn").cuda()
+    with pytest.raises(ConfigError, match="give a generator on the model's device"):
+        mc_predict(model, torch.zeros(4, 1, 8, 8, dtype=torch.uint8), passes=2, device="cuda",
+                   generator=torch.Generator())

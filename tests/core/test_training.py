@@ -215,3 +215,34 @@ def test_trades_trains_lenet5_on_mnist_to_nontrivial_robustness(mnist_npz):
     assert not result.at_chance and result.best_score == max(h["val_robust"] for h in result.history)
     ev = evaluate(model, splits.test.subset(torch.arange(300)), paper_attack(data, 20))
     assert ev.clean > 0.7 and ev.robust > 0.12, ev
+
+
+def test_bf16_trains_in_bfloat16_and_validates_in_fp32(digits, monkeypatch):
+    """Mixed precision covers the training passes and the training attack; validation stays fp32."""
+    from robustal import training
+
+    seen = {"train": set(), "val": set()}
+    phase = {"now": "train"}
+    real_evaluate = training.evaluate
+
+    def evaluate(*args, **kwargs):
+        phase["now"] = "val"
+        try:
+            return real_evaluate(*args, **kwargs)
+        finally:
+            phase["now"] = "train"
+
+    monkeypatch.setattr(training, "evaluate", evaluate)
+    torch.manual_seed(0)
+    model = create_model("small-cnn")
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, inp, out: seen[phase["now"]].add(out.dtype))
+    splits = digits.splits()
+    cfg = TrainConfig(mode="pgd", epochs=1, attack_steps=2, precision="bf16").for_dataset(digits)
+    result = fit(model, splits.pool.subset(torch.arange(64)), splits.val.subset(torch.arange(40)), cfg)
+    assert seen["train"] == {torch.bfloat16}
+    assert seen["val"] == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32 (autocast, not .half())
+    assert 0 <= result.best_score <= 1
+    with pytest.raises(ConfigError, match="'precision' parameter of TrainConfig must be one of 'fp32', 'bf16'"):
+        TrainConfig(precision="fp16")

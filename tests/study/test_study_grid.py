@@ -199,3 +199,13 @@ def test_several_grids_make_a_partial_cross_product():
     with pytest.raises(ConfigError, match=r"\[grid #2\] needs 'seeds'"):
         Study.from_dict({"grid": [data["grid"][0], {"datasets": ["digits"], "training": ["pgd"],
                                                     "acquisitions": ["random"]}]}, source="s.toml")
+
+
+@pytest.mark.parametrize("model, share", [("lenet5", 0.25), ("small-cnn", 0.25), ("vgg8", 0.5), ("resnet18", 0.5),
+                                          ("wide-resnet", 1.0), ("mymodule:factory", 1.0), (None, 0.25)])
+def test_ray_gpu_share_follows_the_model_size(model, share):
+    from robustal.experiment import RunSpec
+    from robustal.loop import LoopConfig
+    from robustal.study import gpu_share
+
+    assert gpu_share(RunSpec(dataset="mnist", model=model, loop=LoopConfig())) == share  # None: mnist's lenet5

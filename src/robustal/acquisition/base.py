@@ -35,7 +35,7 @@ class SelectionContext:
         model: The current model (any ``nn.Module``; ``features``/``head`` needed by feature-based functions).
         pool_x: All pool images, uint8 ``(N, C, H, W)`` (labels are withheld on purpose).
         labeled: Pool indices already labeled, int64.
-        generator: CPU generator for every random choice of the selection.
+        generator: CPU generator for every random choice of the selection made on the CPU.
         device: Where the model runs.
         batch_size: Inference batch size.
     """
@@ -71,12 +71,24 @@ class SelectionContext:
         return predict(self.model, self.pool_x[self.labeled], batch_size=self.batch_size, device=self.device,
                        features=True).features
 
+    @property
+    def device_generator(self) -> torch.Generator:
+        """A generator on :attr:`device` for random draws made there (MC-dropout masks), seeded from
+        :attr:`generator`: reproducible on a given device, and never a CPU generator for CUDA tensors."""
+        if "device_generator" not in self._cache:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            g = torch.Generator(device=self.device)
+            g.manual_seed(seed)
+            self._cache["device_generator"] = g
+        return self._cache["device_generator"]
+
     def mc_predictions(self, passes: int) -> MCPredictions:
         """Summaries of ``passes`` MC-dropout passes over the unlabeled pool, cached per ``passes``."""
         key = ("mc", passes)
         if key not in self._cache:
             self._cache[key] = mc_predict(self.model, self.pool_x[self.unlabeled], passes=passes,
-                                          batch_size=self.batch_size, device=self.device, generator=self.generator)
+                                          batch_size=self.batch_size, device=self.device,
+                                          generator=self.device_generator)
         return self._cache[key]
 
 

@@ -92,6 +92,12 @@ def mc_predict(model: nn.Module, x: torch.Tensor, *, passes: int = 10, batch_siz
     """
     from robustal.acquisition.scores import entropy
 
+    if generator is not None and generator.device.type != torch.device(device).type:
+        from robustal.errors import ConfigError
+
+        raise ConfigError(f"mc_predict draws its dropout masks on {device}, but the generator is on "
+                          f"{generator.device}; give a generator on the model's device (SelectionContext."
+                          "device_generator).")
     was_training = model.training
     model.eval()
     per_chunk = max(1, batch_size // passes)

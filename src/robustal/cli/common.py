@@ -102,6 +102,9 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> 
                    help="at least STEPS optimizer steps per training: a small labeled set is passed over several "
                         "times per epoch (default: %(default)s; 0 = one pass per epoch)")
     g.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer, help="(default: %(default)s)")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision,
+                   help="bf16: mixed precision for training and the training attack (channels-last memory for conv "
+                        "nets on CUDA); robust accuracy is always measured in fp32 (default: %(default)s)")
     g.add_argument("--lr", type=POSITIVE, default=d.lr, help="learning rate (default: %(default)s)")
     g.add_argument("--weight-decay", type=NON_NEGATIVE, default=d.weight_decay, help="(default: %(default)s)")
     g.add_argument("--epsilon", type=UNIT, default=None,
@@ -215,7 +218,7 @@ def train_config(args: argparse.Namespace):
                        lr=args.lr, weight_decay=args.weight_decay, epsilon=args.epsilon,
                        attack_steps=args.attack_steps, step_size=args.step_size,
                        random_start=not args.no_random_start, epsilon_warmup=args.epsilon_warmup,
-                       trades_beta=args.trades_beta, min_steps=args.min_steps)
+                       trades_beta=args.trades_beta, min_steps=args.min_steps, precision=args.precision)
 
 
 def int_list(text: str, flag: str, min_value: int | None = None, max_value: int | None = None) -> list[int]:
