@@ -54,8 +54,8 @@ def test_falls_back_to_replicating_the_input_and_replays_the_same_masks():
     assert not mc.mean_probs.isnan().any()
 
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                 reason="no CUDA device"))]
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, NO_CUDA])]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -79,7 +79,8 @@ def test_mc_dropout_masks_are_drawn_on_the_models_device(device):
     assert all(torch.equal(a, b) for a, b in zip(picks, again, strict=True))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
+@NO_CUDA
 def test_mc_predict_refuses_a_generator_on_another_device():
     from robustal.errors import ConfigError
     from robustal.models import create_model
