@@ -26,6 +26,7 @@ BASE = TrainConfig(mode="pgd", epochs=10, batch_size=128, lr=1e-3, epsilon_warmu
 #: name -> (TrainConfig changes, LoopConfig changes, what it tries)
 VARIANTS: dict[str, tuple[dict, dict, str]] = {
     "defaults": ({}, {}, "10 epochs, batch 128, Adam 1e-3, warm-up on the fresh model only"),
+    "reinit": ({}, {"chance_recovery": "reinit"}, "10 epochs; a stage at chance is retrained from new weights"),
     "steps100": ({"min_steps": 100}, {}, "at least 100 optimizer steps per stage"),
     "steps100-warmup": ({"min_steps": 100}, {"chance_recovery": "warmup"},
                         "100 steps; warm-up again after a stage at chance"),
