@@ -301,15 +301,12 @@ class Store:
     # --- stages ---------------------------------------------------------------------------------------------------
     def add_stage(self, name: str, record: StageRecord, picks: torch.Tensor, scores: torch.Tensor | None) -> None:
         """Record a finished stage and the pool indices it labeled, in one transaction."""
-        picks_list = [int(i) for i in picks.tolist()]
-        score_list = [float(s) for s in scores.tolist()] if scores is not None else [None] * len(picks_list)
         with self._transaction() as con:
             con.execute(f"INSERT OR REPLACE INTO stages (run, {_STAGE_COLS}) VALUES (?{', ?' * len(STAGE_COLUMNS)})",
                         (name, *record.row()))
             con.execute("DELETE FROM selections WHERE run = ? AND stage = ?", (name, record.stage))
-            con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)",
-                            [(name, record.stage, pos, idx, s)
-                             for pos, (idx, s) in enumerate(zip(picks_list, score_list, strict=True))])
+            con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)", _pick_rows(name, record.stage, picks,
+                                                                                      scores))
             con.execute("DELETE FROM pending WHERE run = ? AND stage = ?", (name, record.stage))
             con.execute("UPDATE runs SET updated = ? WHERE name = ?", (time.time(), name))
 
@@ -332,13 +329,9 @@ class Store:
     # --- labels and pending picks ------------------------------------------------------------------------------
     def set_pending(self, name: str, stage: int, picks: torch.Tensor, scores: torch.Tensor | None) -> None:
         """Record stage ``stage``'s picks before their labels are known, so a resumed run asks for the same ones."""
-        picks_list = [int(i) for i in picks.tolist()]
-        score_list = [float(s) for s in scores.tolist()] if scores is not None else [None] * len(picks_list)
         with self._transaction() as con:
             con.execute("DELETE FROM pending WHERE run = ? AND stage = ?", (name, stage))
-            con.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
-                            [(name, stage, pos, idx, s)
-                             for pos, (idx, s) in enumerate(zip(picks_list, score_list, strict=True))])
+            con.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?)", _pick_rows(name, stage, picks, scores))
 
     def pending(self, name: str, stage: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """Stage ``stage``'s recorded picks and scores while its labels are awaited (None if none are recorded)."""
@@ -464,6 +457,13 @@ class Store:
 
 
 _STAGE_COLS = ", ".join(STAGE_COLUMNS)
+
+
+def _pick_rows(name: str, stage: int, picks: torch.Tensor, scores: torch.Tensor | None) -> list[tuple]:
+    """Rows ``(run, stage, position, pool_index, score)`` of the selections and pending tables."""
+    picks_list = [int(i) for i in picks.tolist()]
+    score_list = [float(s) for s in scores.tolist()] if scores is not None else [None] * len(picks_list)
+    return [(name, stage, pos, idx, s) for pos, (idx, s) in enumerate(zip(picks_list, score_list, strict=True))]
 
 
 def _stage_record(row: tuple) -> StageRecord:
