@@ -57,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RobustalError as e:
         print(f"robustal {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a command that stopped reading (| head): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         print(f"\nrobustal {args.command}: interrupted." + (f" Finished stages are saved in {out}; run the same "

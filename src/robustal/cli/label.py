@@ -136,7 +136,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"waiting for {p['heldout_size']} labels in {csv} (the held-out sample).")
             return 0
     store = Store(folder, create=False)
-    for run in store.runs():
+    runs = store.runs()
+    if len(runs) > 3:  # a study: one line per run
+        rows = []
+        for run in runs:
+            stages = store.stages(run["name"])
+            last = stages[-1] if stages else None
+            rows.append([run["name"], run["status"], len(stages), last.labeled if last else 0,
+                         last.clean if last else None, last.robust if last else None,
+                         sum(s.at_chance for s in stages)])
+        print(format_table(["run", "status", "stages", "labels", "clean", "robust", "stages at chance"], rows,
+                           floatfmt=".4f"))
+        return 0
+    for run in runs:
         name = run["name"]
         stages = store.stages(name)
         labels = len(store.labels(name)) or (stages[-1].labeled if stages else 0)
