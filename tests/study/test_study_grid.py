@@ -162,6 +162,10 @@ def test_shipped_studies_parse():
     cpu = Study.load(root / "paper-cpu.toml")
     assert len(cpu.tasks()) == 1 * 1 * 2 * 12 * 3
     assert cpu.tasks()[0].spec.dataset == str((root.parent / "mnist-8k.npz").resolve())
+    main_study = Study.load(root / "robust-al-mnist.toml")
+    names = [t.name for t in main_study.tasks()]
+    assert len(names) == 4 * 10 + 2 * 10 and len(set(names)) == 60
+    assert sum("-trades-" in n for n in names) == 20 and "mnist-8k-lenet5-pgd-dre-proportional-s9" in names
     full = Study.load(root / "paper.toml")
     assert len(full.tasks()) == (1 + 1 + 1 + 4) * 2 * 12 * 3
     assert {t.name.split("-pgd-")[0] for t in full.tasks() if "-pgd-" in t.name} == {
