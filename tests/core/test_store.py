@@ -125,3 +125,24 @@ def test_a_store_of_the_first_release_gains_the_new_stage_columns(tmp_path):
     store.add_stage("old", StageRecord(1, 200, 0.5, 0.1, val_clean=0.1, at_chance=True, recovery="reinit"),
                     torch.arange(3), None)
     assert store.stages("old")[1].at_chance is True and store.stages("old")[1].recovery == "reinit"
+
+
+def test_resuming_under_another_numeric_environment_warns(tmp_path):
+    from robustal.errors import ReproducibilityWarning
+
+    store = Store(tmp_path)
+    threads = torch.get_num_threads()
+    assert store.start_run("r", {"a": 1}, seed=0, device="cpu") == "new"
+    assert store.runs()[0]["versions"]["threads"] == threads and store.runs()[0]["versions"]["device"] == "cpu"
+    store.set_status("r", "interrupted")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same environment: no warning
+        store.start_run("r", {"a": 1}, seed=0, device="cpu")
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.warns(ReproducibilityWarning, match=rf"threads {threads} -> {threads + 1}.*not be bit for bit"):
+            store.start_run("r", {"a": 1}, seed=0, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
