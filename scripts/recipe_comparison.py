@@ -15,10 +15,10 @@ import statistics
 import time
 from dataclasses import replace
 
+from robustal.executors import RunTask, run_local
 from robustal.experiment import RunSpec
 from robustal.loop import LoopConfig
 from robustal.store import Store
-from robustal.study import RunTask, run_local
 from robustal.training import TrainConfig
 
 BASE = TrainConfig(mode="pgd", epochs=10, batch_size=128, lr=1e-3, epsilon_warmup=2, min_steps=0)

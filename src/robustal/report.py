@@ -11,8 +11,11 @@ says which runs belong to the grid and in which order. The report holds, per dat
   under each run's *final* model (its last stored checkpoint, loaded with ``weights_only=True``) so that every
   function is measured with the same yardstick; the store's per-pick ``score`` is the entropy at selection time
   only for ``entropy`` and ``dre``, so it cannot be compared across functions;
+- how many runs were at chance level (the network predicting one class) at ~30 %, 50 % and 100 % of the budget;
 - each function vs ``random`` by a two-sided Mann–Whitney U test on final robust and clean accuracy across seeds,
-  with the Vargha–Delaney Â12 effect size (the probability that the function beats random; 0.5: no difference);
+  exact for small samples (:mod:`robustal.stats`), with the Vargha–Delaney Â12 effect size (the probability that
+  the function beats random; 0.5: no difference);
+- the attack each group's robust accuracy was measured under;
 - ``stages.csv``: one row per stage of every run.
 """
 
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from robustal.errors import StoreError
 from robustal.outputs import atomic_write_bytes
+from robustal.stats import compare, mean_std, normalized_auc
 from robustal.store import StageRecord, Store
 
 CSV_FIELDS = ("run", "dataset", "model", "training", "acquisition", "seed", "status", "stage", "labeled", "clean",
@@ -49,84 +53,6 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], float
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in body)])
-
-
-# --- statistics -----------------------------------------------------------------------------------------------------
-def vargha_delaney_a12(x: Sequence[float], y: Sequence[float]) -> float:
-    """Vargha–Delaney Â12: the probability that a value drawn from ``x`` is larger than one from ``y`` (ties: ½).
-
-    0.5 means no difference, 1.0 that every ``x`` beats every ``y``. Vargha & Delaney (2000), J. Educ. Behav. Stat.
-    """
-    if len(x) == 0 or len(y) == 0:
-        raise ValueError("vargha_delaney_a12 needs two non-empty samples.")
-    wins = sum((a > b) + 0.5 * (a == b) for a in x for b in y)
-    return wins / (len(x) * len(y))
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A two-sided Mann–Whitney U test of ``x`` vs ``y`` and Â12(x, y)."""
-
-    u: float
-    p: float
-    a12: float
-
-
-#: Up to this many ways of splitting the pooled samples, p-values are exact (10 seeds against 10: 184 756).
-EXACT_LIMIT = 250_000
-
-
-def mann_whitney(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, bool]:
-    """Two-sided Mann–Whitney U test of ``x`` against ``y``: ``(U of x, p, exact)``.
-
-    The p-value is exact whenever the pooled samples can be split into groups of ``len(x)`` and ``len(y)`` in at most
-    :data:`EXACT_LIMIT` ways: U's distribution under the null hypothesis is enumerated over every split of the
-    pooled midranks, so ties are handled exactly too (with 3 seeds against 3 the smallest two-sided p is 2/20 = 0.1;
-    a normal approximation claims less). Larger samples use scipy's normal approximation with tie correction.
-    """
-    import itertools
-
-    import numpy as np
-    from scipy.stats import mannwhitneyu, rankdata
-
-    n, m = len(x), len(y)
-    if n == 0 or m == 0:
-        raise ValueError("mann_whitney needs two non-empty samples.")
-    if math.comb(n + m, n) > EXACT_LIMIT:
-        res = mannwhitneyu(list(x), list(y), alternative="two-sided", method="asymptotic")
-        return float(res.statistic), float(res.pvalue), False
-    ranks = rankdata(np.concatenate([np.asarray(x, float), np.asarray(y, float)]))
-    offset = n * (n + 1) / 2
-    u_obs = ranks[:n].sum() - offset
-    splits = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(n + m), n)), dtype=np.int64)
-    u_all = ranks[splits.reshape(-1, n)].sum(1) - offset
-    centre = n * m / 2
-    p = float(np.mean(np.abs(u_all - centre) >= abs(u_obs - centre) - 1e-9))
-    return float(u_obs), min(1.0, p), True
-
-
-def compare(x: Sequence[float], y: Sequence[float]) -> Comparison:
-    """Mann–Whitney U (two-sided, exact for small samples: :func:`mann_whitney`) and Â12 of ``x`` against ``y``."""
-    u, p, _ = mann_whitney(x, y)
-    return Comparison(u, p, vargha_delaney_a12(x, y))
-
-
-def normalized_auc(labels: Sequence[float], values: Sequence[float]) -> float:
-    """Area under ``values`` vs ``labels`` by the trapezoid rule, divided by the label range (one point: its value)."""
-    if len(labels) != len(values) or not labels:
-        raise ValueError("normalized_auc needs as many values as labels, at least one.")
-    if len(labels) == 1 or labels[-1] == labels[0]:
-        return float(values[-1])
-    area = sum((labels[i + 1] - labels[i]) * (values[i + 1] + values[i]) / 2 for i in range(len(labels) - 1))
-    return float(area / (labels[-1] - labels[0]))
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
 
 
 # --- reading the store ----------------------------------------------------------------------------------------------
@@ -512,7 +438,6 @@ def _entropy_section(root: Path, runs: Sequence[RunResults], ds: str, model: str
     return lines + [""]
 
 
-__all__ = ["CSV_FIELDS", "Comparison", "RunResults", "Summary", "attack_text", "chance_counts", "checkpoint_labels",
-           "collect", "compare", "format_table", "mann_whitney", "mean_std", "normalized_auc", "plot_curves",
-           "plot_entropies", "selection_entropies", "stage_rows", "summarize",
-           "vargha_delaney_a12", "write_csv", "write_report"]
+__all__ = ["CSV_FIELDS", "RunResults", "Summary", "attack_text", "chance_counts", "checkpoint_labels", "collect",
+           "format_table", "plot_curves", "plot_entropies", "selection_entropies", "stage_rows", "summarize",
+           "write_csv", "write_report"]

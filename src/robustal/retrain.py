@@ -287,7 +287,7 @@ def retrain_study(checkpoint: Checkpoint, dataset: Dataset, metrics: Sequence[st
 
 
 def _mean_std(values: list[float]) -> str:
-    from robustal.report import mean_std
+    from robustal.stats import mean_std
 
     if not values:
         return "-"

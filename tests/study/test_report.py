@@ -7,18 +7,8 @@ import math
 
 import pytest
 
-from robustal.report import (
-    attack_text,
-    checkpoint_labels,
-    collect,
-    compare,
-    mann_whitney,
-    mean_std,
-    normalized_auc,
-    summarize,
-    vargha_delaney_a12,
-    write_report,
-)
+from robustal.report import attack_text, checkpoint_labels, collect, summarize, write_report
+from robustal.stats import compare, mann_whitney, mean_std, normalized_auc, vargha_delaney_a12
 from robustal.store import Store
 from robustal.study import Study, run_study, save_study_copy
 

@@ -6,9 +6,10 @@ import pytest
 
 from robustal.cli import main
 from robustal.errors import ConfigError, DataError, UnknownNameError
+from robustal.executors import run_local
 from robustal.experiment import run_experiment
 from robustal.store import Store
-from robustal.study import Study, load_study_copy, run_local, run_study, save_study_copy
+from robustal.study import Study, load_study_copy, run_study, save_study_copy
 
 BASE = {"grid": {"datasets": ["digits"], "training": ["standard"], "acquisitions": ["random"], "seeds": [0]}}
 
@@ -208,8 +209,8 @@ def test_several_grids_make_a_partial_cross_product():
 @pytest.mark.parametrize("model, share", [("lenet5", 0.25), ("small-cnn", 0.25), ("vgg8", 0.5), ("resnet18", 0.5),
                                           ("wide-resnet", 1.0), ("mymodule:factory", 1.0), (None, 0.25)])
 def test_ray_gpu_share_follows_the_model_size(model, share):
+    from robustal.executors import gpu_share
     from robustal.experiment import RunSpec
     from robustal.loop import LoopConfig
-    from robustal.study import gpu_share
 
     assert gpu_share(RunSpec(dataset="mnist", model=model, loop=LoopConfig())) == share  # None: mnist's lenet5

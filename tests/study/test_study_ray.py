@@ -7,8 +7,9 @@ import sys
 import pytest
 
 from robustal.errors import ConfigError
+from robustal.executors import run_local, run_ray
 from robustal.store import Store
-from robustal.study import Study, run_local, run_ray
+from robustal.study import Study
 
 
 @pytest.fixture(scope="module")

@@ -92,10 +92,10 @@ DEMO_FUNCTIONS = ("random", "entropy", "dre")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from robustal.executors import RunTask, run_local
     from robustal.experiment import RunSpec
     from robustal.loop import LoopConfig
     from robustal.report import format_table
-    from robustal.study import RunTask, run_local
     from robustal.training import TrainConfig
 
     started = time.perf_counter()

@@ -34,7 +34,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace, study, out: Path, store, started: float) -> int:
-    from robustal.report import format_table, mean_std
+    from robustal.report import format_table
+    from robustal.stats import mean_std
     from robustal.study import run_study
 
     tasks = study.tasks()

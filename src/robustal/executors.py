@@ -1,0 +1,248 @@
+"""Executors: a list of runs on local worker processes or as Ray tasks, skipping finished runs and resuming
+interrupted ones (every run goes through :func:`~robustal.experiment.run_experiment` and the store).
+
+Under Ray, each run is stored on its worker in a temporary store and its rows and final checkpoint are sent back to
+the driver, which alone writes the real store (:meth:`~robustal.store.Store.import_run`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from robustal.errors import ConfigError, StoreError
+from robustal.experiment import RunSpec, run_experiment
+from robustal.store import StageRecord, Store
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One run of a study: its unique ``name`` in the store and its ``spec``."""
+
+    name: str
+    spec: RunSpec
+
+
+def _check_unique(tasks: Sequence[RunTask]) -> None:
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError("Run names in a study must be unique.")
+
+
+def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, threads: int | None) -> tuple[str, list]:
+    """Worker entry point: one run, stored in ``out``; returns its stage records (``threads`` None: leave torch's)."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    result = run_experiment(task.spec, out, name=task.name, data_dir=data_dir, device=device)
+    return task.name, result.stages
+
+
+def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str | Path | None = None) -> None:
+    """Before anything runs or is written: every task's budget fits its pool, and runs already stored in ``out`` were
+    made under the same settings and data.
+
+    Every task whose name the store already holds must have been stored with the same spec (the study file's
+    settings for that run) and the same data (fingerprint), so a finished run is never reported as the result of
+    an edited study, and an interrupted one never continues under new settings. Each dataset is loaded once.
+    """
+    import json
+
+    from robustal.experiment import spec_for_store
+    from robustal.store import config_diff
+
+    store = Store(out, create=False) if (Path(out) / "results.db").is_file() else None
+    data: dict[str, tuple[str, int]] = {}  # dataset -> (fingerprint, pool size)
+    problems = []
+    for task in tasks:
+        if task.spec.dataset not in data:
+            dataset = task.spec.load_data(data_dir)
+            data[task.spec.dataset] = (dataset.fingerprint(), len(dataset.train))
+        fingerprint, pool = data[task.spec.dataset]
+        task.spec.loop.check_pool(pool)
+        stored = store.run_config(task.name) if store is not None else None
+        if stored is None:
+            continue
+        if "spec" not in stored:
+            problems.append(f"{task.name}: stored by an earlier robustal without its settings, so it cannot be "
+                            "checked")
+            continue
+        new = {"spec": json.loads(json.dumps(spec_for_store(task.spec))), "data_fingerprint": fingerprint}
+        diff = config_diff({"spec": stored["spec"], "data_fingerprint": stored.get("data_fingerprint")}, new)
+        if diff:
+            problems.append(f"{task.name}: " + "; ".join(diff))
+    if problems:
+        shown = "\n  ".join(problems[:10]) + (f"\n  and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise StoreError(f"{out} already holds {len(problems)} of these runs made under other settings or "
+                         f"data:\n  {shown}\nNothing was run or changed. Undo the change, or write to another --out "
+                         "folder.")
+
+
+def _split_finished(tasks: Sequence[RunTask], store: Store, results: dict, on_done) -> list[RunTask]:
+    todo = []
+    for t in tasks:
+        if store.status(t.name) == "finished":
+            results[t.name] = store.stages(t.name)
+            if on_done is not None:
+                on_done(t.name, results[t.name])
+        else:
+            todo.append(t)
+    return todo
+
+
+def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, device: str = "auto",
+              data_dir: str | Path | None = None, on_done: Callable[[str, list[StageRecord]], None] | None = None,
+              checked: bool = False) -> dict[str, list[StageRecord]]:
+    """Run ``tasks`` (skipping finished ones) on ``workers`` processes; each worker writes its run to the store.
+
+    Torch threads are split evenly between worker processes (one worker: runs in this process, with its torch
+    threads). ``on_done(name, stages)`` is called as each run finishes
+    (at once for runs that were already finished). The tasks are checked first (:func:`check_stored_runs`)
+    unless ``checked`` says the caller has done it.
+    """
+    _check_unique(tasks)
+    names = [t.name for t in tasks]
+    if not checked:
+        check_stored_runs(tasks, out, data_dir)
+    store = Store(out)
+    results: dict[str, list[StageRecord]] = {}
+    todo = _split_finished(tasks, store, results, on_done)
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    data = str(data_dir) if data_dir else None
+    if workers <= 1 or len(todo) <= 1:
+        for t in todo:
+            name, stages = _run_task(t, str(out), device, data, None)  # in this process: its own threads
+            results[name] = stages
+            if on_done is not None:
+                on_done(name, stages)
+        return {n: results[n] for n in names}
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        pending = {pool.submit(_run_task, t, str(out), device, data, threads) for t in todo}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    name, stages = fut.result()
+                    results[name] = stages
+                    if on_done is not None:
+                        on_done(name, stages)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+    return {n: results[n] for n in names}
+
+
+def _ray_task(task: RunTask, partial: dict | None, device: str, data_dir: str | None) -> dict:
+    """Ray worker: one run into a temporary store (seeded with the driver's partial rows to resume); its records."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="robustal-ray-") as tmp:
+        store = Store(tmp)
+        if partial is not None:
+            store.import_run(partial)
+        run_experiment(task.spec, tmp, name=task.name, data_dir=data_dir, device=device)
+        return store.export_run(task.name)
+
+
+#: Default GPU shares of a Ray task by the model's parameter count: small nets cannot fill a GPU alone.
+GPU_SHARES = ((1_000_000, 0.25), (20_000_000, 0.5))
+
+
+def gpu_share(spec: RunSpec) -> float:
+    """The share of one GPU a run asks Ray for by default: 0.25 under 1 M parameters (LeNet-5, the small CNN),
+    0.5 under 20 M (VGG8, ResNet-18, PreAct-ResNet-18, VGG16), a whole GPU above (WideResNet-28-10) or for a user's
+    model."""
+    from robustal.data.registry import default_model_for
+    from robustal.models import MODELS, create_model
+
+    name = spec.model or default_model_for(spec.dataset)
+    if name is None or name not in MODELS:
+        return 1.0
+    params = sum(p.numel() for p in create_model(name, num_classes=10, in_channels=3, image_size=32).parameters())
+    return next((share for limit, share in GPU_SHARES if params < limit), 1.0)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("The Ray executor needs Ray: pip install 'robustal[ray]' "
+                          "(or use --executor local).") from None
+    return ray
+
+
+def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = None, device: str = "auto",
+            data_dir: str | Path | None = None, num_cpus: int | None = None,
+            on_done: Callable[[str, list[StageRecord]], None] | None = None,
+            checked: bool = False, gpus_per_run: float | None = None) -> dict[str, list[StageRecord]]:
+    """Run ``tasks`` (skipping finished ones) as Ray tasks; only this process writes the store in ``out``.
+
+    Args:
+        address: A Ray cluster's address (``auto``, ``ray://host:10001``...); None starts a local instance with
+            ``num_cpus`` CPUs (default: this machine's count), no dashboard and no worker logs on the console.
+        device: On ``cuda``/``cuda:N`` each task asks Ray for a share of a GPU, so that several small runs share
+            one card: ``gpus_per_run``, or by default :func:`gpu_share` of the run's model.
+
+    An interrupted run resumes on a worker from the rows and checkpoint the driver sends it; a finished run comes
+    back as its rows and final checkpoint, imported into the store in one transaction.
+    """
+    ray = _import_ray()
+    _check_unique(tasks)
+    names = [t.name for t in tasks]
+    if not checked:
+        check_stored_runs(tasks, out, data_dir)
+    store = Store(out)
+    results: dict[str, list[StageRecord]] = {}
+    todo = _split_finished(tasks, store, results, on_done)
+    if not todo:
+        return {n: results[n] for n in names}
+    started = not ray.is_initialized()
+    if started:
+        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        if address is None:
+            kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        ray.init(address=address, **kwargs)
+    try:
+        on_gpu = str(device).startswith("cuda")
+        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        data = str(data_dir) if data_dir else None
+        refs = {}
+        for t in todo:
+            share = (gpus_per_run if gpus_per_run is not None else gpu_share(t.spec)) if on_gpu else 0
+            ref = remote.options(num_gpus=share).remote(t, store.export_run(t.name, partial=True), device, data)
+            refs[ref] = t.name
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    record = ray.get(ref)
+                    store.import_run(record)
+                    name = refs[ref]
+                    results[name] = store.stages(name)
+                    if on_done is not None:
+                        on_done(name, results[name])
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+    finally:
+        if started:
+            ray.shutdown()
+    return {n: results[n] for n in names}
+
+
+EXECUTORS = ("local", "ray")
+
+
+__all__ = ["EXECUTORS", "GPU_SHARES", "RunTask", "check_stored_runs", "gpu_share", "run_local", "run_ray"]
