@@ -28,6 +28,25 @@ examples:
 """
 
 
+def _plain_warnings(command: str) -> None:
+    """robustal's own warnings (a stage at chance level, a resume under another environment) as one plain line
+    each, not Python's file-and-line format; other libraries' warnings are shown as usual."""
+    import warnings
+
+    from robustal.errors import ChanceLevelWarning, ReproducibilityWarning
+
+    default = getattr(warnings.showwarning, "robustal_default", warnings.showwarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (ChanceLevelWarning, ReproducibilityWarning)):
+            print(f"robustal {command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    show.robustal_default = default
+    warnings.showwarning = show
+
+
 def build_parser() -> argparse.ArgumentParser:
     from robustal import __version__
     from robustal.cli import evaluate, label, retrain, run, study, train
@@ -52,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    _plain_warnings(args.command)
     try:
         return args.func(args)
     except RobustalError as e:
