@@ -68,7 +68,7 @@ class LoopConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval_attack: AttackConfig | None = None
     from_scratch: bool = False
-    chance_recovery: str = "none"
+    chance_recovery: str = "reinit"
     seed: int = 0
 
     def __post_init__(self) -> None:

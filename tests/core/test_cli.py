@@ -154,7 +154,8 @@ def test_run_errors_exit_nonzero_from_the_shell():
 
 def test_run_prints_a_final_table(tmp_path):
     result = run_cli("run", "--dataset", "digits", "--acquisition", "dre", "--initial", "40", "--per-stage", "40",
-                     "--budget", "80", "--epochs", "1", "--eval-steps", "2", "--attack-steps", "2", "--no-progress",
+                     "--budget", "80", "--epochs", "1", "--eval-steps", "2", "--attack-steps", "2", "--min-steps", "0",
+                     "--no-progress",
                      "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "| stage | labeled | clean" in result.stdout

@@ -22,7 +22,7 @@ from robustal.loop import LoopConfig, run_active_learning
 from robustal.store import Store
 from robustal.training import TrainConfig
 
-FAST = TrainConfig(mode="pgd", epochs=2, batch_size=32, attack_steps=2)
+FAST = TrainConfig(mode="pgd", epochs=2, batch_size=32, attack_steps=2, min_steps=0)
 
 
 def digits_spec(acquisition="dre", seed=0, **loop) -> RunSpec:
@@ -104,7 +104,8 @@ def _stages_in(db) -> int:
 
 RUN_ARGS = ["run", "--dataset", "digits", "--model", "small-cnn", "--training", "pgd", "--acquisition", "entropy",
             "--initial", "30", "--per-stage", "30", "--budget", "150", "--epochs", "6", "--batch-size", "32",
-            "--attack-steps", "2", "--eval-steps", "3", "--seed", "3", "--no-progress", "--name", "r"]
+            "--attack-steps", "2", "--eval-steps", "3", "--seed", "3", "--min-steps", "0", "--no-progress",
+            "--name", "r"]
 
 
 def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
@@ -162,7 +163,7 @@ def test_python_api_with_own_model_and_float_tensors(digits):
 def test_robust_accuracy_rises_over_stages_on_real_mnist(mnist_npz):
     """LeNet-5 under PGD training on real MNIST images: more (well-chosen) labels, more robustness."""
     cfg = LoopConfig(acquisition="dre", initial=200, per_stage=600, budget=1400, seed=0,
-                     train=TrainConfig(mode="pgd", epochs=6, batch_size=64, epsilon_warmup=3))
+                     train=TrainConfig(mode="pgd", epochs=6, batch_size=64, epsilon_warmup=3, min_steps=0))
     spec = RunSpec(dataset=str(mnist_npz), model="lenet5", eval_steps=10, loop=cfg)
     stages = run_experiment(spec, None).stages
     assert stages[-1].robust > stages[0].robust + 0.05

@@ -142,6 +142,7 @@ eval_steps = 0
 
 [train]
 epochs = {epochs}
+min_steps = 0
 batch_size = 32
 attack_steps = 2
 epsilon_warmup = 0
@@ -159,7 +160,8 @@ def write_tiny_study(folder: Path, acquisitions=("random", "entropy"), epochs: i
 # --- artefacts built once ---------------------------------------------------------------------------------------------
 #: The tiny run of ``artefacts.run_dir``: its argv without ``--out`` (append ``["--out", DIR]``).
 RUN_ARGS = ["run", "--dataset", "digits", "--training", "standard", "--acquisition", "entropy", "--initial", "30",
-            "--per-stage", "30", "--budget", "60", "--epochs", "1", "--eval-steps", "0", "--no-progress"]
+            "--per-stage", "30", "--budget", "60", "--epochs", "1", "--min-steps", "0", "--eval-steps", "0",
+            "--no-progress"]
 #: How ``artefacts.ckpt`` is trained: on the first 600 of digits' 1 297 training samples.
 TRAIN_SIZE = 600
 #: The retrain study of ``artefacts.rs_dir``, without ``--model``/``--out``.

@@ -152,7 +152,7 @@ def test_train_save_that_cannot_be_written_is_refused_before_training(where, tmp
 def test_demo_without_robust_evaluation_finishes_and_reruns(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", out, "--initial", "30", "--per-stage", "30", "--budget", "60", "--epochs", "1",
-            "--eval-steps", "0", "--workers", "1", "--no-progress"]
+            "--min-steps", "0", "--eval-steps", "0", "--workers", "1", "--no-progress"]
     r = call(args, capsys)
     assert r.code == 0, r.err
     rows = [ln for ln in r.out.splitlines() if ln.startswith(("| standard", "| pgd"))]

@@ -49,7 +49,8 @@ def mnist_folder(tmp_path_factory):
 def label_args(pool: Path, out: Path, *extra: str) -> list[str]:
     return ["label", "--pool", str(pool), "--classes", ",".join(map(str, range(10))), "--image-size", "16",
             "--channels", "1", "--epsilon", "0.3", "--heldout-size", "40", "--initial", "20", "--per-stage", "20",
-            "--budget", "60", "--epochs", "1", "--eval-steps", "2", "--attack-steps", "2", "--no-progress",
+            "--budget", "60", "--epochs", "1", "--eval-steps", "2", "--attack-steps", "2", "--min-steps", "0",
+            "--no-progress",
             "--out", str(out), *extra]
 
 

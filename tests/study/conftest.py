@@ -25,6 +25,7 @@ eval_steps = 2
 
 [train]
 epochs = 1
+min_steps = 0
 batch_size = 32
 attack_steps = 2
 epsilon_warmup = 0
