@@ -212,6 +212,43 @@ def nothing_at(*paths: str) -> Callable[[Ctx], None]:
     return check
 
 
+def pngs(c: Ctx, name: str = "pool", n: int = 40, corrupt: str | None = None) -> Path:
+    """A flat folder of ``n`` real digit images as PNG files (plus one file of garbage named ``corrupt``)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    folder = c.dir(name)
+    images = np.round(load_digits().images[:n] * (255 / 16)).astype(np.uint8)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"d{i:03d}.png")
+    if corrupt:
+        (folder / corrupt).write_bytes(GARBAGE)
+    return folder
+
+
+def LABEL(c: Ctx, *extra, pool: Path | None = None) -> list:
+    return ["label", "--pool", pool or pngs(c), "--classes", "0,1,2,3,4,5,6,7,8,9", "--image-size", "8",
+            "--channels", "1", "--epsilon", "0.2", "--heldout-size", "10", "--initial", "10", "--per-stage", "10",
+            "--budget", "20", "--epochs", "1", "--min-steps", "0", "--eval-steps", "0", "--out", c.path("project"),
+            "--no-progress", *extra]
+
+
+def awaited_heldout(c: Ctx, rows: Callable[[list[str]], list[str]]) -> list:
+    """A project waiting for its held-out labels, whose request CSV is then filled by ``rows(ids)``."""
+    from robustal.cli import main
+
+    argv = LABEL(c)
+    assert main([str(a) for a in argv]) == 0
+    request = c.path("project") / "requests" / "heldout.csv"
+    ids = [line.split(",")[0] for line in request.read_text().splitlines()[1:]]
+    request.write_text("id,label\n" + "\n".join(rows(ids)) + "\n")
+    return argv
+
+
+def user_module(c: Ctx) -> None:
+    c.file("mynets.py", "import torch\ndef broken(num_classes, in_channels, image_size):\n    raise ValueError('no')\n")
+
+
 CSV_HEAD = "rank,index,score\n"
 #: Reproducible garbage: 4 KiB of random bytes.
 GARBAGE = np.random.default_rng(0).bytes(4096)
@@ -512,7 +549,8 @@ if not torch.cuda.is_available():  # where a GPU exists, --device cuda is valid
     CASES.append(Case("train --device cuda without a GPU", lambda c: TRAIN("--device", "cuda"),
                       ("CUDA", "--device cpu")))
 
-COMMANDS = ("train", "run", "demo", "study", "report", "select", "retrain", "retrain-study")
+COMMANDS = ("train", "run", "demo", "study", "report", "select", "retrain", "retrain-study", "label", "evaluate",
+            "status")
 
 
 def test_the_catalogue_covers_every_command():
