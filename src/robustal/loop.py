@@ -239,13 +239,10 @@ class ActiveLearningLoop:
             if status not in ("new", "finished"):  # resumable: only now, once its checkpoint has been read
                 self.store.set_status(self.name, "running")
             if status == "finished" and start_stage >= len(sizes):
-                self._track(records, "finished")
+                if self._track_start(records):  # it may have been run without tracking: mirror it whole
+                    self.tracker.finish("finished")
                 return RunResult(records, self.model, labeled)
-        if self.tracker is not None:
-            tags = {"robustal.out": str(self.store.root.resolve())} if self.store is not None else {}
-            self.tracker.start(self.name, self._store_config(), tags)
-            for record in records:  # a resumed run: the stages stored before (the tracker skips those it has)
-                self.tracker.log_stage(record)
+        self._track_start(records)
         try:
             for stage in range(start_stage, len(sizes)):
                 result, optimizer = self._stage(stage, sizes[stage], labeled, optimizer)
@@ -280,15 +277,15 @@ class ActiveLearningLoop:
             self.tracker.finish("finished")
         return RunResult(records, self.model, labeled)
 
-    def _track(self, records: list[StageRecord], status: str) -> None:
-        """A run found finished: make sure the tracker holds it whole (it may have been run without tracking)."""
+    def _track_start(self, records: list[StageRecord]) -> bool:
+        """Start (or continue) the tracker's run with the stages stored so far (it skips those it has)."""
         if self.tracker is None:
-            return
+            return False
         tags = {"robustal.out": str(self.store.root.resolve())} if self.store is not None else {}
         self.tracker.start(self.name, self._store_config(), tags)
         for record in records:
             self.tracker.log_stage(record)
-        self.tracker.finish(status)
+        return True
 
     def _store_config(self) -> dict:
         return {"loop": self.config.to_dict(), "model": type(self.model).__name__, "pool": len(self.splits.pool),
