@@ -211,6 +211,18 @@ def tracker_from(args: argparse.Namespace, kind: str | None = None, uri: str | N
                           args.tracking_experiment or experiment or "robustal")
 
 
+def loop_config(args: argparse.Namespace, train=None, eval_attack=None):
+    """The :class:`~robustal.loop.LoopConfig` of the active-learning options (``train``: default from the training
+    options)."""
+    from robustal.loop import LoopConfig
+
+    options = {"bins": args.dre_bins} if args.dre_bins is not None and args.acquisition == "dre" else {}
+    return LoopConfig(acquisition=args.acquisition, acquisition_options=options, initial=args.initial,
+                      per_stage=args.per_stage, budget=args.budget, train=train or train_config(args),
+                      eval_attack=eval_attack, from_scratch=args.from_scratch,
+                      chance_recovery=args.chance_recovery, seed=args.seed)
+
+
 def train_config(args: argparse.Namespace):
     from robustal.training import TrainConfig
 

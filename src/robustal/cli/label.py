@@ -14,6 +14,7 @@ from robustal.cli.common import (
     add_tracking_args,
     add_training_args,
     log,
+    loop_config,
     output_folder,
     progress_bar,
     tracker_from,
@@ -63,17 +64,17 @@ def cmd_label(args: argparse.Namespace) -> int:
                   "validation and test (fill in its label column, or give a Label Studio export with --answers), "
                   "then run this command again.")
             return 0
-        return _label_rounds(args, project, state, answers)
+        return _label_rounds(args, project, state)
 
 
-def _label_rounds(args: argparse.Namespace, project, state, answers) -> int:
+def _label_rounds(args: argparse.Namespace, project, state) -> int:
     from dataclasses import replace
 
     from robustal.attacks import AttackConfig
     from robustal.evaluation import eval_step_size
     from robustal.experiment import model_factory
     from robustal.labeling import RUN_NAME
-    from robustal.loop import ActiveLearningLoop, LoopConfig
+    from robustal.loop import ActiveLearningLoop
     from robustal.models import default_model_for_images
     from robustal.report import format_table
     from robustal.store import Store
@@ -82,10 +83,7 @@ def _label_rounds(args: argparse.Namespace, project, state, answers) -> int:
     train = replace(train_config(args), epsilon=s.epsilon, augment=())
     eval_attack = (AttackConfig("pgd", s.epsilon, eval_step_size(s.epsilon, s.step_size, args.eval_steps),
                                 args.eval_steps) if args.eval_steps else None)
-    options = {"bins": args.dre_bins} if args.dre_bins is not None and args.acquisition == "dre" else {}
-    cfg = LoopConfig(acquisition=args.acquisition, acquisition_options=options, initial=args.initial,
-                     per_stage=args.per_stage, budget=args.budget, train=train, eval_attack=eval_attack,
-                     from_scratch=args.from_scratch, chance_recovery=args.chance_recovery, seed=args.seed)
+    cfg = loop_config(args, train=train, eval_attack=eval_attack)
     model_name = args.model or default_model_for_images(s.channels, s.image_size)
     factory = model_factory(model_name, num_classes=len(s.classes), in_channels=s.channels, image_size=s.image_size)
     factory()  # fail early on a model that cannot take these images

@@ -16,22 +16,18 @@ from robustal.cli.common import (
     add_tracking_args,
     add_training_args,
     log,
+    loop_config,
     output_folder,
     progress_bar,
     tracker_from,
-    train_config,
 )
 
 
 def loop_spec(args: argparse.Namespace):
     from robustal.autoattack import require
     from robustal.experiment import RunSpec
-    from robustal.loop import LoopConfig
 
-    options = {"bins": args.dre_bins} if args.dre_bins is not None and args.acquisition == "dre" else {}
-    loop = LoopConfig(acquisition=args.acquisition, acquisition_options=options, initial=args.initial,
-                      per_stage=args.per_stage, budget=args.budget, train=train_config(args),
-                      from_scratch=args.from_scratch, chance_recovery=args.chance_recovery, seed=args.seed)
+    loop = loop_config(args)
     require(args.attack)
     return RunSpec(dataset=args.dataset, model=args.model, loop=loop, eval_steps=args.eval_steps,
                    eval_attack=args.attack, image_size=args.image_size, channels=args.channels)
