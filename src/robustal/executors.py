@@ -82,6 +82,17 @@ def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str |
                          "folder.")
 
 
+def _prepare(tasks: Sequence[RunTask], out: str | Path, data_dir, checked: bool, on_done):
+    """What both executors do first: unique names, the stored runs checked (unless the caller did), the store
+    opened, finished runs reported at once. Returns ``(names, store, results so far, runs to do)``."""
+    _check_unique(tasks)
+    if not checked:
+        check_stored_runs(tasks, out, data_dir)
+    store = Store(out)
+    results: dict[str, list[StageRecord]] = {}
+    return [t.name for t in tasks], store, results, _split_finished(tasks, store, results, on_done)
+
+
 def _split_finished(tasks: Sequence[RunTask], store: Store, results: dict, on_done) -> list[RunTask]:
     todo = []
     for t in tasks:
@@ -104,13 +115,7 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
     (at once for runs that were already finished). The tasks are checked first (:func:`check_stored_runs`)
     unless ``checked`` says the caller has done it.
     """
-    _check_unique(tasks)
-    names = [t.name for t in tasks]
-    if not checked:
-        check_stored_runs(tasks, out, data_dir)
-    store = Store(out)
-    results: dict[str, list[StageRecord]] = {}
-    todo = _split_finished(tasks, store, results, on_done)
+    names, store, results, todo = _prepare(tasks, out, data_dir, checked, on_done)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     data = str(data_dir) if data_dir else None
     if workers <= 1 or len(todo) <= 1:
@@ -197,13 +202,7 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
     back as its rows and final checkpoint, imported into the store in one transaction.
     """
     ray = _import_ray()
-    _check_unique(tasks)
-    names = [t.name for t in tasks]
-    if not checked:
-        check_stored_runs(tasks, out, data_dir)
-    store = Store(out)
-    results: dict[str, list[StageRecord]] = {}
-    todo = _split_finished(tasks, store, results, on_done)
+    names, store, results, todo = _prepare(tasks, out, data_dir, checked, on_done)
     if not todo:
         return {n: results[n] for n in names}
     started = not ray.is_initialized()
