@@ -255,3 +255,14 @@ def test_reduced_step_evaluations_take_madry_steps():
     assert paper_attack(d, 20).step_size == pytest.approx(0.0375)  # PGD-20 at 0.01 could not even reach ε
     assert paper_attack(d, 100).step_size == 0.01
     assert d.with_epsilon(0.1).step_size == pytest.approx(0.01 / 3)
+
+
+@pytest.mark.slow
+def test_the_default_recipe_leaves_chance_level_at_the_first_stage_on_real_mnist(mnist_npz):
+    """docs/recipe.md in small: PGD training of LeNet-5 from 100 real MNIST labels with the default recipe is never
+    at chance level, and its robustness grows (robustal 0.1's defaults sat at chance here)."""
+    cfg = LoopConfig(acquisition="random", initial=100, per_stage=100, budget=300, seed=3,
+                     train=TrainConfig(mode="pgd"))
+    stages = run_experiment(RunSpec(dataset=str(mnist_npz), model="lenet5", eval_steps=20, loop=cfg), None).stages
+    assert not any(s.at_chance for s in stages)
+    assert stages[0].robust > 0.1 and stages[-1].robust > stages[0].robust
