@@ -13,7 +13,7 @@ answered: nothing is recomputed, nothing asked twice (the loop keeps pending pic
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -58,7 +58,6 @@ class ProjectSettings:
     heldout_size: int = 200
     seed: int = 0
     pool_fingerprint: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def step_size(self) -> float:
