@@ -4,6 +4,7 @@ and ``select``; ``robustal evaluate`` on any saved checkpoint."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -45,7 +46,10 @@ def user_module(tmp_path, monkeypatch):
     (tmp_path / "mynets.py").write_text(MODULE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    # Another test may have imported its own module of this name: import ours afresh, and leave none behind.
+    monkeypatch.delitem(sys.modules, "mynets", raising=False)
+    yield tmp_path
+    sys.modules.pop("mynets", None)
 
 
 def test_train_evaluate_and_select_rebuild_a_users_model(user_module, capsys):

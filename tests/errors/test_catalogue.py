@@ -246,7 +246,7 @@ def awaited_heldout(c: Ctx, rows: Callable[[list[str]], list[str]]) -> list:
 
 
 def user_module(c: Ctx) -> None:
-    c.file("mynets.py", "import torch\ndef broken(num_classes, in_channels, image_size):\n    raise ValueError('no')\n")
+    c.file("catalogue_nets.py", "import torch\ndef broken(num_classes, in_channels, image_size):\n    raise ValueError('no')\n")
 
 
 CSV_HEAD = "rank,index,score\n"
@@ -581,9 +581,9 @@ CASES: list[Case] = [
          ("--model", "cannot import 'nowhere_xyz'")),
     Case("train --model names a file that does not exist", lambda c: TRAIN("--model", str(c.path("nets.py")) + ":net"),
          ("--model", "nets.py")),
-    Case("train --model factory raises", lambda c: user_module(c) or TRAIN("--model", "mynets:broken"),
+    Case("train --model factory raises", lambda c: user_module(c) or TRAIN("--model", "catalogue_nets:broken"),
          ("--model", "the factory raised ValueError: no")),
-    Case("train --model has no factory name", lambda c: TRAIN("--model", "mynets:"),
+    Case("train --model has no factory name", lambda c: TRAIN("--model", "catalogue_nets:"),
          ("--model", "package.module:factory")),
 ]
 
