@@ -15,6 +15,8 @@ says which runs belong to the grid and in which order. The report holds, per dat
 - each function vs ``random`` by a two-sided Mann–Whitney U test on final robust and clean accuracy across seeds,
   exact for small samples (:mod:`robustal.stats`), with the Vargha–Delaney Â12 effect size (the probability that
   the function beats random; 0.5: no difference);
+- each function vs ``random`` paired by seed (runs of one seed share the initial labeled set and weights): the mean
+  per-seed difference, in how many seeds the function is higher and lower, and the exact Wilcoxon signed-rank p;
 - the attack each group's robust accuracy was measured under;
 - ``stages.csv``: one row per stage of every run.
 """
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from robustal.errors import StoreError
 from robustal.outputs import atomic_write_bytes
-from robustal.stats import compare, mean_std, normalized_auc
+from robustal.stats import compare, compare_paired, mean_std, normalized_auc
 from robustal.store import StageRecord, Store
 
 CSV_FIELDS = ("run", "dataset", "model", "training", "acquisition", "seed", "status", "stage", "labeled", "clean",
@@ -364,6 +366,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
                                        "U robust", "p robust", "Â12 robust"], rows))
         else:
             lines.append("No `random` runs to compare with.")
+        lines += _paired_section(runs, ds, model)
         lines += ["", "### Curves", ""]
         for mode in dict.fromkeys(s.training for s in cell):
             png = plot_curves(runs, ds, model, mode, out / f"curves-{_slug(ds, model, mode)}.png")
@@ -372,6 +375,35 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
             lines += _entropy_section(root, runs, ds, model, out, data_dir)
     atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
     return out / "report.md"
+
+
+def _paired_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str]:
+    """Each function minus random, run by run for the same seed: runs of one seed share the initial labeled set and
+    the initial weights, so the per-seed difference is free of that source of variance."""
+    cells = {(mode, acq): {r.seed: r for r in rs} for (d, m, mode, acq), rs in _cells(runs).items()
+             if (d, m) == (ds, model)}
+    rows = []
+    for (mode, acq), by_seed in cells.items():
+        base = cells.get((mode, "random"))
+        seeds = sorted(set(by_seed) & set(base)) if base and acq != "random" else []
+        if len(seeds) < 2:
+            continue
+        c = compare_paired([by_seed[s].final.clean for s in seeds], [base[s].final.clean for s in seeds])
+        row = [mode, acq, c.pairs, f"{c.mean_diff:+.3f}", f"{c.higher} / {c.lower}", c.p]
+        if all(by_seed[s].final.robust is not None and base[s].final.robust is not None for s in seeds):
+            r = compare_paired([by_seed[s].final.robust for s in seeds], [base[s].final.robust for s in seeds])
+            row += [f"{r.mean_diff:+.3f}", f"{r.higher} / {r.lower}", r.p]
+        else:
+            row += [None, None, None]
+        rows.append(row)
+    if not rows:
+        return []
+    return ["", "### Each function vs random, paired by seed (two-sided Wilcoxon signed-rank test, exact)", "",
+            "Runs with the same seed start from the same random labeled set and the same initial weights; the "
+            "difference function − random is taken seed by seed (higher / lower: in how many seeds; equal seeds "
+            "are left out of the test).", "",
+            format_table(["training", "acquisition", "pairs", "Δ clean", "higher / lower", "p clean", "Δ robust",
+                          "higher / lower", "p robust"], rows)]
 
 
 def _chance_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str]:

@@ -1,5 +1,6 @@
-"""Statistics across seeds that hold up with few of them: the exact Mann–Whitney U test, the Vargha–Delaney Â12
-effect size, mean ± standard deviation, and the normalised area under a learning curve."""
+"""Statistics across seeds that hold up with few of them: the exact Mann–Whitney U test, the exact Wilcoxon
+signed-rank test for runs paired by seed, the Vargha–Delaney Â12 effect size, mean ± standard deviation, and the
+normalised area under a learning curve."""
 
 from __future__ import annotations
 
@@ -67,6 +68,59 @@ def compare(x: Sequence[float], y: Sequence[float]) -> Comparison:
     return Comparison(u, p, vargha_delaney_a12(x, y))
 
 
+#: Up to this many non-zero paired differences, signed-rank p-values are exact (2^20 sign patterns).
+EXACT_PAIRS = 20
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Differences ``x[i] - y[i]`` of runs paired by seed, and their two-sided Wilcoxon signed-rank test."""
+
+    pairs: int
+    mean_diff: float
+    higher: int
+    lower: int
+    p: float
+
+
+def wilcoxon_signed_rank(diffs: Sequence[float]) -> tuple[float, float, bool]:
+    """Two-sided Wilcoxon signed-rank test that paired differences are centred on 0: ``(W+, p, exact)``.
+
+    Zero differences are dropped (Wilcoxon's convention); the others are ranked by absolute value (midranks for
+    ties). Up to :data:`EXACT_PAIRS` of them, W+'s null distribution is enumerated over every pattern of signs, so
+    ties are exact too (3 pairs can never give less than p = 2/8 = 0.25); beyond, scipy's normal approximation.
+    No non-zero difference gives ``(0, 1, True)``.
+    """
+    import numpy as np
+    from scipy.stats import rankdata, wilcoxon
+
+    d = np.asarray([v for v in diffs if v != 0], dtype=float)
+    n = len(d)
+    if n == 0:
+        return 0.0, 1.0, True
+    if n > EXACT_PAIRS:
+        res = wilcoxon(d, zero_method="wilcox", correction=False, alternative="two-sided", method="approx")
+        return float(res.statistic), float(res.pvalue), False
+    ranks = rankdata(np.abs(d))
+    w_obs = float(ranks[d > 0].sum())
+    signs = (np.arange(2 ** n)[:, None] >> np.arange(n)) & 1
+    w_all = signs @ ranks
+    centre = ranks.sum() / 2
+    p = float(np.mean(np.abs(w_all - centre) >= abs(w_obs - centre) - 1e-9))
+    return w_obs, min(1.0, p), True
+
+
+def compare_paired(x: Sequence[float], y: Sequence[float]) -> PairedComparison:
+    """Paired comparison of ``x[i]`` with ``y[i]`` (the same seed): mean difference, how many pairs ``x`` wins and
+    loses, and the exact two-sided signed-rank p (:func:`wilcoxon_signed_rank`)."""
+    if len(x) != len(y) or not x:
+        raise ValueError("compare_paired needs two samples of one non-zero length, paired by position.")
+    diffs = [round(a - b, 12) for a, b in zip(x, y, strict=True)]  # 0.6-0.5, 0.7-0.6: one tie
+    _, p, _ = wilcoxon_signed_rank(diffs)
+    return PairedComparison(len(diffs), sum(diffs) / len(diffs), sum(v > 0 for v in diffs),
+                            sum(v < 0 for v in diffs), p)
+
+
 def normalized_auc(labels: Sequence[float], values: Sequence[float]) -> float:
     """Area under ``values`` vs ``labels`` by the trapezoid rule, divided by the label range (one point: its value)."""
     if len(labels) != len(values) or not labels:
@@ -85,4 +139,5 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-__all__ = ["EXACT_LIMIT", "Comparison", "compare", "mann_whitney", "mean_std", "normalized_auc", "vargha_delaney_a12"]
+__all__ = ["EXACT_LIMIT", "EXACT_PAIRS", "Comparison", "PairedComparison", "compare", "compare_paired", "mann_whitney",
+           "mean_std", "normalized_auc", "vargha_delaney_a12", "wilcoxon_signed_rank"]

@@ -246,7 +246,8 @@ def awaited_heldout(c: Ctx, rows: Callable[[list[str]], list[str]]) -> list:
 
 
 def user_module(c: Ctx) -> None:
-    c.file("catalogue_nets.py", "import torch\ndef broken(num_classes, in_channels, image_size):\n    raise ValueError('no')\n")
+    c.file("catalogue_nets.py",
+           "import torch\ndef broken(num_classes, in_channels, image_size):\n    raise ValueError('no')\n")
 
 
 CSV_HEAD = "rank,index,score\n"

@@ -8,7 +8,15 @@ import math
 import pytest
 
 from robustal.report import attack_text, checkpoint_labels, collect, summarize, write_report
-from robustal.stats import compare, mann_whitney, mean_std, normalized_auc, vargha_delaney_a12
+from robustal.stats import (
+    compare,
+    compare_paired,
+    mann_whitney,
+    mean_std,
+    normalized_auc,
+    vargha_delaney_a12,
+    wilcoxon_signed_rank,
+)
 from robustal.store import Store
 from robustal.study import Study, run_study, save_study_copy
 
@@ -75,6 +83,61 @@ def test_mann_whitney_falls_back_to_the_normal_approximation_for_many_seeds():
     assert not exact and p == pytest.approx(mannwhitneyu(x, y, method="asymptotic").pvalue)
 
 
+def _brute_force_signed_rank_p(diffs):
+    """Two-sided p by flipping the signs of the non-zero differences every possible way, W+ from scipy's ranks."""
+    import itertools
+
+    from scipy.stats import rankdata
+
+    d = [v for v in diffs if v != 0]
+    ranks = rankdata([abs(v) for v in d])
+    centre = sum(ranks) / 2
+    obs = abs(sum(r for r, v in zip(ranks, d, strict=True) if v > 0) - centre)
+    patterns = list(itertools.product([False, True], repeat=len(d)))
+    return sum(abs(sum(r for r, up in zip(ranks, pat, strict=True) if up) - centre) >= obs - 1e-9
+               for pat in patterns) / len(patterns)
+
+
+@pytest.mark.parametrize("diffs", [
+    [0.02, 0.03, 0.01],                                   # 3 pairs, all higher: the smallest two-sided p, 2/8
+    [-0.011, -0.007, 0.011, -0.002, 0.02, 0.0, 0.017, 0.03, 0.02, 0.007],  # a zero and tied magnitudes
+    [0.1, -0.1, 0.1, -0.1],                               # every magnitude tied
+    [0.05, -0.01, 0.04, 0.03, 0.02, -0.02, 0.06],
+])
+def test_signed_rank_p_is_exact_for_few_pairs(diffs):
+    w, p, exact = wilcoxon_signed_rank(diffs)
+    assert exact and p == pytest.approx(_brute_force_signed_rank_p(diffs))
+    from scipy.stats import wilcoxon
+
+    nonzero = [v for v in diffs if v != 0]
+    assert w == pytest.approx(wilcoxon(nonzero, alternative="greater").statistic)  # W+, the sum of positive ranks
+
+
+def test_signed_rank_without_ties_agrees_with_scipys_exact_test():
+    from scipy.stats import wilcoxon
+
+    diffs = [0.05, -0.01, 0.04, 0.03, 0.021, -0.02, 0.06, 0.011]
+    assert wilcoxon_signed_rank(diffs)[1] == pytest.approx(wilcoxon(diffs, method="exact").pvalue)
+
+
+def test_signed_rank_edge_cases():
+    assert wilcoxon_signed_rank([0.0, 0.0]) == (0.0, 1.0, True)
+    assert wilcoxon_signed_rank([0.01, 0.02, 0.03])[1] == pytest.approx(0.25)  # never below 2/8 with 3 pairs
+    many = [(-1) ** i * (i + 1) / 100 + 0.005 for i in range(25)]
+    _, p, exact = wilcoxon_signed_rank(many)
+    from scipy.stats import wilcoxon
+
+    assert not exact and p == pytest.approx(wilcoxon(many, correction=False, method="approx").pvalue)
+
+
+def test_compare_paired_counts_wins_and_losses():
+    c = compare_paired([0.6, 0.5, 0.7, 0.4], [0.5, 0.5, 0.6, 0.45])
+    assert (c.pairs, c.higher, c.lower) == (4, 2, 1) and c.mean_diff == pytest.approx(0.0375)
+    assert c.p == pytest.approx(wilcoxon_signed_rank([0.1, 0.0, 0.1, -0.05])[1])
+    with pytest.raises(ValueError):
+        compare_paired([0.1, 0.2], [0.1])
+
+
 def test_attack_text_and_checkpoints():
     assert attack_text({"name": "pgd", "epsilon": 0.3, "step_size": 0.01, "steps": 50, "random_start": True}) == \
         "PGD-50 (ε = 0.3, step 0.01, random start)"
@@ -131,6 +194,11 @@ def test_report_numbers_equal_the_store(finished_study, tmp_path):
     assert "4 of 8" not in text and "8 of 8 runs finished" in text
     assert "Robust accuracy under PGD-2 (ε = 0.2, step 0.25, random start)." in text  # 2.5·ε/2
     assert "### Runs at chance level" in text
+    rand = [store.stages(f"digits-small-cnn-pgd-random-s{seed}")[-1] for seed in (0, 1)]
+    paired = compare_paired([f.robust for f in finals], [f.robust for f in rand])
+    line = next(ln for ln in text.splitlines() if ln.startswith("| pgd") and "entropy" in ln and "/" in ln)
+    assert f"{paired.mean_diff:+.3f}" in line and f"{paired.higher} / {paired.lower}" in line
+    assert f"{paired.p:.3f}" in line
     for row in rows:
         s = store.stages(row["run"])[int(row["stage"])]
         assert int(row["at_chance"]) == int(s.at_chance)
