@@ -398,7 +398,8 @@ def _paired_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str
         rows.append(row)
     if not rows:
         return []
-    return ["", "### Each function vs random, paired by seed (two-sided Wilcoxon signed-rank test, exact up to 20 pairs)", "",
+    return ["", "### Each function vs random, paired by seed (two-sided Wilcoxon signed-rank test, exact up to "
+            "20 pairs)", "",
             "Runs with the same seed start from the same random labeled set and the same initial weights; the "
             "difference function − random is taken seed by seed (higher / lower: in how many seeds; equal seeds "
             "are left out of the test).", "",
