@@ -160,3 +160,10 @@ def test_run_prints_a_final_table(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| stage | labeled | clean" in result.stdout
     assert (tmp_path / "results.db").is_file()
+
+
+def test_the_demos_step_floor_is_robustals_default():
+    from robustal.cli.run import DEMO_MIN_STEPS
+    from robustal.training import TrainConfig
+
+    assert DEMO_MIN_STEPS == TrainConfig().min_steps

@@ -85,8 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 DEMO_FUNCTIONS = ("random", "entropy", "dre")
-#: The demo's floor on optimizer steps per stage (robustal's default is 100; the demo's small CNN on 8×8 digits
-#: leaves chance level with fewer, and the demo stays under two minutes on 2 CPU cores).
+#: The demo's floor on optimizer steps per stage: robustal's default (``TrainConfig.min_steps``), written out here so
+#: that building the parser does not import torch (a test checks that the two agree).
 DEMO_MIN_STEPS = 100
 
 
