@@ -12,6 +12,7 @@ refused with what it is.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sqlite3
 import time
@@ -163,6 +164,26 @@ def config_diff(old: dict, new: dict, prefix: str = "", *, same_data: bool | Non
     return out
 
 
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``folder`` while a store in it is created or upgraded.
+
+    SQLite's busy timeout does not cover switching a new file to WAL mode: two processes opening a new store at
+    once could fail with "database is locked". Where ``fcntl`` is missing (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 class Store:
     """Results of many runs in ``root/results.db``, checkpoints in ``root/checkpoints/<run>/``.
 
@@ -186,17 +207,29 @@ class Store:
         try:
             self._check_is_ours()
             self.root.mkdir(parents=True, exist_ok=True)
-            with self._connect() as con:
-                if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone():
-                    con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                con.executescript(SCHEMA)
-                have = {r[1] for r in con.execute("PRAGMA table_info(stages)")}
-                for column, kind in _ADDED_STAGE_COLUMNS.items():
-                    if column not in have:
-                        con.execute(f"ALTER TABLE stages ADD COLUMN {column} {kind}")
+            with _folder_lock(self.root):
+                self._check_is_ours()  # again: another process may have created it meanwhile
+                self._create_or_upgrade()
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"Cannot use {str(self.root)!r} as an output folder ({e}). "
                              "Choose a writable folder with --out.") from None
+
+    def _create_or_upgrade(self) -> None:
+        """Create the tables (or add those and the columns an older store lacks) in one transaction.
+
+        One transaction, so that another process never sees half a schema (and takes the store for another
+        program's); the caller holds the folder lock, so that two processes never switch it to WAL at once.
+        """
+        with self._transaction() as con:
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone():
+                con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    con.execute(statement)
+            have = {r[1] for r in con.execute("PRAGMA table_info(stages)")}
+            for column, kind in _ADDED_STAGE_COLUMNS.items():
+                if column not in have:
+                    con.execute(f"ALTER TABLE stages ADD COLUMN {column} {kind}")
 
     def _check_is_ours(self) -> None:
         """Refuse, without changing it, a results.db that is not a SQLite file or holds another program's tables."""

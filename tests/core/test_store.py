@@ -146,3 +146,27 @@ def test_resuming_under_another_numeric_environment_warns(tmp_path):
             store.start_run("r", {"a": 1}, seed=0, device="cpu")
     finally:
         torch.set_num_threads(threads)
+
+
+def _open_store(root: str, barrier, errors) -> None:
+    barrier.wait()
+    try:
+        Store(root)
+    except StoreError as e:
+        errors.put(str(e))
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork to start processes quickly")
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """Creating a store is atomic: no opener sees half a schema or a 'database is locked' from the WAL switch."""
+    ctx = mp.get_context("fork")  # the children only touch SQLite; fork keeps 60 of them fast
+    for trial in range(10):
+        root, barrier, errors = str(tmp_path / f"t{trial}"), ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_store, args=(root, barrier, errors)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6
+        assert errors.empty(), errors.get()
+        assert Store(root).runs() == []
