@@ -7,10 +7,8 @@ says which runs belong to the grid and in which order. The report holds, per dat
 - the area under the accuracy-vs-labels and robustness-vs-labels curves (trapezoid rule, divided by the label
   range, so it is a mean accuracy over the budget in [0, 1]);
 - the curves (one PNG per dataset, model and training mode);
-- the entropy distribution of the selected samples vs the whole pool, per function. The entropies are recomputed
-  under each run's *final* model (its last stored checkpoint, loaded with ``weights_only=True``) so that every
-  function is measured with the same yardstick; the store's per-pick ``score`` is the entropy at selection time
-  only for ``entropy`` and ``dre``, so it cannot be compared across functions;
+- what each function picked, measured on the data (:mod:`robustal.picks`): the entropy distribution of the
+  selected samples vs the whole pool, and the class balance of the labeled set;
 - how many runs were at chance level (the network predicting one class) at ~30 %, 50 % and 100 % of the budget;
 - each function vs ``random`` by a two-sided Mann–Whitney U test on final robust and clean accuracy across seeds,
   exact for small samples (:mod:`robustal.stats`), with the Vargha–Delaney Â12 effect size (the probability that
@@ -25,12 +23,10 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustal.errors import StoreError
 from robustal.outputs import atomic_write_bytes
 from robustal.stats import compare, compare_paired, mean_std, normalized_auc
 from robustal.store import StageRecord, Store
@@ -141,7 +137,8 @@ class Summary:
     final_robust: list[float] | None
 
 
-def _cells(runs: Sequence[RunResults]) -> dict[tuple[str, str, str, str], list[RunResults]]:
+def finished_cells(runs: Sequence[RunResults]) -> dict[tuple[str, str, str, str], list[RunResults]]:
+    """Finished runs grouped by (dataset, model, training, acquisition), in the runs' order."""
     cells: dict[tuple[str, str, str, str], list[RunResults]] = {}
     for r in runs:
         if r.status == "finished" and r.stages:
@@ -152,7 +149,7 @@ def _cells(runs: Sequence[RunResults]) -> dict[tuple[str, str, str, str], list[R
 def summarize(runs: Sequence[RunResults]) -> list[Summary]:
     """Final accuracies and normalized AUCs per grid cell, over the finished runs' seeds."""
     out = []
-    for (ds, model, mode, acq), rs in _cells(runs).items():
+    for (ds, model, mode, acq), rs in finished_cells(runs).items():
         clean = [r.final.clean for r in rs]
         has_robust = all(s.robust is not None for r in rs for s in r.stages)
         robust = [r.final.robust for r in rs] if has_robust else None
@@ -166,7 +163,8 @@ def summarize(runs: Sequence[RunResults]) -> list[Summary]:
 
 
 # --- figures --------------------------------------------------------------------------------------------------------
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +173,8 @@ def _pyplot():
     return plt
 
 
-def _slug(*parts: str) -> str:
+def file_slug(*parts: str) -> str:
+    """A file-name-safe join of ``parts`` (figure names)."""
     return "-".join("".join(c if c.isalnum() or c in "-_." else "_" for c in p) for p in parts)
 
 
@@ -183,8 +182,8 @@ def plot_curves(runs: Sequence[RunResults], dataset: str, model: str, training: 
     """Clean and robust accuracy vs labels, mean over seeds with a ±std band, one line per function."""
     import numpy as np
 
-    plt = _pyplot()
-    cells = {k[3]: v for k, v in _cells(runs).items() if k[:3] == (dataset, model, training)}
+    plt = pyplot()
+    cells = {k[3]: v for k, v in finished_cells(runs).items() if k[:3] == (dataset, model, training)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     palette = plt.get_cmap("tab20").colors  # 12 functions: tab10 would repeat colours
     for i, (acq, rs) in enumerate(cells.items()):
@@ -211,59 +210,6 @@ def plot_curves(runs: Sequence[RunResults], dataset: str, model: str, training: 
             break
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def selection_entropies(root: str | Path, run: RunResults, dataset=None, data_dir: str | Path | None = None):
-    """Entropies (bits) of the whole pool and of the samples the function picked (stages ≥ 1), under the run's
-    final model, recomputed from its last checkpoint. Returns ``(pool, selected)`` numpy arrays."""
-    import torch
-
-    from robustal.acquisition.inference import predict
-    from robustal.acquisition.scores import entropy
-    from robustal.data import load_dataset
-    from robustal.experiment import model_factory
-
-    store = Store(root, create=False)
-    dataset = dataset or load_dataset(run.config["dataset"], data_dir)
-    model = model_factory(run.model, dataset)()
-    state = store.load_checkpoint(run.name, run.final.stage)
-    model.load_state_dict(state["model"])
-    pool = dataset.splits().pool
-    with torch.random.fork_rng(devices=[]):
-        probs = predict(model, pool.x, batch_size=1024).probs
-    h = entropy(probs)
-    picks = store.selections(run.name)
-    chosen = torch.tensor([i for stage, idx in picks.items() if stage > 0 for i in idx], dtype=torch.int64)
-    return h.numpy(), h[chosen].numpy()
-
-
-def plot_entropies(data: dict[str, tuple], title: str, path: Path) -> Path:
-    """Per function, density histograms of the pool's entropies and the selected samples' entropies."""
-    import numpy as np
-
-    plt = _pyplot()
-    names = list(data)
-    cols = min(4, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    hi = max(float(np.max(p)) for p, _ in data.values()) or 1.0
-    bins = np.linspace(0, hi, 31)
-    for ax, name in zip(axes.flat, names, strict=False):
-        pool, sel = data[name]
-        ax.hist(pool, bins=bins, density=True, alpha=0.5, label="pool", color="tab:gray")
-        if len(sel):
-            ax.hist(sel, bins=bins, density=True, alpha=0.6, label="selected", color="tab:red")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("entropy (bits)", fontsize=8)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
@@ -369,10 +315,12 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
         lines += _paired_section(runs, ds, model)
         lines += ["", "### Curves", ""]
         for mode in dict.fromkeys(s.training for s in cell):
-            png = plot_curves(runs, ds, model, mode, out / f"curves-{_slug(ds, model, mode)}.png")
+            png = plot_curves(runs, ds, model, mode, out / f"curves-{file_slug(ds, model, mode)}.png")
             lines += [f"![{ds} {model} {mode}]({png.name})", ""]
         if entropies:
-            lines += _entropy_section(root, runs, ds, model, out, data_dir)
+            from robustal.picks import picks_section  # loads data and models: only when asked
+
+            lines += picks_section(root, runs, ds, model, out, data_dir)
     atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
     return out / "report.md"
 
@@ -380,7 +328,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
 def _paired_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str]:
     """Each function minus random, run by run for the same seed: runs of one seed share the initial labeled set and
     the initial weights, so the per-seed difference is free of that source of variance."""
-    cells = {(mode, acq): {r.seed: r for r in rs} for (d, m, mode, acq), rs in _cells(runs).items()
+    cells = {(mode, acq): {r.seed: r for r in rs} for (d, m, mode, acq), rs in finished_cells(runs).items()
              if (d, m) == (ds, model)}
     rows = []
     for (mode, acq), by_seed in cells.items():
@@ -409,7 +357,7 @@ def _paired_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str
 
 def _chance_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str]:
     """Per function and training mode: runs whose model was at chance level at ~30 %, 50 % and 100 % of the budget."""
-    cells = {k: v for k, v in _cells(runs).items() if k[:2] == (ds, model)}
+    cells = {k: v for k, v in finished_cells(runs).items() if k[:2] == (ds, model)}
     if not cells:
         return []
     labels = checkpoint_labels([s.labeled for s in next(iter(cells.values()))[0].stages])
@@ -423,54 +371,6 @@ def _chance_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str
                           "any stage ≥ 1"], rows)]
 
 
-def _entropy_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, out: Path, data_dir) -> list[str]:
-    import numpy as np
-
-    from robustal.data import load_dataset
-
-    lines = ["### Entropy of the selected samples vs the pool", "",
-             "Entropies (bits) under each run's final model, recomputed from its last checkpoint; all seeds pooled. "
-             "Pool: every pool sample; selected: the samples the function picked (stages ≥ 1).", ""]
-    cells = {k: v for k, v in _cells(runs).items() if k[:2] == (ds, model)}
-    if not cells:
-        return []
-    first = next(iter(cells.values()))[0]
-    try:
-        dataset = load_dataset(first.config["dataset"], data_dir)
-    except Exception as e:  # the data moved or is not cached here: the rest of the report stands
-        return lines + [f"Skipped: cannot load {first.config['dataset']!r} ({e}).", ""]
-    rows: list[list] = []
-    skipped: list[str] = []
-    for mode in dict.fromkeys(k[2] for k in cells):
-        data = {}
-        for (_, _, m, acq), rs in cells.items():
-            if m != mode:
-                continue
-            parts = []
-            for r in rs:
-                try:
-                    parts.append(selection_entropies(root, r, dataset))
-                except StoreError as e:  # a damaged checkpoint: leave the run out of the figure, say so
-                    skipped.append(f"{r.name}: {e}")
-            if not parts:
-                continue
-            pool = np.concatenate([p for p, _ in parts])
-            sel = np.concatenate([s for _, s in parts])
-            data[acq] = (pool, sel)
-            rows.append([mode, acq, float(pool.mean()), float(sel.mean()) if len(sel) else None,
-                         float(np.median(sel)) if len(sel) else None, len(sel)])
-        if not data:
-            continue
-        png = plot_entropies(data, f"{ds} / {model} / {mode}: entropy of selected vs pool",
-                             out / f"entropy-{_slug(ds, model, mode)}.png")
-        lines += [f"![entropy {ds} {model} {mode}]({png.name})", ""]
-    lines.append(format_table(["training", "acquisition", "pool mean", "selected mean", "selected median",
-                               "selected n"], rows))
-    if skipped:
-        lines += ["", "Left out of the entropy distributions:", "", *(f"- {s}" for s in skipped)]
-    return lines + [""]
-
-
 __all__ = ["CSV_FIELDS", "RunResults", "Summary", "attack_text", "chance_counts", "checkpoint_labels", "collect",
-           "format_table", "plot_curves", "plot_entropies", "selection_entropies", "stage_rows", "summarize",
+           "file_slug", "finished_cells", "format_table", "plot_curves", "pyplot", "stage_rows", "summarize",
            "write_csv", "write_report"]

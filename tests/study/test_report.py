@@ -218,6 +218,39 @@ def test_figures_are_real_pngs(finished_study, tmp_path):
         assert f"]({p.name})" in md.read_text()
 
 
+def test_class_balance_counts_the_labels_of_every_pick(finished_study, tmp_path):
+    import numpy as np
+
+    from robustal.data import load_dataset
+
+    text = write_report(finished_study, tmp_path / "rep").read_text()
+    store = Store(finished_study)
+    runs = [r for r in collect(finished_study) if (r.training, r.acquisition) == ("pgd", "entropy")]
+    y = load_dataset(runs[0].config["dataset"]).splits().pool.y.numpy()
+    counts = [np.bincount(y[[i for v in store.selections(r.name).values() for i in v]], minlength=10) for r in runs]
+    section = text[text.index("### Class balance of the labeled set"):]
+    line = next(ln for ln in section.splitlines() if ln.startswith("| pgd") and "entropy" in ln)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:] == [str(len(runs)), str(int(counts[0].sum())), f"{np.mean([c.min() for c in counts]):.1f}",
+                         str(min(c.min() for c in counts)), f"{np.mean([c.max() for c in counts]):.1f}",
+                         str(max(c.max() for c in counts))]
+
+
+def test_class_balance_prefers_the_labels_a_person_gave(tmp_path):
+    import torch
+
+    from robustal.picks import class_counts
+    from robustal.report import RunResults
+    from robustal.store import StageRecord
+
+    store = Store(tmp_path)
+    store.start_run("r", {"dataset": "mine"}, seed=0)
+    store.add_stage("r", StageRecord(0, 4, 0.5, 0.2), torch.tensor([0, 1, 2, 3]), None)
+    store.add_labels("r", 0, torch.tensor([0, 1]), torch.tensor([2, 2]))  # a person overruled the pool's labels
+    run = RunResults("r", "mine", "m", "pgd", "random", 0, "finished", store.stages("r"), {})
+    assert class_counts(tmp_path, run, torch.tensor([0, 1, 1, 0]), 3).tolist() == [1, 1, 2]
+
+
 def test_report_of_an_unfinished_study_lists_what_is_missing(finished_study, tmp_path):
     import shutil
 

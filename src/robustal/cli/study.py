@@ -123,14 +123,17 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="tables, curves and statistical tests of a study's results",
                        description="Write DIR/report/report.md with final and area-under-curve accuracies (mean +- "
                                    "std over seeds), curves, entropy distributions of the selected samples, "
+                                   "the class balance of each function's labeled set, "
                                    "Mann-Whitney U tests and Vargha-Delaney A12 of each function vs random, "
                                    "and stages.csv.")
     p.add_argument("dir", metavar="DIR", help="a study's (or run's) results folder")
     p.add_argument("--out", default=None, metavar="REPORT_DIR", help="where to write (default: DIR/report)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="dataset cache, to recompute entropies (default: $ROBUSTAL_DATA or ~/.cache/robustal)")
+                   help="dataset cache, to recompute entropies and class balance (default: $ROBUSTAL_DATA or "
+                        "~/.cache/robustal)")
     p.add_argument("--no-entropy", action="store_true",
-                   help="skip the entropy distributions (they load each dataset and final model)")
+                   help="skip what needs the data: the entropy distributions (they load each dataset and final "
+                        "model) and the class balance")
     p.add_argument("--header", default=None, metavar="FILE.md",
                    help="Markdown put at the top of the report (e.g. the commands that made the results)")
     p.set_defaults(func=cmd_report)
