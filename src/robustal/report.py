@@ -15,6 +15,7 @@ says which runs belong to the grid and in which order. The report holds, per dat
   the function beats random; 0.5: no difference);
 - each function vs ``random`` paired by seed (runs of one seed share the initial labeled set and weights): the mean
   per-seed difference, in how many seeds the function is higher and lower, and the exact Wilcoxon signed-rank p;
+- where the grid has several training modes, each mode vs the first one for the same function, paired by seed;
 - the attack each group's robust accuracy was measured under;
 - ``stages.csv``: one row per stage of every run.
 """
@@ -325,34 +326,54 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
     return out / "report.md"
 
 
-def _paired_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str]:
-    """Each function minus random, run by run for the same seed: runs of one seed share the initial labeled set and
-    the initial weights, so the per-seed difference is free of that source of variance."""
-    cells = {(mode, acq): {r.seed: r for r in rs} for (d, m, mode, acq), rs in finished_cells(runs).items()
-             if (d, m) == (ds, model)}
+def _paired_rows(comparisons: Sequence[tuple[list, dict, dict]]) -> list[list]:
+    """Rows of paired comparisons: for each ``(leading cells, runs by seed, baseline runs by seed)``, the pairs, the
+    mean per-seed difference, in how many seeds higher / lower and the Wilcoxon p, for clean and robust accuracy."""
     rows = []
-    for (mode, acq), by_seed in cells.items():
-        base = cells.get((mode, "random"))
-        seeds = sorted(set(by_seed) & set(base)) if base and acq != "random" else []
+    for lead, by_seed, base in comparisons:
+        seeds = sorted(set(by_seed) & set(base))
         if len(seeds) < 2:
             continue
         c = compare_paired([by_seed[s].final.clean for s in seeds], [base[s].final.clean for s in seeds])
-        row = [mode, acq, c.pairs, f"{c.mean_diff:+.3f}", f"{c.higher} / {c.lower}", c.p]
+        row = [*lead, c.pairs, f"{c.mean_diff:+.3f}", f"{c.higher} / {c.lower}", c.p]
         if all(by_seed[s].final.robust is not None and base[s].final.robust is not None for s in seeds):
             r = compare_paired([by_seed[s].final.robust for s in seeds], [base[s].final.robust for s in seeds])
             row += [f"{r.mean_diff:+.3f}", f"{r.higher} / {r.lower}", r.p]
         else:
             row += [None, None, None]
         rows.append(row)
-    if not rows:
-        return []
-    return ["", "### Each function vs random, paired by seed (two-sided Wilcoxon signed-rank test, exact up to "
-            "20 pairs)", "",
-            "Runs with the same seed start from the same random labeled set and the same initial weights; the "
-            "difference function − random is taken seed by seed (higher / lower: in how many seeds; equal seeds "
-            "are left out of the test).", "",
-            format_table(["training", "acquisition", "pairs", "Δ clean", "higher / lower", "p clean", "Δ robust",
-                          "higher / lower", "p robust"], rows)]
+    return rows
+
+
+_PAIRED_COLUMNS = ["pairs", "Δ clean", "higher / lower", "p clean", "Δ robust", "higher / lower", "p robust"]
+
+
+def _paired_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str]:
+    """Each function minus random, run by run for the same seed: runs of one seed share the initial labeled set and
+    the initial weights, so the per-seed difference is free of that source of variance. Then, where the grid has
+    several training modes, each mode minus the first for the same function and seed."""
+    cells = {(mode, acq): {r.seed: r for r in rs} for (d, m, mode, acq), rs in finished_cells(runs).items()
+             if (d, m) == (ds, model)}
+    rows = _paired_rows([([mode, acq], by_seed, cells[(mode, "random")]) for (mode, acq), by_seed in cells.items()
+                         if acq != "random" and (mode, "random") in cells])
+    lines = []
+    if rows:
+        lines += ["", "### Each function vs random, paired by seed (two-sided Wilcoxon signed-rank test, exact up "
+                  "to 20 pairs)", "",
+                  "Runs with the same seed start from the same random labeled set and the same initial weights; the "
+                  "difference function − random is taken seed by seed (higher / lower: in how many seeds; equal "
+                  "seeds are left out of the test).", "",
+                  format_table(["training", "acquisition", *_PAIRED_COLUMNS], rows)]
+    modes = list(dict.fromkeys(mode for mode, _ in cells))
+    rows = _paired_rows([([mode, modes[0], acq], by_seed, cells[(modes[0], acq)])
+                         for (mode, acq), by_seed in cells.items() if mode != modes[0] and (modes[0], acq) in cells])
+    if rows:
+        lines += ["", f"### Each training mode vs {modes[0]}, same function, paired by seed (two-sided Wilcoxon "
+                  "signed-rank test)", "",
+                  f"The difference mode − {modes[0]} for the same function and seed: the same initial labeled set "
+                  "and initial weights, then each mode's own training and picks.", "",
+                  format_table(["training", "vs", "acquisition", *_PAIRED_COLUMNS], rows)]
+    return lines
 
 
 def _chance_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str]:

@@ -202,6 +202,10 @@ def test_report_numbers_equal_the_store(finished_study, tmp_path):
     for row in rows:
         s = store.stages(row["run"])[int(row["stage"])]
         assert int(row["at_chance"]) == int(s.at_chance)
+    std = [store.stages(f"digits-small-cnn-standard-entropy-s{seed}")[-1] for seed in (0, 1)]
+    modes = compare_paired([f.robust for f in finals], [f.robust for f in std])
+    line = next(ln for ln in text.splitlines() if ln.replace(" ", "").startswith("|pgd|standard|entropy|"))
+    assert f"{modes.mean_diff:+.3f}" in line and f"{modes.higher} / {modes.lower}" in line
 
 
 def test_figures_are_real_pngs(finished_study, tmp_path):
