@@ -169,7 +169,8 @@ def _folder_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``folder`` while a store in it is created or upgraded.
 
     SQLite's busy timeout does not cover switching a new file to WAL mode: two processes opening a new store at
-    once could fail with "database is locked". Where ``fcntl`` is missing (Windows) there is no lock.
+    once could fail with "database is locked". Where ``fcntl`` is missing (Windows), or the file system cannot
+    lock a folder (some network file systems), there is no lock: the schema is still created in one transaction.
     """
     try:
         import fcntl
@@ -178,7 +179,10 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # pragma: no cover - e.g. NFS, where flock becomes a POSIX lock that needs write access
+            pass
         yield
     finally:
         os.close(fd)  # closing releases the lock
