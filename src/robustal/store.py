@@ -181,7 +181,7 @@ def _folder_lock(folder: Path) -> Iterator[None]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # pragma: no cover - e.g. NFS, where flock becomes a POSIX lock that needs write access
+        except OSError:  # e.g. NFS, where flock becomes a POSIX lock that needs write access
             pass
         yield
     finally:

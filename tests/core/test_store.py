@@ -170,3 +170,16 @@ def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
         assert [p.exitcode for p in procs] == [0] * 6
         assert errors.empty(), errors.get()
         assert Store(root).runs() == []
+
+
+def test_a_folder_that_cannot_be_locked_still_opens(tmp_path, monkeypatch):
+    """Some network file systems refuse flock on a folder: the store opens unlocked instead of being refused."""
+    fcntl = pytest.importorskip("fcntl")
+
+    def refuse(fd, op):
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    store = Store(tmp_path)
+    store.start_run("r", {"a": 1}, seed=0)
+    assert [r["name"] for r in Store(tmp_path).runs()] == ["r"]
