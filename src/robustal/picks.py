@@ -50,13 +50,15 @@ def class_counts(root: str | Path, run: RunResults, pool_labels, num_classes: in
     """Labels per class among every sample the run labeled (the initial set included), as a numpy array.
 
     The labels are those the store holds (a person's, in a labeling project), else the pool's own."""
-    import numpy as np
+    import torch
 
     store = Store(root, create=False)
-    picked = [i for idx in store.selections(run.name).values() for i in idx]
+    picked = torch.tensor([i for idx in store.selections(run.name).values() for i in idx], dtype=torch.int64)
+    labels = torch.as_tensor(pool_labels, dtype=torch.int64).clone()
     given = store.labels(run.name)
-    labels = [given[i] if i in given else int(pool_labels[i]) for i in picked]
-    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    if given:
+        labels[torch.tensor(list(given))] = torch.tensor(list(given.values()))
+    return torch.bincount(labels[picked], minlength=num_classes).numpy()
 
 
 def plot_entropies(data: dict[str, tuple], title: str, path: Path) -> Path:

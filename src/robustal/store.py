@@ -209,10 +209,9 @@ class Store:
         if not create and not self.path.is_file():
             raise StoreError(f"{str(self.root)!r} holds no results.db; give the --out folder of a study or run.")
         try:
-            self._check_is_ours()
             self.root.mkdir(parents=True, exist_ok=True)
-            with _folder_lock(self.root):
-                self._check_is_ours()  # again: another process may have created it meanwhile
+            with _folder_lock(self.root):  # checked under the lock: another process may be creating it now
+                self._check_is_ours()
                 self._create_or_upgrade()
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"Cannot use {str(self.root)!r} as an output folder ({e}). "
