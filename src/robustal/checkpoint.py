@@ -1,7 +1,9 @@
 """The one model-checkpoint format, written by ``train --save`` and ``retrain --save`` and read by ``select``,
 ``retrain`` and ``retrain-study``: the weights plus what is needed to rebuild the model for its data.
 
-Loading uses ``torch.load(weights_only=True)``, so a checkpoint never runs code; saving is atomic.
+Loading uses ``torch.load(weights_only=True)``, and a checkpoint of a user's own model (``module:factory``) is
+rebuilt only from a factory the person names (``--factory``), never from the one the file records: a checkpoint
+never makes robustal run or import code. Saving is atomic.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Checkpoint:
         train_size: Number of leading pool samples it was trained on (None: the whole pool).
         train_config: The training configuration it was trained with (a dict), if saved.
         path: Where it was loaded from.
+        factory: The user's model factory the person named (``--factory``) to rebuild a user's model with; never
+            taken from the file.
     """
 
     model_name: str
@@ -43,6 +47,7 @@ class Checkpoint:
     train_size: int | None = None
     train_config: dict = field(default_factory=dict)
     path: Path | None = None
+    factory: str | None = None
 
     def check(self, dataset: Dataset) -> None:
         """Raise :class:`ConfigError` unless ``dataset`` has this model's image shape and number of classes."""
@@ -52,10 +57,16 @@ class Checkpoint:
                               f"{dataset.num_classes} classes. Use the dataset the model was trained on "
                               f"({self.dataset}).")
 
+    @property
+    def build_name(self) -> str:
+        """The model this checkpoint is rebuilt with: its registered architecture, or -- for a user's model -- the
+        factory the person named (:attr:`factory`); see :func:`trusted_model_name`."""
+        return trusted_model_name(self.model_name, self.factory, f"Checkpoint {self.path}")
+
     def build(self, dataset: Dataset, device: torch.device | str = "cpu") -> nn.Module:
         """The saved model for ``dataset``'s images, weights loaded; errors clearly if they do not fit."""
         self.check(dataset)
-        model = model_factory(self.model_name, dataset)()  # an unknown name or an unimportable factory says so
+        model = model_factory(self.build_name, dataset)()  # an unknown name or an unimportable factory says so
         try:
             model.load_state_dict(self.state)
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
@@ -64,11 +75,41 @@ class Checkpoint:
         return model.to(device)
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load a ``robustal train --save`` checkpoint with ``torch.load(weights_only=True)``.
+def is_user_model(name: str) -> bool:
+    """Whether a model name is a user's factory (``module:factory`` or ``file.py:factory``), i.e. code outside
+    robustal, rather than a registered architecture."""
+    return ":" in name
+
+
+def trusted_model_name(recorded: str, factory: str | None, source: str) -> str:
+    """The model to build for a recorded model name: a registered architecture as recorded; a user's factory only
+    when the person names one (``factory``, from ``--factory``) -- a file (checkpoint, results folder) never makes
+    robustal import code by itself.
 
     Raises:
-        ConfigError: The file is missing, not a torch file, truncated, or not a robustal model checkpoint.
+        ConfigError: A user's model and no ``factory``; or a ``factory`` for a registered architecture.
+    """
+    if not is_user_model(recorded):
+        if factory is not None:
+            raise ConfigError(f"--factory {factory}: {source} holds robustal's own {recorded!r} model, which needs no "
+                              "factory; leave --factory out.")
+        return recorded
+    if factory is None:
+        raise ConfigError(f"{source} holds a model built by the factory {recorded!r}: code outside robustal. robustal "
+                          "never imports code because a file names it. If you trust that code, name the factory "
+                          f"yourself: --factory {recorded}")
+    return factory
+
+
+def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
+    """Load a ``robustal train --save`` checkpoint with ``torch.load(weights_only=True)``.
+
+    ``factory``: the person's own model factory (``--factory``) for a checkpoint of a user's model; required for
+    one (see :func:`trusted_model_name`) and checked here, before any work.
+
+    Raises:
+        ConfigError: The file is missing, not a torch file, truncated, or not a robustal model checkpoint; or it
+            holds a user's model and no ``factory`` was named (or a factory was named for a registered model).
     """
     path = Path(path)
     if not path.exists():
@@ -106,9 +147,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise bad("dataset", "a dataset name or path")
     if not isinstance(obj.get("train_config") or {}, dict):
         raise bad("train_config", "a dict of training settings")
-    return Checkpoint(model_name=obj["model_name"], state=obj["model"], num_classes=obj["num_classes"],
+    ckpt = Checkpoint(model_name=obj["model_name"], state=obj["model"], num_classes=obj["num_classes"],
                       image_shape=tuple(shape), dataset=obj.get("dataset"), epsilon=epsilon, train_size=train_size,
-                      train_config=dict(obj.get("train_config") or {}), path=path)
+                      train_config=dict(obj.get("train_config") or {}), path=path, factory=factory)
+    ckpt.build_name  # noqa: B018 - a user's model without --factory is refused now, before any work
+    return ckpt
 
 
 def data_meta(dataset: Dataset) -> dict:

@@ -14,27 +14,34 @@ Both load the dataset (and the entropies each final model), so the report comput
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from robustal.errors import StoreError
+from robustal.errors import ConfigError, StoreError
 from robustal.report import RunResults, file_slug, finished_cells, format_table, pyplot
 from robustal.store import Store
 
 
-def selection_entropies(root: str | Path, run: RunResults, dataset=None, data_dir: str | Path | None = None):
+def selection_entropies(root: str | Path, run: RunResults, dataset=None, data_dir: str | Path | None = None,
+                        factories: Collection[str] = ()):
     """Entropies (bits) of the whole pool and of the samples the function picked (stages ≥ 1), under the run's
-    final model, recomputed from its last checkpoint. Returns ``(pool, selected)`` numpy arrays."""
+    final model, recomputed from its last checkpoint. Returns ``(pool, selected)`` numpy arrays.
+
+    A run of a user's model is rebuilt only when the person named its factory (``factories``, from ``--factory``):
+    a results folder never makes robustal import code (:class:`~robustal.errors.ConfigError` otherwise)."""
     import torch
 
     from robustal.acquisition.inference import predict
     from robustal.acquisition.scores import entropy
+    from robustal.checkpoint import is_user_model, trusted_model_name
     from robustal.data import load_dataset
     from robustal.experiment import model_factory
 
+    named = run.model if is_user_model(run.model) and run.model in factories else None
+    model_name = trusted_model_name(run.model, named, f"Run {run.name!r}")
     store = Store(root, create=False)
     dataset = dataset or load_dataset(run.config["dataset"], data_dir)
-    model = model_factory(run.model, dataset)()
+    model = model_factory(model_name, dataset)()
     state = store.load_checkpoint(run.name, run.final.stage)
     model.load_state_dict(state["model"])
     pool = dataset.splits().pool
@@ -92,8 +99,12 @@ def plot_entropies(data: dict[str, tuple], title: str, path: Path) -> Path:
     return path
 
 
-def picks_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, out: Path, data_dir) -> list[str]:
-    """The report's Markdown on what the functions picked in one (dataset, model) group, with the entropy figures."""
+def picks_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, out: Path, data_dir,
+                  factories: Collection[str] = ()) -> list[str]:
+    """The report's Markdown on what the functions picked in one (dataset, model) group, with the entropy figures.
+
+    ``factories``: the user's model factories the person named (``report --factory``), see
+    :func:`selection_entropies`."""
     import numpy as np
 
     from robustal.data import load_dataset
@@ -126,8 +137,8 @@ def picks_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, o
             parts = []
             for r in rs:
                 try:
-                    parts.append(selection_entropies(root, r, dataset))
-                except StoreError as e:  # a damaged checkpoint: leave the run out of the figure, say so
+                    parts.append(selection_entropies(root, r, dataset, factories=factories))
+                except (StoreError, ConfigError) as e:  # a damaged checkpoint, an unnamed factory: say so
                     skipped.append(f"{r.name}: {e}")
             if not parts:
                 continue

@@ -247,7 +247,7 @@ def _pm(ms: tuple[float, float] | None) -> str:
 
 
 def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: str | Path | None = None,
-                 entropies: bool = True, header: str = "") -> Path:
+                 entropies: bool = True, header: str = "", factories: Sequence[str] = ()) -> Path:
     """Write ``report.md``, ``stages.csv`` and PNG figures for the results in ``root``; returns the report's path.
 
     Args:
@@ -256,6 +256,8 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
         data_dir: The dataset cache, to recompute entropies.
         entropies: Recompute and plot the entropy distributions (loads each dataset and final model).
         header: Markdown put at the top (e.g. the commands that made the results).
+        factories: User's model factories the person named (``--factory``): runs of those models are rebuilt for
+            the entropy section; a run of any other user's model is left out of it, never imported.
     """
     from robustal.errors import ConfigError
     from robustal.study import load_study_copy
@@ -321,7 +323,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
         if entropies:
             from robustal.picks import picks_section  # loads data and models: only when asked
 
-            lines += picks_section(root, runs, ds, model, out, data_dir)
+            lines += picks_section(root, runs, ds, model, out, data_dir, factories)
     atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
     return out / "report.md"
 

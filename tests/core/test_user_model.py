@@ -58,15 +58,18 @@ def test_train_evaluate_and_select_rebuild_a_users_model(user_module, capsys):
                  "--train-size", "900", "--save", str(ckpt), "--no-progress"]) == 0
     assert torch.load(ckpt, weights_only=True)["model_name"] == "mynets:plain"
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(ckpt), "--eval-steps", "5", "--n", "100", "--json"]) == 0
+    assert main(["evaluate", "--model", str(ckpt), "--factory", "mynets:plain", "--eval-steps", "5", "--n", "100",
+                 "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 100 and result["model_name"] == "mynets:plain" and result["split"] == "test"
     assert 0.3 < result["clean"] <= 1 and 0 <= result["robust"] <= result["clean"]
     assert result["attack"]["steps"] == 5 and result["attack"]["epsilon"] == 0.2
-    assert main(["evaluate", "--model", str(ckpt), "--eval-steps", "0", "--split", "val"]) == 0
+    assert main(["evaluate", "--model", str(ckpt), "--factory", "mynets:plain", "--eval-steps", "0", "--split",
+                 "val"]) == 0
     assert capsys.readouterr().out.startswith("clean accuracy: ")
     picks = user_module / "picks.csv"
-    assert main(["select", "--model", str(ckpt), "--metric", "entropy", "--n", "10", "--out", str(picks)]) == 0
+    assert main(["select", "--model", str(ckpt), "--factory", "mynets:plain", "--metric", "entropy", "--n", "10",
+                 "--out", str(picks)]) == 0
     assert len(picks.read_text().splitlines()) == 11
 
 
@@ -105,7 +108,50 @@ def test_evaluate_refuses_bad_requests(user_module, capsys):
     assert main(["train", "--model", "mynets:plain", "--training", "standard", "--epochs", "1", "--eval-steps", "0",
                  "--save", str(ckpt), "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(ckpt), "--n", "100000", "--eval-steps", "0"]) == 2
+    assert main(["evaluate", "--model", str(ckpt), "--factory", "mynets:plain", "--n", "100000", "--eval-steps",
+                 "0"]) == 2
     assert "--n 100000 is more than the 250 samples of the test split" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(user_module / "missing.pt")]) == 2
     assert "missing.pt not found" in capsys.readouterr().err
+
+
+#: Imported, this module leaves a marker file beside itself: the tests below see whether robustal imported it.
+MARKING_MODULE = MODULE + "\nimport pathlib\npathlib.Path(__file__).with_name('IMPORTED').touch()\n"
+
+
+def test_no_checkpoint_or_results_folder_makes_robustal_import_a_module_not_named(user_module, capsys):
+    """A checkpoint (evaluate, select, retrain, retrain-study) or a results folder (report) of a user's model is
+    rebuilt only from a factory the person names with --factory; without it nothing is imported."""
+    ckpt, run = user_module / "m.pt", user_module / "run"
+    assert main(["train", "--model", "mynets:plain", "--training", "standard", "--epochs", "1", "--eval-steps", "0",
+                 "--train-size", "900", "--save", str(ckpt), "--no-progress"]) == 0
+    assert main(["run", "--model", "mynets:plain", "--training", "standard", "--acquisition", "entropy",
+                 "--initial", "30", "--per-stage", "30", "--budget", "60", "--epochs", "1", "--min-steps", "0",
+                 "--eval-steps", "0", "--out", str(run), "--no-progress"]) == 0
+    (user_module / "mynets.py").write_text(MARKING_MODULE)
+    sys.modules.pop("mynets", None)
+    marker = user_module / "IMPORTED"
+    picks = user_module / "picks.csv"
+    picks.write_text("rank,index,score\n" + "".join(f"{i + 1},{900 + i},\n" for i in range(10)))
+    refused = [["evaluate", "--model", str(ckpt), "--eval-steps", "0"],
+               ["select", "--model", str(ckpt), "--metric", "random", "--n", "5", "--out", str(user_module / "s.csv")],
+               ["retrain", "--model", str(ckpt), "--selected", str(picks), "--training", "standard", "--epochs", "1",
+                "--eval-steps", "0", "--no-progress"],
+               ["retrain-study", "--model", str(ckpt), "--metrics", "random", "--sizes", "5", "--seeds", "0",
+                "--training", "standard", "--epochs", "1", "--eval-steps", "0", "--out", str(user_module / "rs"),
+                "--no-progress"]]
+    for argv in refused:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        assert "--factory mynets:plain" in capsys.readouterr().err
+        assert not marker.exists(), f"robustal {argv[0]} imported the factory a checkpoint named"
+    assert main(["report", str(run), "--out", str(user_module / "report")]) == 0
+    assert not marker.exists(), "robustal report imported the factory a results folder named"
+    report = (user_module / "report" / "report.md").read_text()
+    assert "'mynets:plain'" in report and "--factory mynets:plain" in report
+    # Named by the person, the same factory is imported and used.
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(ckpt), "--factory", "mynets:plain", "--eval-steps", "0"]) == 0
+    assert marker.exists() and capsys.readouterr().out.startswith("clean accuracy: ")
+    assert main(["report", str(run), "--out", str(user_module / "report2"), "--factory", "mynets:plain"]) == 0
+    assert "Left out of the entropy" not in (user_module / "report2" / "report.md").read_text()

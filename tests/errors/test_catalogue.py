@@ -245,6 +245,17 @@ def awaited_heldout(c: Ctx, rows: Callable[[list[str]], list[str]]) -> list:
     return argv
 
 
+#: A module that leaves a marker file when it is imported: a checkpoint naming it must never make robustal import it.
+EVIL_MODULE = ("import pathlib\npathlib.Path(__file__).with_name('PWNED').touch()\n"
+               "def factory(num_classes, in_channels, image_size):\n    raise ValueError('imported')\n")
+
+
+def evil_factory_ckpt(c: Ctx, by_path: bool = False) -> Path:
+    """The shared checkpoint, recorded as made by a user's factory in a module that sits in the working folder."""
+    c.file("evilmod.py", EVIL_MODULE)
+    return c.ckpt_with("factory.pt", model_name=f"{c.path('evilmod.py')}:factory" if by_path else "evilmod:factory")
+
+
 def user_module(c: Ctx) -> None:
     c.file("catalogue_nets.py",
            "import torch\ndef broken(num_classes, in_channels, image_size):\n    raise ValueError('no')\n")
@@ -586,6 +597,22 @@ CASES: list[Case] = [
          ("--model", "the factory raised ValueError: no")),
     Case("train --model has no factory name", lambda c: TRAIN("--model", "catalogue_nets:"),
          ("--model", "package.module:factory")),
+    # --- a checkpoint never makes robustal import code (issue 19.1) -------------------------------------------------
+    Case("evaluate a checkpoint that names a module's factory",
+         lambda c: ["evaluate", "--model", evil_factory_ckpt(c), "--eval-steps", "0"],
+         ("factory.pt", "'evilmod:factory'", "--factory evilmod:factory"), after=no_marker),
+    Case("evaluate a checkpoint that names a file's factory",
+         lambda c: ["evaluate", "--model", evil_factory_ckpt(c, by_path=True), "--eval-steps", "0"],
+         ("factory.pt", "evilmod.py:factory", "--factory"), after=no_marker),
+    Case("select with a checkpoint that names a module's factory",
+         lambda c: SELECT(c, model=evil_factory_ckpt(c)), ("'evilmod:factory'", "--factory"), after=no_marker),
+    Case("retrain with a checkpoint that names a module's factory",
+         lambda c: RETRAIN(c, model=evil_factory_ckpt(c)), ("'evilmod:factory'", "--factory"), after=no_marker),
+    Case("retrain-study with a checkpoint that names a module's factory",
+         lambda c: RS(c, model=evil_factory_ckpt(c)), ("'evilmod:factory'", "--factory"), after=no_marker),
+    Case("evaluate --factory for a checkpoint of a registered model",
+         lambda c: ["evaluate", "--model", c.art.ckpt, "--factory", "mynets:plain", "--eval-steps", "0"],
+         ("--factory mynets:plain", "'small-cnn'", "leave --factory out")),
 ]
 
 if not torch.cuda.is_available():  # where a GPU exists, --device cuda is valid

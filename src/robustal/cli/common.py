@@ -85,6 +85,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "dataset's (lenet5 for MNIST, ...)")
 
 
+#: ``--factory``'s help: the one way a checkpoint or results folder of a user's model gets its code.
+FACTORY_HELP = ("a checkpoint of your own model: its factory, package.module:factory or path/to/file.py:factory. "
+                "robustal imports only code you name here, never a factory because a checkpoint records it")
+
+
+def add_factory_arg(g) -> None:
+    """``--factory``: the user's model factory to rebuild a checkpoint of a user's model with."""
+    g.add_argument("--factory", default=None, metavar="MODULE:FACTORY", help=FACTORY_HELP)
+
+
 def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
     """Training options; their defaults are :class:`~robustal.training.TrainConfig`'s (``epochs`` may differ)."""
     from robustal.training import TRAINING_MODES, TrainConfig

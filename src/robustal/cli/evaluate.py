@@ -6,7 +6,15 @@ import argparse
 import json
 
 from robustal.cli import common
-from robustal.cli.common import DATA_DIR_HELP, POSITIVE_INT, add_eval_args, add_runtime_args, attack_label, log
+from robustal.cli.common import (
+    DATA_DIR_HELP,
+    POSITIVE_INT,
+    add_eval_args,
+    add_factory_arg,
+    add_runtime_args,
+    attack_label,
+    log,
+)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -19,7 +27,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from robustal.evaluation import evaluate
 
     device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.model)
+    ckpt = load_checkpoint(args.model, args.factory)
     data = args.data or ckpt.dataset
     if not data:
         raise ConfigError(f"Checkpoint {args.model} does not name its dataset; give --data.")
@@ -34,7 +42,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         part = part.subset(torch.arange(args.n))
     attack = common.eval_attack(args, dataset)
     model = ckpt.build(dataset, device)
-    log(f"{dataset.name}: evaluating {ckpt.model_name} from {args.model} on the first {len(part)} samples of the "
+    log(f"{dataset.name}: evaluating {ckpt.build_name} from {args.model} on the first {len(part)} samples of the "
         f"{args.split} split" + (f", robust under {attack_label(attack)}" if attack else ""))
     result = evaluate(model, part, attack, device=device, seed=args.seed)
     if args.json:
@@ -56,11 +64,12 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="clean and robust accuracy of a saved model (no training)",
                        description="Measure a checkpoint saved by robustal (train, retrain, run or label --save) on "
                                    "the test (or validation) split of its dataset or another one: clean accuracy and "
-                                   "robust accuracy under PGD, AutoAttack or Square. A user's own model "
+                                   "robust accuracy under PGD, AutoAttack or Square. A checkpoint of your own model "
                                    "(--model package.module:factory when it was trained) is rebuilt from the "
-                                   "factory recorded in the checkpoint.")
+                                   "factory you name with --factory: a checkpoint never makes robustal import code.")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", required=True, metavar="CKPT", help="a checkpoint saved by robustal")
+    add_factory_arg(g)
     g.add_argument("--data", default=None, metavar="NAME|FILE.npz|DIR",
                    help="the dataset (default: the one recorded in the checkpoint)")
     g.add_argument("--data-dir", default=None, metavar="DIR", help=DATA_DIR_HELP)

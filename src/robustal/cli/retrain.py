@@ -11,6 +11,7 @@ from robustal.cli.common import (
     POSITIVE_INT,
     acquisition_names,
     add_eval_args,
+    add_factory_arg,
     add_runtime_args,
     add_training_args,
     attack_label,
@@ -33,7 +34,7 @@ def _checkpoint_and_data(args: argparse.Namespace):
     from robustal.retrain import resolve_train_size
 
     device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.model)
+    ckpt = load_checkpoint(args.model, args.factory)
     metric = getattr(args, "metric", None)
     if metric is not None:
         from robustal.acquisition import create_acquisition
@@ -77,7 +78,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     _check_sizes([args.n], n_new, "--n")
     model = ckpt.build(dataset, device)
     log(f"{dataset.name}: ranking the {n_new} new unlabeled samples (training-set indices {k}..{k + n_new - 1}) "
-         f"with {args.metric!r}; {ckpt.model_name} was trained on the first {k}")
+         f"with {args.metric!r}; {ckpt.build_name} was trained on the first {k}")
     selection = select_samples(model, dataset.train, k, args.metric, args.n, seed=args.seed, device=device)
     write_selection(out, selection)
     order = "ranked, best first" if create_acquisition(args.metric).ranked else "a set, in random order"
@@ -101,7 +102,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     test = dataset.splits().test
     model = ckpt.build(dataset, device)
     before = evaluate(model, test, attack, device=device, seed=args.seed)
-    log(f"{dataset.name}: fine-tuning {ckpt.model_name} on its {k} original training samples + {len(selected)} "
+    log(f"{dataset.name}: fine-tuning {ckpt.build_name} on its {k} original training samples + {len(selected)} "
          f"selected, {cfg.mode} training for {cfg.epochs} epochs on {device}")
     result = retrain(model, dataset, k, selected, cfg, device=device, seed=args.seed, progress=not args.no_progress,
                      warmup=cfg.epsilon_warmup > 0)
@@ -113,7 +114,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(f"robust accuracy: before {before.robust:.4f}, after {after.robust:.4f} "
               f"({after.robust - before.robust:+.4f}) ({attack_label(attack)}, n={after.n})")
     if save is not None:
-        save_checkpoint(save, model, ckpt.model_name, **data_meta(dataset), dataset_name=ckpt.dataset,
+        save_checkpoint(save, model, ckpt.build_name, **data_meta(dataset), dataset_name=ckpt.dataset,
                         train_config=cfg, train_size=k,
                         selected=torch.as_tensor(selected).tolist())
         log(f"saved {save}")
@@ -167,6 +168,7 @@ def _retrain_study(args, metrics, sizes, seeds, ckpt, dataset, k, device, cfg, a
 def add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", required=True, metavar="CKPT", help="a checkpoint saved by robustal train --save")
+    add_factory_arg(g)
     g.add_argument("--data", default=None, metavar="NAME|FILE.npz",
                    help="its dataset (default: the one recorded in the checkpoint)")
     g.add_argument("--data-dir", default=None, metavar="DIR",

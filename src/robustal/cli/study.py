@@ -63,7 +63,8 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float) ->
     if tracker.enabled:  # attach the report to a study-level run
         from robustal.report import write_report
 
-        path = write_report(out)
+        named = {t.spec.model for t in tasks if t.spec.model and ":" in t.spec.model}  # named in the study file
+        path = write_report(out, factories=sorted(named))
         tracker.start(f"study {study.name}", {"study": study.name, "runs": len(tasks)},
                       {"robustal.out": str(out.resolve()), "robustal.study": study.name})
         tracker.log_artifact(path.parent)
@@ -93,7 +94,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     header = read_text_file(args.header, "--header") if args.header is not None else ""
     out = check_output_dir(args.out, "--out")
-    path = write_report(args.dir, out, data_dir=args.data_dir, entropies=not args.no_entropy, header=header)
+    path = write_report(args.dir, out, data_dir=args.data_dir, entropies=not args.no_entropy, header=header,
+                        factories=args.factory)
     print(f"wrote {path}")
     return 0
 
@@ -136,4 +138,8 @@ def register(sub) -> None:
                         "model) and the class balance")
     p.add_argument("--header", default=None, metavar="FILE.md",
                    help="Markdown put at the top of the report (e.g. the commands that made the results)")
+    p.add_argument("--factory", action="append", default=[], metavar="MODULE:FACTORY",
+                   help="runs of your own model: its factory (repeat for several), so that the entropy section can "
+                        "rebuild them. robustal imports only code you name here, never a factory because a results "
+                        "folder records it")
     p.set_defaults(func=cmd_report)
