@@ -44,6 +44,26 @@ class AttackConfig:
         return ATTACKS.get(self.name)(model, x, y, epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
                                       random_start=self.random_start, generator=generator)
 
+    def robust(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Whether each of ``(x, y)`` withstands this attack, ``(n,)`` bool, under the any-iterate rule: an image
+        fooled by any point the attack tries counts as not robust (:func:`pgd_robust`; AutoAttack and Square count
+        the same way internally). Other attacks: whether their adversarial example is still classified ``y``."""
+        if self.name == "pgd":
+            return pgd_robust(model, x, y, epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
+                              random_start=self.random_start, generator=generator)
+        x_adv = self.run(model, x, y, generator)
+        with torch.no_grad():
+            return model(x_adv).argmax(1) == y
+
+    @property
+    def settings(self) -> dict:
+        """The settings this attack uses (the parameter-free AutoAttack and Square use only ε)."""
+        if self.name in ("autoattack", "square"):
+            return {"name": self.name, "epsilon": self.epsilon}
+        return {"name": self.name, "epsilon": self.epsilon, "steps": self.steps, "step_size": self.step_size,
+                "random_start": self.random_start}
+
 
 def _project(x_adv: torch.Tensor, x: torch.Tensor, epsilon: float) -> torch.Tensor:
     return torch.minimum(torch.maximum(x_adv, x - epsilon), x + epsilon).clamp_(0, 1)
@@ -82,6 +102,41 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, s
         grad = _input_grad(model, x_adv, y)
         x_adv = _project(x_adv + step_size * grad.sign(), x, epsilon)
     return x_adv.detach()
+
+
+def pgd_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, step_size: float, steps: int,
+               random_start: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """PGD that stops on fooled images: ``(n,)`` bool, True where every iterate -- the start, each of the ``steps``
+    steps, and the last -- is still classified ``y``.
+
+    The worst case over iterates, as AutoAttack counts: an image counts as not robust as soon as any point PGD
+    reaches misclassifies it, and it leaves the batch then. The forward pass that gives each step's gradient also
+    judges that iterate, so an image that withstands the attack costs what it costs under :func:`pgd` (plus the last
+    iterate's forward pass, which judging the last iterate needs anyway), and a fooled one costs less. For the same
+    start the trajectory of every image is :func:`pgd`'s, so this is never weaker than judging the last iterate only.
+    Run the model in eval mode (:func:`frozen`), so that an image's trajectory does not depend on its batch.
+    """
+    x = x.detach()
+    x_adv = _random_start(x, epsilon, generator) if random_start else x.clone()
+    robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    active = torch.arange(len(x), device=x.device)
+    for step in range(steps + 1):
+        ya = y[active]
+        with torch.enable_grad():
+            xa = x_adv.detach().requires_grad_(step < steps)
+            logits = model(xa)
+            fooled = logits.argmax(1) != ya
+            if step < steps:
+                (grad,) = torch.autograd.grad(F.cross_entropy(logits, ya, reduction="sum"), xa)
+        robust[active[fooled]] = False
+        if step == steps:
+            break
+        keep = ~fooled
+        active = active[keep]
+        if not len(active):
+            break
+        x_adv = _project(xa.detach()[keep] + step_size * grad[keep].sign(), x[active], epsilon)
+    return robust
 
 
 @ATTACKS.register("fgsm")

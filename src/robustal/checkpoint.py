@@ -18,6 +18,7 @@ from torch import nn
 from robustal.data import Dataset
 from robustal.errors import ConfigError
 from robustal.experiment import model_factory
+from robustal.models.memory_format import MEMORY_FORMATS, apply_memory_format
 from robustal.outputs import atomic_torch_save, safe_torch_load
 from robustal.training import TrainConfig
 
@@ -72,7 +73,10 @@ class Checkpoint:
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"Checkpoint {self.path}: its weights do not fit a {self.model_name!r} model "
                               f"({' '.join(str(e).split())[:300]}).") from None
-        return model.to(device)
+        model.to(device)
+        layout = self.train_config.get("memory_format")
+        apply_memory_format(model, device, layout if layout in MEMORY_FORMATS else "auto")
+        return model
 
 
 def is_user_model(name: str) -> bool:

@@ -1,4 +1,7 @@
-"""Clean and robust accuracy. Robust accuracy attacks only the points still classified correctly."""
+"""Clean and robust accuracy. Robust accuracy attacks only the points still classified correctly, and counts an image
+as not robust as soon as any iterate of the attack misclassifies it (:meth:`AttackConfig.robust`: the worst case
+over iterates, as AutoAttack counts; never weaker than judging the last iterate only, and cheaper, since a fooled
+image leaves the attack's batch)."""
 
 from __future__ import annotations
 
@@ -59,8 +62,5 @@ def evaluate(model: nn.Module, data: Split, attack: AttackConfig | None = None, 
                 correct = model(x).argmax(1) == y
             clean += int(correct.sum())
             if attack is not None and correct.any():
-                xc, yc = x[correct], y[correct]
-                x_adv = attack.run(model, xc, yc, generator=gen)
-                with torch.no_grad():
-                    robust += int((model(x_adv).argmax(1) == yc).sum())
+                robust += int(attack.robust(model, x[correct], y[correct], generator=gen).sum())
     return EvalResult(clean / n, robust / n if attack is not None else None, n)

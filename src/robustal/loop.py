@@ -28,6 +28,7 @@ from robustal.attacks import AttackConfig
 from robustal.data.dataset import Split, Splits
 from robustal.errors import ChanceLevelWarning, ConfigError
 from robustal.evaluation import evaluate
+from robustal.models.memory_format import apply_memory_format
 from robustal.oracle import CallableOracle, DatasetOracle, Oracle
 from robustal.store import StageRecord, Store
 from robustal.training import FitResult, TrainConfig, fit, make_optimizer
@@ -183,6 +184,9 @@ class ActiveLearningLoop:
         self.acquisition = create_acquisition(config.acquisition, **config.acquisition_options)
         self.model = self._fresh_model() if reinit is not None else model
         self.model.to(self.device)
+        # The layout is set once, before anything runs, so that selection, training and evaluation (resumed or not)
+        # always see the model in the same layout.
+        apply_memory_format(self.model, self.device, config.train.memory_format, config.train.precision)
         self._initial_state = copy.deepcopy(self.model.state_dict())
         self._at_chance = False  # did the last finished stage end at chance?
 

@@ -29,6 +29,7 @@ from robustal._validation import check_choice, check_float, check_int
 from robustal.attacks import AttackConfig, trades_adversary
 from robustal.data.dataset import Dataset, Split, to_float
 from robustal.evaluation import evaluate
+from robustal.models.memory_format import MEMORY_FORMATS, apply_memory_format
 
 TRAINING_MODES = ("standard", "pgd", "trades")
 OPTIMIZERS = ("adam", "sgd")
@@ -66,6 +67,10 @@ class TrainConfig:
             that many steps (100 labels at batch 128 would otherwise get one step per epoch). 0: no floor. The
             default, 100, is the recipe measured in docs/recipe.md: with it, robust active learning on MNIST from 100
             labels was never at chance level; robustal 0.1's schedule left its runs there for 9 or 10 of 10 stages.
+        memory_format: ``auto`` (channels-last where :mod:`robustal.models.memory_format` measured it faster: LeNet-5,
+            small-cnn and VGG8 on the CPU; conv nets under bf16 on CUDA), ``channels-last`` or ``contiguous``. The
+            model is put in that layout for training, attacks and evaluation; results differ from the other
+            layout's in the last bits.
     """
 
     mode: str = "standard"
@@ -84,12 +89,14 @@ class TrainConfig:
     trades_beta: float = 6.0
     min_steps: int = 100
     precision: str = "fp32"
+    memory_format: str = "auto"
 
     def __post_init__(self) -> None:
         caller = "TrainConfig"
         check_choice(self.mode, "mode", caller, TRAINING_MODES)
         check_choice(self.optimizer, "optimizer", caller, OPTIMIZERS)
         check_choice(self.precision, "precision", caller, PRECISIONS)
+        check_choice(self.memory_format, "memory_format", caller, MEMORY_FORMATS)
         check_int(self.epochs, "epochs", caller, min_value=1)
         check_int(self.batch_size, "batch_size", caller, min_value=1)
         check_int(self.attack_steps, "attack_steps", caller, min_value=1)
@@ -273,7 +280,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
     if val is not None and len(val) == 0:
         val = None
     device = torch.device(device)
-    autocast, channels_last = _precision(model, config.precision, device)
+    autocast = _autocast(config.precision, device)
+    channels_last = apply_memory_format(model, device, config.memory_format, config.precision)
     if val is not None:  # validated every epoch: move it once
         val = Split(val.x.to(device), val.y.to(device))
     batches_per_epoch = len(_epoch_batches(len(train), config, torch.Generator().manual_seed(0)))
@@ -342,15 +350,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
     return best
 
 
-def _precision(model: nn.Module, precision: str, device: torch.device):
-    """``(autocast context factory, channels_last)`` for ``precision`` on ``device``; bf16 puts a conv net into
-    channels-last memory on CUDA (the layout its bf16 kernels are fastest with)."""
+def _autocast(precision: str, device: torch.device):
+    """The autocast context factory of ``precision`` on ``device`` (bf16 mixed precision, or none)."""
     if precision != "bf16":
-        return contextlib.nullcontext, False
-    channels_last = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    return (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)), channels_last
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def _progress_bar(total: int, desc: str):

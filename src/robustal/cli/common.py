@@ -97,6 +97,7 @@ def add_factory_arg(g) -> None:
 
 def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
     """Training options; their defaults are :class:`~robustal.training.TrainConfig`'s (``epochs`` may differ)."""
+    from robustal.models.memory_format import MEMORY_FORMATS
     from robustal.training import TRAINING_MODES, TrainConfig
 
     d = TrainConfig()
@@ -113,8 +114,12 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> 
                         "times per epoch (default: %(default)s; 0 = one pass per epoch)")
     g.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer, help="(default: %(default)s)")
     g.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision,
-                   help="bf16: mixed precision for training and the training attack (channels-last memory for conv "
-                        "nets on CUDA); robust accuracy is always measured in fp32 (default: %(default)s)")
+                   help="bf16: mixed precision for training and the training attack; robust accuracy is always "
+                        "measured in fp32 (default: %(default)s)")
+    g.add_argument("--memory-format", choices=MEMORY_FORMATS, default=d.memory_format,
+                   help="memory layout of the model for training, attacks and evaluation: auto = channels-last where "
+                        "it was measured faster (LeNet-5, small-cnn, VGG8 on the CPU; bf16 conv nets on CUDA); "
+                        "results differ between layouts in the last bits (default: %(default)s)")
     g.add_argument("--lr", type=POSITIVE, default=d.lr, help="learning rate (default: %(default)s)")
     g.add_argument("--weight-decay", type=NON_NEGATIVE, default=d.weight_decay, help="(default: %(default)s)")
     g.add_argument("--epsilon", type=UNIT, default=None,
@@ -240,7 +245,8 @@ def train_config(args: argparse.Namespace):
                        lr=args.lr, weight_decay=args.weight_decay, epsilon=args.epsilon,
                        attack_steps=args.attack_steps, step_size=args.step_size,
                        random_start=not args.no_random_start, epsilon_warmup=args.epsilon_warmup,
-                       trades_beta=args.trades_beta, min_steps=args.min_steps, precision=args.precision)
+                       trades_beta=args.trades_beta, min_steps=args.min_steps, precision=args.precision,
+                       memory_format=args.memory_format)
 
 
 def int_list(text: str, flag: str, min_value: int | None = None, max_value: int | None = None) -> list[int]:

@@ -78,7 +78,9 @@ def _make_vgg(variant: str, num_classes: int, in_channels: int, image_size: int,
 
 @register_model("vgg8")
 def vgg8(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> VGG:
-    return _make_vgg("vgg8", num_classes, in_channels, image_size, hidden=(256,))
+    model = _make_vgg("vgg8", num_classes, in_channels, image_size, hidden=(256,))
+    model.channels_last_on_cpu = True  # benchmarks/channels_last.py: PGD step 1.25x, training 1.14x (VGG16: 0.77x)
+    return model
 
 
 @register_model("vgg16")
