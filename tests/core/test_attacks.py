@@ -91,3 +91,66 @@ def test_attack_config_rejects_bad_values(kwargs, match):
 
 def test_registry_has_pgd_and_fgsm():
     assert {"pgd", "fgsm"} <= set(ATTACKS)
+
+
+class FooledAtOneCall(nn.Module):
+    """Predicts class 0 for every image, except on its ``at``-th forward call, where the first row gets class 1.
+
+    Its logits depend on the input (with zero weight), so PGD can take input gradients; PGD never moves (zero
+    gradient), and the only thing that changes between iterates is the call count.
+    """
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.calls = at, 0
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        self.calls += 1
+        logits = x.flatten(1).sum(1, keepdim=True) * self.w + torch.tensor([1.0, 0.0])
+        if self.calls == self.at:
+            logits = logits + torch.tensor([[0.0, 2.0]] + [[0.0, 0.0]] * (len(x) - 1))
+        return logits
+
+
+def test_an_image_fooled_at_an_intermediate_iterate_counts_as_not_robust():
+    from robustal.data.dataset import Split
+    from robustal.evaluation import evaluate
+
+    x, y = torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.int64)
+    cfg = AttackConfig("pgd", epsilon=0.1, step_size=0.05, steps=5)
+    # Judged on the last iterate only (robustal 0.2's rule), the image fooled at the 3rd call looks robust ...
+    model = FooledAtOneCall(at=3)
+    x_adv = cfg.run(model, x, y, generator=torch.Generator().manual_seed(0))
+    assert model.calls == 5 and bool((model(x_adv).argmax(1) == y).all())
+    # ... under the any-iterate rule it is not: the clean pass is call 1, the attack's iterates calls 2, 3, ...
+    result = evaluate(FooledAtOneCall(at=3), Split(x, y), cfg)
+    assert result.clean == 1.0 and result.robust == 0.5
+    robust = cfg.robust(FooledAtOneCall(at=2), x, y, generator=torch.Generator().manual_seed(0))
+    assert robust.tolist() == [False, True]
+
+
+def test_the_any_iterate_rule_is_never_weaker_than_the_last_iterate_and_drops_fooled_images(batch):
+    from robustal.attacks import pgd_robust
+
+    x = torch.rand(64, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(64) % 3
+    model = tiny_model()
+    kwargs = dict(epsilon=0.3, step_size=0.05, steps=10)
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    with frozen(model):
+        robust = pgd_robust(model, x, y, generator=torch.Generator().manual_seed(0), **kwargs)
+        sizes, calls[:] = list(calls), []
+        x_adv = pgd(model, x, y, generator=torch.Generator().manual_seed(0), **kwargs)
+        last = model(x_adv).argmax(1) == y
+    assert 0 < int(robust.sum()) < 64  # the example is not trivial
+    assert not bool((robust & ~last).any()), "robust under the any-iterate rule but fooled by the last iterate"
+    assert sizes[0] == 64 and sizes[-1] < 64 and sizes == sorted(sizes, reverse=True)  # fooled images leave
+    assert len(sizes) == kwargs["steps"] + 1
+
+
+def test_attack_settings_name_what_each_attack_uses():
+    assert AttackConfig("pgd", 0.3, 0.01, 50).settings == {"name": "pgd", "epsilon": 0.3, "steps": 50,
+                                                           "step_size": 0.01, "random_start": True}
+    assert AttackConfig("square", 0.3).settings == {"name": "square", "epsilon": 0.3}
