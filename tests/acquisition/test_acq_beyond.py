@@ -329,3 +329,49 @@ def test_new_functions_are_seeded_through_a_context(name, digits_model, digits):
     a, b, c = select(5), select(5), select(6)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert len(set(a.tolist())) == 30 and not torch.isin(a, labeled).any()
+
+
+def test_study_files_give_the_new_functions_options(tmp_path):
+    from robustal.study import Study
+
+    path = tmp_path / "s.toml"
+    path.write_text('''
+[[grid]]
+datasets = ["digits"]
+training = ["pgd"]
+acquisitions = ["badge", "typiclust", "typiclust-pca", "dre-balanced-reference", "robust-boundary"]
+seeds = [0]
+
+[acquisition.typiclust-pca]
+function = "typiclust"
+embedding = "pca"
+
+[acquisition.dre-balanced-reference]
+function = "dre-balanced"
+rounding = "reference"
+bins = 20
+
+[acquisition.robust-boundary]
+steps = 3
+fraction = 0.25
+''')
+    study = Study.load(path)
+    loops = {t.name.split("-pgd-")[1][:-3]: t.spec.loop for t in study.tasks()}
+    assert (loops["typiclust-pca"].acquisition, loops["typiclust-pca"].acquisition_options) == \
+        ("typiclust", {"embedding": "pca"})
+    built = create_acquisition(loops["dre-balanced-reference"].acquisition,
+                               **loops["dre-balanced-reference"].acquisition_options)
+    assert (built.name, built.rounding, built.bins) == ("dre-balanced", "reference", 20)
+    assert create_acquisition("robust-boundary", **loops["robust-boundary"].acquisition_options).fraction == 0.25
+    path.write_text(path.read_text().replace("fraction = 0.25", "fraction = 2"))
+    with pytest.raises(ConfigError, match="'fraction' parameter of robust-boundary"):
+        Study.load(path)
+
+
+def test_run_help_offers_the_new_functions(capsys):
+    from robustal.cli import main
+
+    assert main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps at hyphens
+    for name in NEW:
+        assert name in text
