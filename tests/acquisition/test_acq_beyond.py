@@ -172,8 +172,8 @@ def test_typiclust_with_features_needs_them(pool_8x8):
     plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     ctx = SelectionContext(plain, pool_8x8, torch.arange(5), gen())
     with pytest.raises(ConfigError, match="embedding='pca'"):
-        create_acquisition("typiclust").select(ctx, 3)
-    assert len(create_acquisition("typiclust", embedding="pca").select(ctx, 3).indices) == 3
+        create_acquisition("typiclust", embedding="features").select(ctx, 3)
+    assert len(create_acquisition("typiclust").select(ctx, 3).indices) == 3  # pca: no model features needed
 
 
 # --- dre-balanced ----------------------------------------------------------------------------------------------------

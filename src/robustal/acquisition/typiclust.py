@@ -22,7 +22,7 @@ from robustal.acquisition.diversity import kmeans_clusters, typiclust_select
 from robustal.data.dataset import to_float
 
 #: What TypiClust clusters (see :class:`TypiClust`).
-TYPICLUST_EMBEDDINGS = ("features", "pca")
+TYPICLUST_EMBEDDINGS = ("pca", "features")
 #: Dimensions of the pixel PCA embedding.
 PCA_DIMS = 50
 
@@ -75,19 +75,25 @@ class TypiClust(Acquisition):
     Args:
         embedding: What is clustered.
 
-            - ``features`` (default): the current model's penultimate features of the whole pool, L2-normalised
-              (the authors normalise their self-supervised features). They follow the model -- under adversarial
-              training, the robust features the next stage builds on -- and cost one inference pass.
-            - ``pca``: the pool's pixels projected on their top 50 principal axes (computed from the pool alone,
-              once per pool): independent of the model, so it also works when the model is still at chance, the
-              low-budget regime TypiClust is for. (The paper uses a self-supervised embedding, SimCLR; PCA is the
-              cheapest model-free stand-in that fits two CPU cores.)
+            - ``pca`` (default): the pool's pixels projected on their top 50 principal axes, computed from the pool
+              alone, once per pool. It does not depend on the model, so it stays meaningful when the model is
+              still poor or at chance -- the low-budget regime TypiClust is for. (The paper uses a self-supervised
+              embedding, SimCLR; PCA is the cheapest model-free stand-in that fits two CPU cores.)
+            - ``features``: the current model's penultimate features of the whole pool, L2-normalised (the authors
+              normalise their self-supervised features). They follow the model -- under adversarial training, the
+              robust features the next stage builds on -- and cost one inference pass.
+
+            Why ``pca`` is the default: on the MNIST pool after 100 random labels (LeNet-5, the study's PGD
+            recipe, 3 seeds; ``benchmarks/low_budget_picks.py``), its 100 picks left the 200 labels closer to the
+            pool's class frequencies (total-variation distance 0.059 against 0.090 with ``features``; rarest class
+            16.0 against 14.0 labels) and covered the pool better (1-nearest-neighbour pixel accuracy of the 200
+            labels on the pool 0.841 against 0.811; random: 0.082, 14.0, 0.775).
         max_clusters: At most this many clusters (the authors: 500).
         min_cluster_size: Clusters with fewer samples are ignored while a larger one has an unlabeled sample.
         neighbors: k of the typicality (the authors: 20; halved for clusters of fewer than 2k unlabeled samples).
     """
 
-    def __init__(self, embedding: str = "features", max_clusters: int = 500, min_cluster_size: int = 5,
+    def __init__(self, embedding: str = "pca", max_clusters: int = 500, min_cluster_size: int = 5,
                  neighbors: int = 20):
         self.embedding = check_choice(embedding, "embedding", "typiclust", TYPICLUST_EMBEDDINGS)
         self.max_clusters = check_int(max_clusters, "max_clusters", "typiclust", min_value=1)
@@ -118,7 +124,7 @@ class TypiClust(Acquisition):
 
 
 @register_acquisition("typiclust")
-def typiclust_acquisition(embedding: str = "features", max_clusters: int = 500, min_cluster_size: int = 5,
+def typiclust_acquisition(embedding: str = "pca", max_clusters: int = 500, min_cluster_size: int = 5,
                           neighbors: int = 20) -> Acquisition:
-    """The most typical sample of each largest uncovered cluster of an embedding (Hacohen et al. 2022)."""
+    """The most typical sample of each largest uncovered cluster of a pixel-PCA embedding (Hacohen et al. 2022)."""
     return TypiClust(embedding, max_clusters, min_cluster_size, neighbors)
