@@ -35,11 +35,13 @@ def badge_select(probs: torch.Tensor, features: torch.Tensor, n: int,
     with probability proportional to ``D²``, its squared distance to the nearest center so far (``generator``).
 
     The embedding is never materialised: ``g_a·g_b = (u_a·u_b)(h_a·h_b)`` with ``u = p − e_ŷ``, so one new center
-    costs ``N·(classes + d)`` products, not ``N·classes·d``. One vector of nearest-center ``D²`` is kept and updated
-    with ``torch.minimum`` against each new center -- never a pool×pool matrix. Each product is computed elementwise
-    exactly as the squared norms are, so an exact duplicate of a center gets ``D² = 0`` and is never drawn while any
-    other sample has ``D² > 0``; when every remaining ``D²`` is 0 the next pick is uniform among the samples not yet
-    picked. A picked sample is never picked again.
+    costs two matrix-vector products, ``N·(classes + d)`` multiplications instead of ``N·classes·d``. One vector of
+    nearest-center ``D²`` (``‖g_a‖² − 2g_a·g_c + ‖g_c‖²``, clamped at 0) is kept and updated with ``torch.minimum``
+    against each new center -- never a pool×pool matrix. The exact duplicates of each center (equal ``u`` and ``h``,
+    found once with ``torch.unique``) get ``D² = 0``, so they are never drawn while any other sample has
+    ``D² > 0``; when every remaining ``D²`` is 0 the next pick is uniform among the samples not yet picked. A picked
+    sample is never picked again. The draw is one uniform number from ``generator`` mapped through the cumulative
+    ``D²`` (inverse-CDF sampling: cheaper than ``torch.multinomial`` per pick).
 
     Args:
         probs: Softmax ``(N, classes)``.
@@ -54,24 +56,35 @@ def badge_select(probs: torch.Tensor, features: torch.Tensor, n: int,
         raise ConfigError("badge_select needs probabilities (N, classes) and features (N, d) of the same N; got "
                           f"{tuple(probs.shape)} and {tuple(features.shape)}.")
     u, h = _residuals(probs), features.double()
-    sq = (u * u).sum(1) * (h * h).sum(1)  # ‖g‖², computed as every product below is
+    sq = (u * u).sum(1) * (h * h).sum(1)  # ‖g‖²
+    copies = torch.unique(torch.cat([u, h], 1), dim=0, return_inverse=True)[1]  # equal ids: equal embeddings
     d2 = torch.full_like(sq, torch.inf)
     picked = torch.zeros(len(sq), dtype=torch.bool)
     picks = torch.empty(n, dtype=torch.int64)
     scores = torch.empty(n, dtype=torch.float64)
     for i in range(n):
         if i == 0:
-            j, score = int(torch.argmax(sq)), float(sq.max())  # first maximum = lowest position
+            j = int(torch.argmax(sq))  # first maximum = lowest position
+            score = float(sq[j])
         else:
-            weights = d2 if float(d2.sum()) > 0 else (~picked).double()
-            j = int(torch.multinomial(weights, 1, generator=generator))
+            j = _draw(d2 if float(d2.max()) > 0 else (~picked).double(), generator)
             score = float(d2[j])
         picks[i], scores[i] = j, score
         picked[j] = True
-        new = (sq + sq[j] - 2 * ((u * u[j]).sum(1) * (h * h[j]).sum(1))).clamp_(min=0)
-        d2 = torch.minimum(d2, new)
-        d2[j] = 0
+        d2 = torch.minimum(d2, (sq + sq[j] - 2 * ((u @ u[j]) * (h @ h[j]))).clamp_(min=0))
+        d2[copies == copies[j]] = 0
     return picks, scores
+
+
+def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> int:
+    """A position drawn with probability proportional to ``weights`` (≥ 0, not all 0): one uniform number through
+    the cumulative sum. A zero weight is never drawn."""
+    cumulative = torch.cumsum(weights, 0)
+    r = torch.rand((), dtype=cumulative.dtype, generator=generator) * cumulative[-1]
+    j = min(int(torch.searchsorted(cumulative, r, side="right")), len(weights) - 1)
+    if weights[j] == 0:  # r rounded up to the total: the last position with a positive weight
+        j = int(weights.nonzero()[-1])
+    return j
 
 
 def kmeans_clusters(points: torch.Tensor, k: int, seed: int) -> torch.Tensor:
