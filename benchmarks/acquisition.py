@@ -30,6 +30,10 @@ DEFAULT_MNIST = Path(os.environ.get("ROBUSTAL_TEST_MNIST",
                                     Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"))
 MC_PASSES = 10
 NUM_CLASSES = 10
+#: MNIST's L∞ budget, for robust-boundary's attack (the loop passes the training ε).
+EPSILON = 0.3
+#: robust-boundary's default PGD steps: each is a forward and a backward pass.
+BOUNDARY_STEPS = 5
 
 
 def load_mnist(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,6 +54,12 @@ def targets(name: str, n: int) -> float | None:
         return 50.0 if n == 1000 else None
     if name == "egl":
         return 3.0 * NUM_CLASSES
+    if name == "badge":  # one pass with features, then k-means++ in the 840-dimensional gradient space
+        return 3.0
+    if name == "typiclust":  # pixel PCA (once per pool), k-means into labeled + n clusters (at most 500), typicality
+        return 5.0
+    if name == "robust-boundary":  # the prediction pass, then PGD-k and the final logits: ≤ 3 passes per step
+        return 1.0 + 3.0 * (BOUNDARY_STEPS + 1)
     return 1.3
 
 
@@ -90,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         cells = []
         for n in args.picks:
             def run(name=name, n=n):
-                ctx = SelectionContext(model, pool_x, labeled, torch.Generator().manual_seed(args.seed))
+                ctx = SelectionContext(model, pool_x, labeled, torch.Generator().manual_seed(args.seed),
+                                       epsilon=EPSILON)
                 create_acquisition(name).select(ctx, n)
             seconds = min(_timed(run) for _ in range(args.repeat))
             ratio = seconds / inference

@@ -321,7 +321,7 @@ class ActiveLearningLoop:
             selection = Selection(torch.randperm(len(self.splits.pool), generator=gen)[:size])
         else:
             ctx = SelectionContext(self.model, self.splits.pool.x, labeled, make_generator(cfg.seed, "select", stage),
-                                   device=self.device)
+                                   device=self.device, epsilon=cfg.train.epsilon)
             selection = self.acquisition.select(ctx, size)
         picked = selection.indices.to(torch.int64).cpu()
         if pending is None and self.store is not None:

@@ -58,14 +58,16 @@ def resolve_train_size(checkpoint: Checkpoint, pool_size: int, override: int | N
 
 
 def select_samples(model: nn.Module, pool: Split, train_size: int, metric: str, n: int, *, seed: int = 0,
-                   device: torch.device | str = "cpu", options: dict | None = None) -> Selection:
+                   device: torch.device | str = "cpu", options: dict | None = None,
+                   epsilon: float | None = None) -> Selection:
     """Rank ``pool[train_size:]`` with the acquisition function ``metric`` and return its top ``n`` (pool indices).
 
     The original training data ``pool[:train_size]`` count as labeled (k-center measures distances to them).
+    ``epsilon`` is the L∞ budget for functions that attack the model (``robust-boundary``): the dataset's.
     """
     acquisition = create_acquisition(metric, **(options or {}))
     ctx = SelectionContext(model, pool.x, torch.arange(train_size), make_generator(seed, "test-selection", metric),
-                           device=device)
+                           device=device, epsilon=epsilon)
     model.eval()
     return acquisition.select(ctx, n)
 
@@ -161,7 +163,8 @@ def select_and_retrain(checkpoint: Checkpoint, dataset: Dataset, metric: str, n:
     model = checkpoint.build(dataset, device)
     if before is None:
         before = evaluate(model, splits.test, attack, device=device, seed=seed)
-    selection = select_samples(model, splits.pool, train_size, metric, n, seed=seed, device=device)
+    selection = select_samples(model, splits.pool, train_size, metric, n, seed=seed, device=device,
+                               epsilon=config.for_dataset(dataset).epsilon)
     result = retrain(model, dataset, train_size, selection.indices, config, device=device, seed=seed)
     after = evaluate(model, splits.test, attack, device=device, seed=seed)
     return RetrainOutcome(before, after, n, result)

@@ -37,12 +37,13 @@ LABELED_IDX = torch.arange(3, POOL, POOL // LABELED)[:LABELED]
 
 
 def context(model, pool_x, seed: int = 7) -> SelectionContext:
-    return SelectionContext(model, pool_x, LABELED_IDX.clone(), torch.Generator().manual_seed(seed))
+    return SelectionContext(model, pool_x, LABELED_IDX.clone(), torch.Generator().manual_seed(seed), epsilon=0.1)
 
 
 def test_registry_has_all_functions():
     assert set(NAMES) == {"random", "entropy", "margin", "least-confidence", "gini", "entropy-dropout", "bald",
-                          "k-center", "egl", "dfal", "mcp", "dre"}
+                          "k-center", "egl", "dfal", "mcp", "dre", "badge", "typiclust", "dre-balanced",
+                          "robust-boundary"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -78,6 +79,9 @@ def test_too_many_or_zero_is_a_clear_error(name, model, pool_x):
 @pytest.mark.parametrize(("name", "options"), [
     ("k-center", {"space": "pixels"}), ("bald", {"passes": 0}), ("entropy-dropout", {"passes": 1.5}),
     ("dfal", {"candidate_factor": 0}), ("dfal", {"overshoot": -0.1}), ("dfal", {"attempts": 0}),
+    ("typiclust", {"embedding": "pixels"}), ("typiclust", {"max_clusters": 0}), ("typiclust", {"neighbors": 0}),
+    ("dre-balanced", {"bins": 0}), ("dre-balanced", {"rounding": "up"}), ("robust-boundary", {"epsilon": -0.1}),
+    ("robust-boundary", {"fraction": 0.0}), ("robust-boundary", {"steps": 0}),
 ])
 def test_bad_options_are_config_errors(name, options):
     with pytest.raises(ConfigError, match="parameter"):
@@ -114,7 +118,7 @@ def test_dfal_scores_only_a_random_candidate_subset(model, pool_x):
 
 
 #: Functions whose picks are a set (returned in a seeded random order) rather than a ranking.
-UNRANKED = {"random", "dre"}
+UNRANKED = {"random", "dre", "dre-balanced", "robust-boundary"}
 
 
 def test_ranked_flag_matches_the_prefix_rule():

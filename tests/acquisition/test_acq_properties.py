@@ -8,8 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from robustal.acquisition.diversity import badge_select, typiclust_select
 from robustal.acquisition.scores import (
     bald,
+    boundary_sample,
+    class_balanced_dre,
+    class_shares,
     dre_sample,
     entropy,
     gini,
@@ -120,3 +124,59 @@ def test_k_center_returns_n_distinct_positions(pool_size, labeled_size, dim, dat
     n = data.draw(st.integers(1, pool_size))
     picks = k_center_greedy(pool, labeled, n, g)
     assert len(set(picks.tolist())) == n
+
+
+@SETTINGS
+@given(probabilities(max_rows=25, max_classes=5), st.integers(1, 4), st.data())
+def test_badge_returns_n_distinct_positions_the_largest_norm_first(p, dim, data):
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 1000)))
+    feats = torch.randint(0, 3, (len(p), dim), generator=g).float()  # duplicates and zero features
+    n = data.draw(st.integers(1, len(p)))
+    picks, scores = badge_select(p, feats, n, g)
+    assert len(set(picks.tolist())) == n and (scores >= 0).all()
+    u = p.double() - torch.nn.functional.one_hot(p.argmax(1), p.shape[1])
+    norms = (u * u).sum(1) * (feats.double() ** 2).sum(1)
+    assert norms[picks[0]] == norms.max()
+
+
+@SETTINGS
+@given(st.integers(1, 40), st.integers(1, 8), st.data())
+def test_typiclust_returns_n_distinct_unlabeled_positions(pool_size, k, data):
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 1000)))
+    points = torch.randint(0, 3, (pool_size, 2), generator=g).float()
+    clusters = torch.randint(0, k, (pool_size,), generator=g)
+    labeled = torch.rand(pool_size, generator=g) < 0.3
+    if labeled.all():
+        labeled[0] = False
+    n = data.draw(st.integers(1, int((~labeled).sum())))
+    picks, _ = typiclust_select(points, clusters, labeled, n, min_cluster_size=data.draw(st.integers(1, 6)),
+                                neighbors=data.draw(st.integers(1, 5)))
+    assert len(set(picks.tolist())) == n and not labeled[picks].any()
+
+
+@SETTINGS
+@given(probabilities(max_rows=40, max_classes=5), st.integers(1, 20), st.integers(0, 2**31),
+       st.sampled_from(["reference", "proportional"]), st.data())
+def test_dre_balanced_counts_follow_the_class_shares(p, bins, seed, rounding, data):
+    n = data.draw(st.integers(1, len(p)))
+    picks = class_balanced_dre(p, n, bins, torch.Generator().manual_seed(seed), rounding)
+    assert len(set(picks.tolist())) == n
+    predicted = p.argmax(1)
+    assert torch.equal(torch.bincount(predicted[picks], minlength=p.shape[1]), class_shares(predicted, n, p.shape[1]))
+
+
+@SETTINGS
+@given(st.lists(st.floats(-5, 5, allow_nan=False), min_size=1, max_size=40), st.integers(1, 4),
+       st.floats(0.01, 1.0), st.integers(0, 2**31), st.data())
+def test_boundary_sample_keeps_the_class_shares_among_small_margins(margins, k, fraction, seed, data):
+    m = torch.tensor(margins, dtype=torch.float64)
+    classes = torch.randint(0, k, (len(m),), generator=torch.Generator().manual_seed(seed))
+    n = data.draw(st.integers(1, len(m)))
+    picks = boundary_sample(m, classes, n, fraction, torch.Generator().manual_seed(seed))
+    assert len(set(picks.tolist())) == n
+    share = class_shares(classes, n)
+    assert torch.equal(torch.bincount(classes[picks], minlength=len(share)), share)
+    for c in classes[picks].unique().tolist():  # every pick is among its class's max(share, ⌈fraction·count⌉) smallest
+        members = m[classes == c].abs().sort().values
+        limit = members[max(int(share[c]), math.ceil(round(fraction * len(members), 9))) - 1]
+        assert (m[picks][classes[picks] == c].abs() <= limit).all()

@@ -41,7 +41,8 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("metric, has_scores", [("entropy", True), ("random", False), ("k-center", None)])
+@pytest.mark.parametrize("metric, has_scores", [("entropy", True), ("random", False), ("k-center", None),
+                                               ("robust-boundary", None)])
 def test_select_writes_ranked_csv(checkpoint, small_npz, tmp_path, metric, has_scores):
     out = tmp_path / "picks.csv"
     assert main(["select", "--model", str(checkpoint), "--data", str(small_npz), "--metric", metric, "--n", "200",

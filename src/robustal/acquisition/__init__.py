@@ -8,6 +8,10 @@ from robustal.acquisition import bayesian as _bayesian  # noqa: F401  (entropy-d
 from robustal.acquisition import kcenter as _kcenter  # noqa: F401  (k-center)
 from robustal.acquisition import gradients as _gradients  # noqa: F401  (egl, dfal)
 from robustal.acquisition import mcp as _mcp  # noqa: F401  (mcp)
+from robustal.acquisition import badge as _badge  # noqa: F401  (badge)
+from robustal.acquisition import typiclust as _typiclust  # noqa: F401  (typiclust)
+from robustal.acquisition import balanced as _balanced  # noqa: F401  (dre-balanced)
+from robustal.acquisition import boundary as _boundary  # noqa: F401  (robust-boundary)
 # isort: on
 from robustal.acquisition.base import (
     ACQUISITIONS,

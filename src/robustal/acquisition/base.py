@@ -38,6 +38,8 @@ class SelectionContext:
         generator: CPU generator for every random choice of the selection made on the CPU.
         device: Where the model runs.
         batch_size: Inference batch size.
+        epsilon: The L∞ budget of the run's adversarial training, for functions that attack the model
+            (``robust-boundary``); None when unknown (the loop fills it from ``TrainConfig.epsilon``).
     """
 
     model: nn.Module
@@ -46,6 +48,7 @@ class SelectionContext:
     generator: torch.Generator
     device: torch.device | str = "cpu"
     batch_size: int = 1024
+    epsilon: float | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property

@@ -91,6 +91,62 @@ def dre_sample(values: torch.Tensor, n: int, bins: int = 50, generator: torch.Ge
     return order[rank_in_bin < share[sorted_bins]][-n:]
 
 
+def class_shares(classes: torch.Tensor, n: int, num_classes: int | None = None) -> torch.Tensor:
+    """Picks per class ``(num_classes,)``: ``n`` split over the classes proportionally to how many samples each holds
+    (:func:`apportion`), so that a selection keeps the pool's class frequencies -- here the predicted ones."""
+    check_n(n, len(classes), "class_shares")
+    return apportion(torch.bincount(classes, minlength=num_classes or 0), n)
+
+
+def class_balanced_dre(probs: torch.Tensor, n: int, bins: int = 50, generator: torch.Generator | None = None,
+                       rounding: str = "proportional") -> torch.Tensor:
+    """DRE inside each predicted class: class c gets :func:`class_shares` of ``n`` and, among the samples predicted
+    c, :func:`dre_sample` of their entropies (its own ``bins`` bins over the class's entropy range).
+
+    Returns:
+        ``(n,)`` int64 positions into ``probs``, class by class (ascending class, each in :func:`dre_sample`'s order).
+    """
+    check_n(n, len(probs), "class_balanced_dre")
+    predicted = probs.argmax(1)
+    values = entropy(probs)
+    share = class_shares(predicted, n, probs.shape[1])
+    picks = []
+    for c in share.nonzero().squeeze(1).tolist():
+        members = (predicted == c).nonzero().squeeze(1)
+        picks.append(members[dre_sample(values[members], int(share[c]), bins, generator, rounding)])
+    return torch.cat(picks)
+
+
+def boundary_sample(margins: torch.Tensor, classes: torch.Tensor, n: int, fraction: float = 0.5,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Class-balanced random picks among the samples closest to the decision boundary.
+
+    Class c gets :func:`class_shares` of ``n``; its candidates are its ``max(share_c, ceil(fraction·count_c))``
+    samples of smallest ``|margin|`` (equal: the lower position), and its share is drawn uniformly among them.
+
+    Args:
+        margins: ``(N,)`` signed margins (only ``|margin|`` matters here).
+        classes: ``(N,)`` int64 class of each sample (the predicted one).
+        fraction: Share of each class that is a candidate, in (0, 1].
+
+    Returns:
+        ``(n,)`` int64 positions, class by class (ascending class, random order inside a class).
+    """
+    check_n(n, len(margins), "boundary_sample")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"The 'fraction' parameter of boundary_sample must be a float in (0, 1]. Got {fraction!r} "
+                          "instead.")
+    share = class_shares(classes, n)
+    distance = margins.double().abs()
+    picks = []
+    for c in share.nonzero().squeeze(1).tolist():
+        members = (classes == c).nonzero().squeeze(1)
+        candidates = max(int(share[c]), math.ceil(round(fraction * len(members), 9)))
+        closest = members[torch.sort(distance[members], stable=True).indices[:candidates]]
+        picks.append(closest[torch.randperm(candidates, generator=generator)[:int(share[c])]])
+    return torch.cat(picks)
+
+
 def _top2(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-1 and top-2 probabilities and classes of each row; equal probabilities go to the lower class index."""
     values, classes = torch.sort(probs, dim=1, descending=True, stable=True)

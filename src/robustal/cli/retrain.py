@@ -79,7 +79,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     model = ckpt.build(dataset, device)
     log(f"{dataset.name}: ranking the {n_new} new unlabeled samples (training-set indices {k}..{k + n_new - 1}) "
          f"with {args.metric!r}; {ckpt.build_name} was trained on the first {k}")
-    selection = select_samples(model, dataset.train, k, args.metric, args.n, seed=args.seed, device=device)
+    selection = select_samples(model, dataset.train, k, args.metric, args.n, seed=args.seed, device=device,
+                               epsilon=dataset.epsilon)
     write_selection(out, selection)
     order = "ranked, best first" if create_acquisition(args.metric).ranked else "a set, in random order"
     print(f"wrote {out}: {len(selection.indices)} picks (rank, index, score; {order})")
