@@ -19,6 +19,9 @@ shared by every run::
     function = "dre"
     rounding = "proportional"
 
+A grid may override the study's ``[loop]`` and ``[train]`` settings for its own runs with ``loop = {...}`` and
+``train = {...}`` (e.g. a reference trained on every label: ``loop = {initial = 8000, budget = 8000}``).
+
 Each run is a :class:`~robustal.executors.RunTask` (a unique name and a :class:`~robustal.experiment.RunSpec`);
 :func:`run_study` checks the stored runs, copies the study file beside the results and hands the tasks to an
 executor.
@@ -51,7 +54,7 @@ STUDY_SOURCE = "study-source.txt"
 SECTIONS = ("study", "grid", "loop", "train", "acquisition", "tracking")
 TRACKING_KEYS = ("kind", "uri", "experiment")
 STUDY_KEYS = ("name", "description")
-GRID_KEYS = ("datasets", "models", "training", "acquisitions", "seeds")
+GRID_KEYS = ("datasets", "models", "training", "acquisitions", "seeds", "loop", "train")
 LOOP_KEYS = ("initial", "per_stage", "budget", "from_scratch", "chance_recovery", "eval_steps", "eval_attack")
 
 
@@ -78,6 +81,27 @@ def _str_list(value: object, key: str, path: object, allow_empty: bool = False) 
     return tuple(value)
 
 
+def _loop_section(table: object, where: str, source: object) -> dict:
+    """A ``[loop]`` table (the study's or a grid's), its keys and ``eval_steps`` checked."""
+    loop = dict(_check_keys(table, LOOP_KEYS, where, source))
+    if "eval_steps" in loop:
+        from robustal._validation import check_int
+
+        check_int(loop["eval_steps"], "eval_steps", f"[{where}] of {source}", min_value=0)
+    return loop
+
+
+def _train_section(table: object, where: str, source: object) -> dict:
+    """A ``[train]`` table (the study's or a grid's): TrainConfig's keys, ``augment`` as a tuple."""
+    from robustal.training import TrainConfig
+
+    train = dict(_check_keys(table, [f.name for f in fields(TrainConfig) if f.name != "mode"], where, source))
+    if "augment" in train:
+        aug = train["augment"]
+        train["augment"] = (aug,) if isinstance(aug, str) else tuple(aug) if isinstance(aug, list) else aug
+    return train
+
+
 def dataset_label(dataset: str) -> str:
     """The short name of a dataset entry in run names: the registered name, or an .npz file's stem."""
     return Path(dataset).stem if dataset.endswith(".npz") else dataset
@@ -93,6 +117,7 @@ class Grid:
         training: Training modes (``standard``, ``pgd``, ``trades``).
         acquisitions: Acquisition function names (or named variants, see :class:`Study`).
         seeds: Seeds; one run per seed and grid cell.
+        loop, train: This grid's overrides of the study's ``[loop]`` and ``[train]`` settings.
     """
 
     datasets: tuple[str, ...]
@@ -100,6 +125,8 @@ class Grid:
     training: tuple[str, ...]
     acquisitions: tuple[str, ...]
     seeds: tuple[int, ...]
+    loop: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
 
     @classmethod
     def parse(cls, grid: object, where: str, source: object) -> Grid:
@@ -135,8 +162,11 @@ class Grid:
                 or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)):
             raise ConfigError(f"{source}: [{where}] seeds must be a non-empty list of distinct ints in "
                               f"[0, {MAX_SEED}]. Got {seeds!r} instead.")
+        loop = _loop_section(grid.get("loop", {}), f"{where}.loop", source)
+        train = _train_section(grid.get("train", {}), f"{where}.train", source)
         return cls(datasets=datasets, models=models, training=_str_list(grid["training"], "training", source),
-                   acquisitions=_str_list(grid["acquisitions"], "acquisitions", source), seeds=tuple(seeds))
+                   acquisitions=_str_list(grid["acquisitions"], "acquisitions", source), seeds=tuple(seeds),
+                   loop=loop, train=train)
 
 
 def _union(values) -> tuple:
@@ -236,9 +266,8 @@ class Study:
             grids = tuple(Grid.parse(g, f"grid #{i + 1}", source) for i, g in enumerate(grid_value))
         else:
             grids = (Grid.parse(grid_value, "grid", source),)
-        loop = dict(_check_keys(data.get("loop", {}), LOOP_KEYS, "loop", source))
-        train_keys = [f.name for f in fields(TrainConfig) if f.name != "mode"]
-        train = dict(_check_keys(data.get("train", {}), train_keys, "train", source))
+        loop = _loop_section(data.get("loop", {}), "loop", source)
+        train = _train_section(data.get("train", {}), "train", source)
         options = data.get("acquisition", {})
         tracking = dict(_check_keys(data.get("tracking", {}), TRACKING_KEYS, "tracking", source))
         if "kind" in tracking:
@@ -259,32 +288,26 @@ class Study:
             if "function" in opts and not isinstance(opts["function"], str):
                 raise ConfigError(f"{source}: [acquisition.{acq}] function must be the name of an acquisition "
                                   f"function. Got {opts['function']!r} instead.")
-        if "augment" in train:
-            aug = train["augment"]
-            train["augment"] = (aug,) if isinstance(aug, str) else tuple(aug) if isinstance(aug, list) else aug
-        if "eval_steps" in loop:
-            from robustal._validation import check_int
-
-            check_int(loop["eval_steps"], "eval_steps", f"[loop] of {source}", min_value=0)
         self = cls(name=name, grids=grids, loop=loop, train=train, acquisition_options=dict(options),
                    tracking=tracking, base=Path(base), source=str(source))
         # Build every loop configuration once: bad values fail now, with the configuration classes' messages.
-        for mode in self.training:
-            TrainConfig(mode=mode, **train)
-        for acq in acquisitions:
-            self._loop_config(acq, self.training[0], self.seeds[0])
+        for grid in grids:
+            for mode in grid.training:
+                TrainConfig(mode=mode, **{**train, **grid.train})
+            for acq in grid.acquisitions:
+                self._loop_config(acq, grid.training[0], grid.seeds[0], grid)
         self.tasks()  # run names must be unique across the grids
         return self
 
-    def _loop_config(self, acquisition: str, mode: str, seed: int):
+    def _loop_config(self, acquisition: str, mode: str, seed: int, grid: Grid):
         from robustal.loop import LoopConfig
         from robustal.training import TrainConfig
 
-        loop = {k: v for k, v in self.loop.items() if k not in ("eval_steps", "eval_attack")}
+        loop = {k: v for k, v in {**self.loop, **grid.loop}.items() if k not in ("eval_steps", "eval_attack")}
         options = dict(self.acquisition_options.get(acquisition, {}))
         function = options.pop("function", acquisition)
         return LoopConfig(acquisition=function, acquisition_options=options,
-                          train=TrainConfig(mode=mode, **self.train), seed=seed, **loop)
+                          train=TrainConfig(mode=mode, **{**self.train, **grid.train}), seed=seed, **loop)
 
     def dataset_path(self, dataset: str) -> str:
         """A registered name as is; an .npz path made absolute against :attr:`base` (or the working folder)."""
@@ -300,13 +323,14 @@ class Study:
         from robustal.data.registry import default_model_for
 
         out = []
-        eval_keys = {k: self.loop[k] for k in ("eval_steps", "eval_attack") if k in self.loop}
         for grid in self.grids:
+            loop_settings = {**self.loop, **grid.loop}
+            eval_keys = {k: loop_settings[k] for k in ("eval_steps", "eval_attack") if k in loop_settings}
             for ds in grid.datasets:
                 for model in grid.models[ds]:
                     model_label = model or default_model_for(ds) or "default"
                     for mode, acq, seed in itertools.product(grid.training, grid.acquisitions, grid.seeds):
-                        loop = self._loop_config(acq, mode, seed)
+                        loop = self._loop_config(acq, mode, seed, grid)
                         spec = RunSpec(dataset=self.dataset_path(ds), model=model, loop=loop,
                                        acquisition_label=acq if acq != loop.acquisition else None, **eval_keys)
                         out.append(RunTask(f"{dataset_label(ds)}-{model_label}-{mode}-{acq}-s{seed}", spec))

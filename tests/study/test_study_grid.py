@@ -206,6 +206,29 @@ def test_several_grids_make_a_partial_cross_product():
                                                     "acquisitions": ["random"]}]}, source="s.toml")
 
 
+def test_a_grid_overrides_the_study_loop_and_train_settings():
+    """All-label references beside active-learning runs: one grid trains on the whole pool, longer."""
+    data = {"grid": [
+        {"datasets": ["digits"], "training": ["pgd"], "acquisitions": ["random"], "seeds": [0]},
+        {"datasets": ["digits"], "training": ["pgd"], "acquisitions": ["all-labels"], "seeds": [0],
+         "loop": {"initial": 1297, "budget": 1297, "eval_steps": 10}, "train": {"epochs": 30, "augment": "flip"}}],
+        "loop": {"initial": 30, "per_stage": 30, "budget": 90, "eval_steps": 20}, "train": {"epochs": 2},
+        "acquisition": {"all-labels": {"function": "random"}}}
+    s = Study.from_dict(data, source="s.toml")
+    al, ref = s.tasks()
+    assert (al.spec.loop.initial, al.spec.loop.budget, al.spec.loop.train.epochs, al.spec.eval_steps) == (30, 90, 2, 20)
+    assert (ref.spec.loop.initial, ref.spec.loop.budget, ref.spec.loop.train.epochs, ref.spec.eval_steps) == \
+        (1297, 1297, 30, 10)
+    assert ref.spec.loop.train.augment == ("flip",) and al.spec.loop.train.augment is None
+    assert ref.name == "digits-small-cnn-pgd-all-labels-s0" and ref.spec.loop.acquisition == "random"
+    data["grid"][1]["train"] = {"epoch": 3}
+    with pytest.raises(ConfigError, match=r"unknown key 'epoch' in \[grid #2.train\]. Did you mean 'epochs'"):
+        Study.from_dict(data, source="s.toml")
+    data["grid"][1]["train"] = {"epochs": 0}
+    with pytest.raises(ConfigError, match="epochs"):
+        Study.from_dict(data, source="s.toml")
+
+
 @pytest.mark.parametrize("model, share", [("lenet5", 0.25), ("small-cnn", 0.25), ("vgg8", 0.5), ("resnet18", 0.5),
                                           ("wide-resnet", 1.0), ("mymodule:factory", 1.0), (None, 0.25)])
 def test_ray_gpu_share_follows_the_model_size(model, share):
