@@ -261,6 +261,57 @@ def user_module(c: Ctx) -> None:
            "import torch\ndef broken(num_classes, in_channels, image_size):\n    raise ValueError('no')\n")
 
 
+#: Factories whose models cannot be trained as they are: robustal checks a user's model on one batch before training.
+BAD_NETS = """\
+from torch import nn
+
+
+def seven_outputs(num_classes, in_channels, image_size):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, 7))
+
+
+def rgb_only(num_classes, in_channels, image_size):
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(),
+                         nn.Linear(4 * image_size * image_size, num_classes))
+
+
+class TupleOut(nn.Module):
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, num_classes))
+
+    def forward(self, x):
+        return self.net(x), x
+
+
+def tuple_output(num_classes, in_channels, image_size):
+    return TupleOut(num_classes, in_channels, image_size)
+
+
+class Unregistered(nn.Module):
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.layers = [nn.Linear(in_channels * image_size * image_size, num_classes)]  # not registered
+
+    def forward(self, x):
+        return self.layers[0](x.flatten(1))
+
+
+def no_parameters(num_classes, in_channels, image_size):
+    return Unregistered(num_classes, in_channels, image_size)
+"""
+
+
+def bad_nets(c: Ctx) -> None:
+    c.file("catalogue_bad_nets.py", BAD_NETS)
+
+
+def study_copy_unchanged(c: Ctx) -> None:
+    """The results folder's copy of its study file is the one that made its results."""
+    copy = (c.path("study") / "study.toml").read_bytes()
+    assert copy == (c.art.study_dir / "study.toml").read_bytes(), "the refused study rewrote DIR/study.toml"
+
+
 CSV_HEAD = "rank,index,score\n"
 #: Reproducible garbage: 4 KiB of random bytes.
 GARBAGE = np.random.default_rng(0).bytes(4096)
@@ -597,6 +648,21 @@ CASES: list[Case] = [
          ("--model", "the factory raised ValueError: no")),
     Case("train --model has no factory name", lambda c: TRAIN("--model", "catalogue_nets:"),
          ("--model", "package.module:factory")),
+    Case("train --model whose model has the wrong number of outputs",
+         lambda c: bad_nets(c) or TRAIN("--model", "catalogue_bad_nets:seven_outputs"),
+         ("'catalogue_bad_nets:seven_outputs' (--model)", "shape (2, 7), expected (2, 10)", "num_classes=10")),
+    Case("run --model whose model hard-codes 3 input channels",
+         lambda c: bad_nets(c) or RUN(c, "--model", "catalogue_bad_nets:rgb_only"),
+         ("'catalogue_bad_nets:rgb_only' (--model)", "fails on a batch of 1×8×8 images", "in_channels=1")),
+    Case("train --model whose model has no parameters",
+         lambda c: bad_nets(c) or TRAIN("--model", "catalogue_bad_nets:no_parameters"),
+         ("'catalogue_bad_nets:no_parameters' (--model)", "no trainable parameters")),
+    Case("study of a model returning a tuple leaves DIR/study.toml as it was",
+         lambda c: bad_nets(c) or STUDY(c, c.study(GOOD_STUDY().replace('["small-cnn"]',
+                                                                        '["catalogue_bad_nets:tuple_output"]')),
+                                        "--out", c.copy(c.art.study_dir)),
+         ("'catalogue_bad_nets:tuple_output' (models in ", "s.toml", "returns a tuple of 2, not a tensor of logits"),
+         after=lambda c: study_copy_unchanged(c)),
     # --- a checkpoint never makes robustal import code (issue 19.1) -------------------------------------------------
     Case("evaluate a checkpoint that names a module's factory",
          lambda c: ["evaluate", "--model", evil_factory_ckpt(c), "--eval-steps", "0"],
