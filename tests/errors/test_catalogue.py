@@ -261,6 +261,31 @@ def user_module(c: Ctx) -> None:
            "import torch\ndef broken(num_classes, in_channels, image_size):\n    raise ValueError('no')\n")
 
 
+FOLDER_FLAGS = ("--image-size", "8", "--channels", "1", "--epsilon", "0.2")
+
+
+def digit_folders(c: Ctx, empty_train: str | None = None, test_only: str | None = None) -> Path:
+    """An image-folder dataset of real digits (DIR/train/<digit>/*.png, DIR/test/<digit>/*.png, digits 0-2), with an
+    empty class folder in train/ or a class only in test/."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images * (255 / 16)).astype(np.uint8)
+    root = c.dir("digits-dir")
+    for i in range(90):
+        if d.target[i] < 3:
+            part = "train" if i < 60 else "test"
+            c.dir(f"digits-dir/{part}/{d.target[i]}")
+            Image.fromarray(images[i]).save(root / part / str(d.target[i]) / f"{i:03d}.png")
+    if empty_train:
+        c.dir(f"digits-dir/train/{empty_train}")
+    if test_only:
+        c.dir(f"digits-dir/test/{test_only}")
+        Image.fromarray(images[9]).save(root / "test" / test_only / "009.png")
+    return root
+
+
 #: Factories whose models cannot be trained as they are: robustal checks a user's model on one batch before training.
 BAD_NETS = """\
 from torch import nn
@@ -663,6 +688,12 @@ CASES: list[Case] = [
                                         "--out", c.copy(c.art.study_dir)),
          ("'catalogue_bad_nets:tuple_output' (models in ", "s.toml", "returns a tuple of 2, not a tensor of logits"),
          after=lambda c: study_copy_unchanged(c)),
+    Case("train --dataset image folder with an empty class folder in train/",
+         lambda c: TRAIN("--dataset", digit_folders(c, empty_train="seven"), *FOLDER_FLAGS),
+         ("digits-dir/train", "seven/", "hold no")),
+    Case("train --dataset image folder with a test class absent from train/",
+         lambda c: TRAIN("--dataset", digit_folders(c, test_only="nine"), *FOLDER_FLAGS),
+         ("digits-dir/test", "nine/", "no counterpart in", "could never learn")),
     # --- a checkpoint never makes robustal import code (issue 19.1) -------------------------------------------------
     Case("evaluate a checkpoint that names a module's factory",
          lambda c: ["evaluate", "--model", evil_factory_ckpt(c), "--eval-steps", "0"],
