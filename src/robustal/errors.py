@@ -48,6 +48,12 @@ class ReproducibilityWarning(UserWarning):
     will not be bit for bit those of an uninterrupted run."""
 
 
+class ReportWarning(UserWarning):
+    """Part of a report could not be made (a run's checkpoint missing or damaged, its data not loadable, a user's
+    factory not named with ``--factory``): the report is written without that part and says why in ``report.md``;
+    the warning says it on the terminal too."""
+
+
 def nearest(name: str, choices: list[str]) -> str | None:
     """The closest of ``choices`` to ``name``: a case-insensitive match first (``DRE`` → ``dre``), else the closest
     by difflib's ratio if any is reasonably close."""

@@ -9,15 +9,18 @@ the accuracy that followed:
 - the class balance of the labeled set: how many labels the rarest and the most common class got. A function that
   starves a class can train a poor model without ever being at chance level.
 
-Both load the dataset (and the entropies each final model), so the report computes them only when asked.
+Both load the dataset (and the entropies each final model), so the report computes them only when asked. A run whose
+checkpoint is missing or damaged, or data that cannot be loaded, leaves that part out: ``report.md`` says why, and a
+:class:`~robustal.errors.ReportWarning` says it on the terminal.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from robustal.errors import ConfigError, StoreError
+from robustal.errors import ConfigError, ReportWarning, StoreError
 from robustal.report import RunResults, file_slug, finished_cells, format_table, pyplot
 from robustal.store import Store
 
@@ -116,7 +119,10 @@ def picks_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, o
     try:
         dataset = load_dataset(first.config["dataset"], data_dir)
     except Exception as e:  # the data moved or is not cached here: the rest of the report stands
-        return ["### What the functions picked", "", f"Skipped: cannot load {first.config['dataset']!r} ({e}).", ""]
+        reason = f"cannot load {first.config['dataset']!r} ({e})"
+        warnings.warn(f"{ds} / {model}: the entropy distributions and class balance are left out of the report: "
+                      f"{reason}", ReportWarning, stacklevel=2)
+        return ["### What the functions picked", "", f"Skipped: {reason}.", ""]
     pool = dataset.splits().pool
     num_classes = dataset.num_classes
     lines = ["### Entropy of the selected samples vs the pool", "",
@@ -140,6 +146,8 @@ def picks_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, o
                     parts.append(selection_entropies(root, r, dataset, factories=factories))
                 except (StoreError, ConfigError) as e:  # a damaged checkpoint, an unnamed factory: say so
                     skipped.append(f"{r.name}: {e}")
+                    warnings.warn(f"{r.name}: left out of the report's entropy distributions: {e}", ReportWarning,
+                                  stacklevel=2)
             if not parts:
                 continue
             pool_h = np.concatenate([p for p, _ in parts])

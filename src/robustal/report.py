@@ -164,6 +164,11 @@ def summarize(runs: Sequence[RunResults]) -> list[Summary]:
 
 
 # --- figures --------------------------------------------------------------------------------------------------------
+#: What :func:`plot_curves` draws, said under the curves in the report.
+CURVES_CAPTION = ("Each line is a function's mean accuracy over its finished runs' seeds at each label count (random "
+                  "dashed); the shaded band is ± one standard deviation over those seeds (the sample standard "
+                  "deviation, n − 1; no band for a single seed).")
+
 def pyplot():
     """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
@@ -180,7 +185,8 @@ def file_slug(*parts: str) -> str:
 
 
 def plot_curves(runs: Sequence[RunResults], dataset: str, model: str, training: str, path: Path) -> Path:
-    """Clean and robust accuracy vs labels, mean over seeds with a ±std band, one line per function."""
+    """Clean and robust accuracy vs labels, one line per function: the mean over seeds with a band of ± one sample
+    standard deviation (:data:`CURVES_CAPTION`)."""
     import numpy as np
 
     plt = pyplot()
@@ -316,7 +322,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
         else:
             lines.append("No `random` runs to compare with.")
         lines += _paired_section(runs, ds, model)
-        lines += ["", "### Curves", ""]
+        lines += ["", "### Curves", "", CURVES_CAPTION, ""]
         for mode in dict.fromkeys(s.training for s in cell):
             png = plot_curves(runs, ds, model, mode, out / f"curves-{file_slug(ds, model, mode)}.png")
             lines += [f"![{ds} {model} {mode}]({png.name})", ""]
@@ -394,6 +400,6 @@ def _chance_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str
                           "any stage ≥ 1"], rows)]
 
 
-__all__ = ["CSV_FIELDS", "RunResults", "Summary", "attack_text", "chance_counts", "checkpoint_labels", "collect",
-           "file_slug", "finished_cells", "format_table", "plot_curves", "pyplot", "stage_rows", "summarize",
-           "write_csv", "write_report"]
+__all__ = ["CSV_FIELDS", "CURVES_CAPTION", "RunResults", "Summary", "attack_text", "chance_counts",
+           "checkpoint_labels", "collect", "file_slug", "finished_cells", "format_table", "plot_curves", "pyplot",
+           "stage_rows", "summarize", "write_csv", "write_report"]

@@ -37,6 +37,7 @@ from pathlib import Path
 from robustal.errors import ConfigError, DataError, UnknownNameError
 from robustal.executors import EXECUTORS, RunTask, check_stored_runs, run_local, run_ray
 from robustal.experiment import RunSpec
+from robustal.outputs import atomic_write_bytes
 from robustal.store import StageRecord, Store
 
 try:
@@ -349,6 +350,27 @@ class Study:
                 raise DataError(f"Study {self.name!r}: dataset file {ds!r} not found (looked in {self.base} and the "
                                 "working folder). Paths in a study file are relative to the file's folder.")
 
+    def check_models(self, data_dir: str | Path | None = None) -> None:
+        """Fail early, before anything is written, on a model named in the grid that cannot be built for its
+        dataset: a user's factory that cannot be imported or whose model does not fit the data
+        (:func:`~robustal.models.registry.check_user_model`), or a registered architecture too big for the images.
+        Each dataset with such a model is loaded once; a dataset's default model needs no check."""
+        from robustal.models import create_model
+
+        checked: set[tuple[str, str]] = set()
+        data = {}
+        for task in self.tasks():
+            spec = task.spec
+            if spec.model is None or (spec.dataset, spec.model) in checked:
+                continue
+            checked.add((spec.dataset, spec.model))
+            if spec.dataset not in data:
+                data[spec.dataset] = spec.load_data(data_dir)
+            dataset = data[spec.dataset]
+            channels, size, _ = dataset.image_shape
+            create_model(spec.model, num_classes=dataset.num_classes, in_channels=channels, image_size=size,
+                         source=f"models in {self.source}")
+
 
 def save_study_copy(study_file: str | Path, out: str | Path) -> Path:
     """Copy the study file to ``out/study.toml`` (and record its folder), so ``robustal report`` knows the grid."""
@@ -357,8 +379,8 @@ def save_study_copy(study_file: str | Path, out: str | Path) -> Path:
     src = Path(study_file).resolve()
     dest = out / STUDY_COPY
     if src != dest.resolve():
-        dest.write_bytes(src.read_bytes())
-        (out / STUDY_SOURCE).write_text(str(src.parent) + "\n")
+        atomic_write_bytes(dest, src.read_bytes())
+        atomic_write_bytes(out / STUDY_SOURCE, (str(src.parent) + "\n").encode())
     return dest
 
 
@@ -379,8 +401,9 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
               gpus_per_run: float | None = None) -> dict[str, list[StageRecord]]:
     """Run every unfinished run of ``study`` into ``out`` with the ``local`` or ``ray`` executor.
 
-    ``study_file`` is copied to ``out/study.toml`` for ``robustal report``, once the stored runs are checked
-    (:func:`check_stored_runs`), so a refused study never replaces the copy of the one that made the results.
+    ``study_file`` is copied to ``out/study.toml`` for ``robustal report`` only once every check has passed (the
+    data, each grid model built on its data, the stored runs (:func:`check_stored_runs`), Ray importable), so a
+    refused study never replaces the copy of the one that made the results.
     ``tracker`` (:mod:`robustal.tracking`) mirrors each run as it finishes, from this process (workers never write
     to it, so a SQLite tracking file is never shared between processes).
     """
@@ -389,11 +412,18 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
     check_choice(executor, "executor", "run_study", EXECUTORS)
     check_int(workers, "workers", "run_study", min_value=1)
     study.check_data()
+    study.check_models(data_dir)
     tasks = study.tasks()
     try:
         check_stored_runs(tasks, out, data_dir)
     except ConfigError as e:  # a budget beyond a pool: the study file's [loop] says so
         raise ConfigError(f"{study.source}: {e} (budget in [loop])") from None
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401 - refused here, before the study's copy is written
+        except ImportError:
+            raise ConfigError("The Ray executor needs Ray: pip install 'robustal[ray]' (or use --executor local).") \
+                from None
     if study_file is not None:
         save_study_copy(study_file, out)
     if tracker is not None:

@@ -4,6 +4,7 @@ and ``select``; ``robustal evaluate`` on any saved checkpoint."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -38,6 +39,69 @@ def broken(num_classes, in_channels, image_size):
 
 def not_a_module(num_classes, in_channels, image_size):
     return 42
+
+
+def seven_outputs(num_classes, in_channels, image_size):  # the last layer's size hard-coded
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, 7))
+
+
+def rgb_only(num_classes, in_channels, image_size):  # 3 input channels hard-coded
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(),
+                         nn.Linear(4 * image_size * image_size, num_classes))
+
+
+class WithFeatures(Plain):
+    def forward(self, x):
+        return self.net(x), x.flatten(1)
+
+
+def tuple_output(num_classes, in_channels, image_size):
+    return WithFeatures(num_classes, in_channels, image_size)
+
+
+class Unregistered(nn.Module):  # its layer sits in a Python list: nn.Module never sees its parameters
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.layers = [nn.Linear(in_channels * image_size * image_size, num_classes)]
+
+    def forward(self, x):
+        return self.layers[0](x.flatten(1))
+
+
+def no_parameters(num_classes, in_channels, image_size):
+    return Unregistered(num_classes, in_channels, image_size)
+
+
+class Labels(Plain):
+    def forward(self, x):
+        return self.net(x).argmax(1)
+
+
+def labels(num_classes, in_channels, image_size):
+    return Labels(num_classes, in_channels, image_size)
+
+
+class Detached(Plain):
+    def forward(self, x):
+        with torch.no_grad():
+            return self.net(x)
+
+
+def detached(num_classes, in_channels, image_size):
+    return Detached(num_classes, in_channels, image_size)
+
+
+def nan_logits(num_classes, in_channels, image_size):
+    model = Plain(num_classes, in_channels, image_size)
+    nn.init.constant_(model.net[-1].bias, float("nan"))
+    return model
+
+
+def with_batchnorm(num_classes, in_channels, image_size):
+    model = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * image_size * image_size, num_classes))
+    model[1].eval()  # a deliberately frozen BatchNorm stays frozen
+    return model
 """
 
 
@@ -84,10 +148,44 @@ def test_a_factory_given_by_file_path(user_module):
     ("mynets:broken", "the factory raised RuntimeError: out of ideas"),
     ("mynets:not_a_module", "returned int, not a torch.nn.Module"),
     ("mynets:", "package.module:factory or path/to/file.py:factory"),
+    ("mynets:seven_outputs", "maps a batch of 2 images (1×8×8) to shape (2, 7), expected (2, 10): one logit per "
+                             "class for each image. The factory is called with num_classes=10"),
+    ("mynets:rgb_only", "the model fails on a batch of 1×8×8 images: RuntimeError: "),
+    ("mynets:tuple_output", "the model returns a tuple of 2, not a tensor of logits"),
+    ("mynets:no_parameters", "the model has no trainable parameters"),
+    ("mynets:labels", "the model returns torch.int64 values; forward must return float logits"),
+    ("mynets:detached", "logits do not depend on its trainable parameters"),
+    ("mynets:nan_logits", "NaN or infinite logits"),
 ])
 def test_bad_user_models_are_explained(user_module, spec, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
         create_model(spec, num_classes=10, in_channels=1, image_size=8)
+    assert f"Model {spec!r} (--model)" in str(e.value)  # the factory and the flag
+
+
+def test_the_check_on_one_batch_leaves_the_model_as_it_was_built(user_module):
+    torch.manual_seed(0)
+    model = create_model("mynets:with_batchnorm", num_classes=3, in_channels=1, image_size=8)
+    torch.manual_seed(0)
+    import mynets
+
+    fresh = mynets.with_batchnorm(num_classes=3, in_channels=1, image_size=8)
+    assert [m.training for m in model.modules()] == [m.training for m in fresh.modules()]
+    assert model.training and not model[1].training
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # BatchNorm's running statistics untouched, the weights the factory's
+    with torch.no_grad():  # built inside a caller's no_grad block, a model that trains is not refused
+        create_model("mynets:plain", num_classes=3, in_channels=1, image_size=8)
+
+
+def test_a_bad_model_is_refused_before_train_or_run_writes_anything(user_module, capsys):
+    for argv in (["train", "--model", "mynets:rgb_only", "--save", str(user_module / "m.pt")],
+                 ["run", "--model", "mynets:tuple_output", "--out", str(user_module / "run")]):
+        capsys.readouterr()
+        assert main([*argv, "--training", "standard", "--epochs", "1", "--eval-steps", "0", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"Model '{argv[2]}' (--model)" in err and "Traceback" not in err
+    assert not (user_module / "m.pt").exists() and not (user_module / "run" / "results.db").exists()
 
 
 def test_feature_space_k_center_names_what_a_plain_model_lacks(user_module):

@@ -261,6 +261,82 @@ def user_module(c: Ctx) -> None:
            "import torch\ndef broken(num_classes, in_channels, image_size):\n    raise ValueError('no')\n")
 
 
+FOLDER_FLAGS = ("--image-size", "8", "--channels", "1", "--epsilon", "0.2")
+
+
+def digit_folders(c: Ctx, empty_train: str | None = None, test_only: str | None = None) -> Path:
+    """An image-folder dataset of real digits (DIR/train/<digit>/*.png, DIR/test/<digit>/*.png, digits 0-2), with an
+    empty class folder in train/ or a class only in test/."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images * (255 / 16)).astype(np.uint8)
+    root = c.dir("digits-dir")
+    for i in range(90):
+        if d.target[i] < 3:
+            part = "train" if i < 60 else "test"
+            c.dir(f"digits-dir/{part}/{d.target[i]}")
+            Image.fromarray(images[i]).save(root / part / str(d.target[i]) / f"{i:03d}.png")
+    if empty_train:
+        c.dir(f"digits-dir/train/{empty_train}")
+    if test_only:
+        c.dir(f"digits-dir/test/{test_only}")
+        Image.fromarray(images[9]).save(root / "test" / test_only / "009.png")
+    return root
+
+
+#: Factories whose models cannot be trained as they are: robustal checks a user's model on one batch before training.
+BAD_NETS = """\
+from torch import nn
+
+
+def seven_outputs(num_classes, in_channels, image_size):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, 7))
+
+
+def rgb_only(num_classes, in_channels, image_size):
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(),
+                         nn.Linear(4 * image_size * image_size, num_classes))
+
+
+class TupleOut(nn.Module):
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, num_classes))
+
+    def forward(self, x):
+        return self.net(x), x
+
+
+def tuple_output(num_classes, in_channels, image_size):
+    return TupleOut(num_classes, in_channels, image_size)
+
+
+class Unregistered(nn.Module):
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.layers = [nn.Linear(in_channels * image_size * image_size, num_classes)]  # not registered
+
+    def forward(self, x):
+        return self.layers[0](x.flatten(1))
+
+
+def no_parameters(num_classes, in_channels, image_size):
+    return Unregistered(num_classes, in_channels, image_size)
+"""
+
+
+def bad_nets(c: Ctx) -> None:
+    c.file("catalogue_bad_nets.py", BAD_NETS)
+
+
+def study_copy_unchanged(c: Ctx) -> None:
+    """The results folder's copy of its study file is the one that made its results."""
+    copy = (c.path("study") / "study.toml").read_bytes()
+    assert copy == (c.art.study_dir / "study.toml").read_bytes(), "the refused study rewrote DIR/study.toml"
+
+
 CSV_HEAD = "rank,index,score\n"
 #: Reproducible garbage: 4 KiB of random bytes.
 GARBAGE = np.random.default_rng(0).bytes(4096)
@@ -597,6 +673,27 @@ CASES: list[Case] = [
          ("--model", "the factory raised ValueError: no")),
     Case("train --model has no factory name", lambda c: TRAIN("--model", "catalogue_nets:"),
          ("--model", "package.module:factory")),
+    Case("train --model whose model has the wrong number of outputs",
+         lambda c: bad_nets(c) or TRAIN("--model", "catalogue_bad_nets:seven_outputs"),
+         ("'catalogue_bad_nets:seven_outputs' (--model)", "shape (2, 7), expected (2, 10)", "num_classes=10")),
+    Case("run --model whose model hard-codes 3 input channels",
+         lambda c: bad_nets(c) or RUN(c, "--model", "catalogue_bad_nets:rgb_only"),
+         ("'catalogue_bad_nets:rgb_only' (--model)", "fails on a batch of 1×8×8 images", "in_channels=1")),
+    Case("train --model whose model has no parameters",
+         lambda c: bad_nets(c) or TRAIN("--model", "catalogue_bad_nets:no_parameters"),
+         ("'catalogue_bad_nets:no_parameters' (--model)", "no trainable parameters")),
+    Case("study of a model returning a tuple leaves DIR/study.toml as it was",
+         lambda c: bad_nets(c) or STUDY(c, c.study(GOOD_STUDY().replace('["small-cnn"]',
+                                                                        '["catalogue_bad_nets:tuple_output"]')),
+                                        "--out", c.copy(c.art.study_dir)),
+         ("'catalogue_bad_nets:tuple_output' (models in ", "s.toml", "returns a tuple of 2, not a tensor of logits"),
+         after=lambda c: study_copy_unchanged(c)),
+    Case("train --dataset image folder with an empty class folder in train/",
+         lambda c: TRAIN("--dataset", digit_folders(c, empty_train="seven"), *FOLDER_FLAGS),
+         ("digits-dir/train", "seven/", "hold no")),
+    Case("train --dataset image folder with a test class absent from train/",
+         lambda c: TRAIN("--dataset", digit_folders(c, test_only="nine"), *FOLDER_FLAGS),
+         ("digits-dir/test", "nine/", "no counterpart in", "could never learn")),
     # --- a checkpoint never makes robustal import code (issue 19.1) -------------------------------------------------
     Case("evaluate a checkpoint that names a module's factory",
          lambda c: ["evaluate", "--model", evil_factory_ckpt(c), "--eval-steps", "0"],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +19,9 @@ from robustal.errors import ConfigError, DataError
 NAMES = {0: "zero", 1: "one", 2: "two"}  # sorted: one, two, zero
 
 
-def save(path: Path, image: np.ndarray, fmt: str | None = None) -> Path:
+def save(path: Path, image: np.ndarray | Image.Image, fmt: str | None = None, **options) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, format=fmt)
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(path, format=fmt, **options)
     return path
 
 
@@ -126,7 +128,9 @@ def test_zero_byte_file_reason_and_long_lists_are_cut(tmp_path, digit_images):
 @pytest.mark.parametrize("layout, expected", [
     ({"a.png": 1, "cat/b.png": 1}, r"both directly \(a\.png\) and in sub-folders \(cat/\)"),
     ({"cat/deep/b.png": 1}, r"nested more than one sub-folder deep in cat/deep/"),
-    ({"notes.txt": 0, "cat/readme.md": 0}, r"no images \(\.png, \.jpg, \.jpeg\) found"),
+    ({"notes.txt": 0, "cat/readme.md": 0},
+     r"no images \(\.png, \.jpg, \.jpeg, \.bmp, \.gif, \.webp\) found \(only files of other types: cat/readme\.md, "
+     r"notes\.txt\)"),
     ({}, r"no images"),
 ])
 def test_layout_errors_say_which_layout_is_expected(tmp_path, digit_images, layout, expected):
@@ -163,7 +167,7 @@ def test_bad_arguments(tmp_path, kwargs, param):
         read_image_folder(tmp_path, **args)
 
 
-def test_folder_dataset_takes_the_union_of_classes(tmp_path, digit_images):
+def test_folder_dataset_takes_the_training_classes_and_the_test_set_may_lack_one(tmp_path, digit_images):
     images, labels = digit_images
     train = labeled_folder(tmp_path / "ds" / "train", images, labels, per_class=3)
     test_ids = [f"zero/t{i}.png" for i in np.flatnonzero(labels == 0)[10:12]] + ["two/t.png"]  # no "one"
@@ -213,3 +217,119 @@ def test_an_image_folder_is_a_dataset_on_the_command_line(tmp_path, digit_images
     assert "300 train / 50 val / 50 test" in out.err and "clean accuracy:" in out.out
     assert main([*common, "--image-size", "8"]) == 2
     assert "is an image folder: give --channels, --epsilon" in capsys.readouterr().err
+
+
+# --- images read as a person sees them (issue 19.3) ----------------------------------------------------------------
+def test_16_bit_grey_png_is_scaled_to_8_bits_not_clipped(tmp_path, digit_images):
+    """A 16-bit PNG of a digit (what exporting MNIST at 16 bits gives) reads as the 8-bit digit, not binarised."""
+    images, _ = digit_images
+    digit = images[0]
+    save(tmp_path / "p" / "a.png", digit.astype(np.uint16) * 257)  # 0-255 → 0-65535 exactly
+    ramp = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000  # 0 .. 63 000, not multiples of 257
+    save(tmp_path / "p" / "b.png", ramp)
+    assert Image.open(tmp_path / "p" / "a.png").mode == "I;16"
+    clipped = np.asarray(Image.open(tmp_path / "p" / "a.png").convert("L"))
+    assert set(np.unique(clipped)) <= {0, 255}  # what Pillow's own conversion gives: the bug this guards against
+    f = read_image_folder(tmp_path / "p", image_size=8, channels=1)
+    np.testing.assert_array_equal(f.x[0, 0].numpy(), digit)
+    np.testing.assert_array_equal(f.x[1, 0].numpy(), np.round(ramp / 257).astype(np.uint8))
+    rgb = read_image_folder(tmp_path / "p", image_size=8, channels=3)
+    np.testing.assert_array_equal(rgb.x[0].numpy(), np.stack([digit] * 3))
+
+
+def test_content_in_the_alpha_channel_is_composited_on_white(tmp_path, digit_images, caplog):
+    """RGBA and LA images drawn in black on a transparent background (the digit is in the alpha channel) read as a
+    viewer shows them: a black digit on white (255 - alpha), not an all-black image."""
+    images, _ = digit_images
+    digit = images[1]
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 3] = digit
+    save(tmp_path / "p" / "rgba.png", rgba)
+    save(tmp_path / "p" / "la.png", np.stack([np.zeros_like(digit), digit], axis=-1))
+    red = rgba.copy()
+    red[..., 0] = 200  # red ink, half transparent where the digit fades
+    save(tmp_path / "p" / "red.png", red)
+    assert [Image.open(tmp_path / "p" / n).mode for n in ("rgba.png", "la.png")] == ["RGBA", "LA"]
+    with caplog.at_level(logging.INFO, logger="robustal.data.folders"):
+        grey = read_image_folder(tmp_path / "p", image_size=8, channels=1)
+    assert grey.ids == ["la.png", "red.png", "rgba.png"]
+    np.testing.assert_array_equal(grey.x[0, 0].numpy(), 255 - digit)
+    np.testing.assert_array_equal(grey.x[2, 0].numpy(), 255 - digit)
+    assert "3 of 3 images have transparent pixels" in caplog.text and "white background" in caplog.text
+    rgb = read_image_folder(tmp_path / "p", image_size=8, channels=3)
+    alpha = digit.astype(float) / 255
+    np.testing.assert_array_equal(rgb.x[1, 0].numpy(), np.round(200 * alpha + 255 * (1 - alpha)).astype(np.uint8))
+    np.testing.assert_array_equal(rgb.x[1, 1].numpy(), 255 - digit)
+    opaque = np.concatenate([np.stack([digit] * 3, axis=-1), np.full((8, 8, 1), 255, np.uint8)], axis=-1)
+    save(tmp_path / "o" / "opaque.png", opaque)  # an opaque RGBA (a screenshot): its colours as they are
+    np.testing.assert_array_equal(read_image_folder(tmp_path / "o", image_size=8, channels=1).x[0, 0].numpy(), digit)
+
+
+def test_palette_images_read_their_colours_and_transparency(tmp_path, digit_images):
+    images, _ = digit_images
+    digit = images[2]
+    save(tmp_path / "p" / "a.png", Image.fromarray(digit).convert("P"))  # a grey palette: the same digit
+    indexed = Image.new("P", (8, 8))
+    indexed.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255])  # 0 black (transparent), 1 red, 2 blue
+    pixels = np.where(digit > 128, 1, 0).astype(np.uint8)
+    pixels[0, :] = 2
+    indexed.putdata(pixels.ravel().tolist())
+    save(tmp_path / "p" / "b.png", indexed, transparency=0)
+    assert [Image.open(tmp_path / "p" / n).mode for n in ("a.png", "b.png")] == ["P", "P"]
+    f = read_image_folder(tmp_path / "p", image_size=8, channels=3)
+    np.testing.assert_array_equal(f.x[0, 0].numpy(), digit)
+    expected = np.full((8, 8, 3), 255, np.uint8)  # transparent index → white
+    expected[pixels == 1] = (255, 0, 0)
+    expected[pixels == 2] = (0, 0, 255)
+    np.testing.assert_array_equal(f.x[1].permute(1, 2, 0).numpy(), expected)
+
+
+def test_bmp_gif_and_webp_images_are_read(tmp_path, digit_images):
+    images, labels = digit_images
+    save(tmp_path / "d" / "a" / "x.bmp", images[3])
+    save(tmp_path / "d" / "a" / "y.GIF", images[4])
+    save(tmp_path / "d" / "b" / "z.webp", images[5], lossless=True)
+    f = read_image_folder(tmp_path / "d", image_size=8, channels=1)
+    assert f.ids == ["a/x.bmp", "a/y.GIF", "b/z.webp"] and f.y.tolist() == [0, 0, 1]
+    for k, i in enumerate((3, 4, 5)):
+        np.testing.assert_array_equal(f.x[k, 0].numpy(), images[i])  # all three lossless
+
+
+def test_files_of_other_types_are_listed_in_a_warning(tmp_path, digit_images, caplog):
+    images, _ = digit_images
+    save(tmp_path / "d" / "cat" / "a.png", images[0])
+    save(tmp_path / "d" / "cat" / "b.tif", images[1])
+    (tmp_path / "d" / "dog").mkdir()
+    save(tmp_path / "d" / "dog" / "c.png", images[2])
+    (tmp_path / "d" / "dog" / "labels.csv").write_text("x\n")
+    with caplog.at_level(logging.WARNING, logger="robustal.data.folders"):
+        f = read_image_folder(tmp_path / "d", image_size=8, channels=1)
+    assert f.ids == ["cat/a.png", "dog/c.png"]
+    assert "skipped 2 file(s)" in caplog.text and "cat/b.tif, dog/labels.csv" in caplog.text
+
+
+def test_folder_dataset_refuses_classes_it_could_not_learn(tmp_path, digit_images):
+    images, labels = digit_images
+    root = tmp_path / "ds"
+    labeled_folder(root / "train", images, labels, per_class=2)
+    labeled_folder(root / "test", images, labels, per_class=1)
+    assert folder_dataset(root, image_size=8, channels=1, epsilon=0.3)[0].num_classes == 3
+    (root / "train" / "three").mkdir()  # an empty class folder in train/
+    with pytest.raises(DataError, match=r"train: the class folder\(s\) three/ hold no .*images") as e:
+        folder_dataset(root, image_size=8, channels=1, epsilon=0.3)
+    assert str(root / "train") in str(e.value)
+    (root / "train" / "three" / "notes.txt").write_text("a non-image file does not make a class")
+    with pytest.raises(DataError, match=r"three/ hold no"):
+        folder_dataset(root, image_size=8, channels=1, epsilon=0.3)
+    (root / "train" / "three" / "notes.txt").unlink()
+    (root / "train" / "three").rmdir()
+    save(root / "test" / "four" / "t.png", images[4])  # a test class absent from train/
+    with pytest.raises(DataError, match=r"test: the class folder\(s\) four/ have no counterpart in .*train, so the "
+                                        r"model could never learn them.*train/four/"):
+        folder_dataset(root, image_size=8, channels=1, epsilon=0.3)
+    (root / "test" / "four" / "t.png").unlink()
+    (root / "test" / "four").rmdir()
+    for part, name in itertools.product(("train", "test"), ("one", "two")):  # a single class
+        shutil.rmtree(root / part / name)
+    with pytest.raises(DataError, match=r"holds one class \(zero/\)"):
+        folder_dataset(root, image_size=8, channels=1, epsilon=0.3)

@@ -271,3 +271,68 @@ def test_report_needs_a_results_folder(tmp_path):
 
     with pytest.raises(ConfigError, match="holds no results.db"):
         write_report(tmp_path)
+
+
+class _NotAState:
+    """A pickled object where a checkpoint holds tensors: weights_only loading refuses it."""
+
+
+def test_report_warns_on_the_terminal_for_each_damaged_checkpoint_and_still_exits_0(finished_study, tmp_path,
+                                                                                     capsys):
+    """A missing, pickled or truncated final checkpoint leaves its run out of the entropy section: one warning line
+    per run on stderr naming it and why, the report written all the same, and the exit code 0 (documented)."""
+    import shutil
+
+    import torch
+
+    from robustal.cli import main
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_study, copy)
+    store = Store(copy)
+    damaged = {"digits-small-cnn-pgd-entropy-s0": "missing", "digits-small-cnn-pgd-random-s1": "pickled",
+               "digits-small-cnn-standard-entropy-s1": "truncated"}
+    for name, how in damaged.items():
+        path = store.checkpoint_path(name, store.stages(name)[-1].stage)
+        if how == "missing":
+            path.unlink()
+        elif how == "pickled":
+            torch.save({"model": _NotAState()}, path)
+        else:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    capsys.readouterr()
+    assert main(["report", str(copy), "--out", str(tmp_path / "rep")]) == 0
+    captured = capsys.readouterr()
+    warnings = [ln for ln in captured.err.splitlines() if ln.startswith("robustal report: warning: ")]
+    assert len(warnings) == 3, captured.err
+    for name in damaged:
+        line = next(ln for ln in warnings if name in ln)
+        assert "left out of the report's entropy distributions" in line and "checkpoint" in line
+    assert "3 part(s) left out" in captured.out and "Traceback" not in captured.err
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "Left out of the entropy distributions:" in text and all(name in text for name in damaged)
+    assert "8 of 8 runs finished" in text  # the tables are whole
+
+
+def test_the_report_says_what_the_curves_band_is_and_the_figure_draws_it(finished_study, tmp_path, monkeypatch):
+    import matplotlib.axes
+    import numpy as np
+
+    from robustal.report import CURVES_CAPTION, plot_curves
+
+    text = write_report(finished_study, tmp_path / "rep", entropies=False).read_text()
+    curves = text[text.index("### Curves"):]
+    assert CURVES_CAPTION in curves.split("![")[0]
+    assert "± one standard deviation over those seeds" in CURVES_CAPTION and "n − 1" in CURVES_CAPTION
+    bands = []
+    fill = matplotlib.axes.Axes.fill_between
+    monkeypatch.setattr(matplotlib.axes.Axes, "fill_between",
+                        lambda ax, x, lo, hi, **kw: bands.append((list(x), lo, hi)) or fill(ax, x, lo, hi, **kw))
+    runs = collect(finished_study)
+    plot_curves(runs, "digits", "small-cnn", "pgd", tmp_path / "c.png")
+    entropy = [r for r in runs if (r.training, r.acquisition) == ("pgd", "entropy")]
+    robust = np.array([[s.robust for s in r.stages] for r in entropy])
+    x, lo, hi = bands[3]  # random (clean, robust), then entropy (clean, robust)
+    assert x == [s.labeled for s in entropy[0].stages]
+    np.testing.assert_allclose(lo, robust.mean(0) - robust.std(0, ddof=1))
+    np.testing.assert_allclose(hi, robust.mean(0) + robust.std(0, ddof=1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from robustal.cli import main
@@ -145,6 +147,25 @@ def test_cli_study_errors(tmp_path, capsys):
                                      'acquisitions = ["bald", "egll"]\nseeds = [0]\n')
     assert main(["study", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o")]) == 2
     assert "Unknown acquisition function 'egll'. Did you mean 'egl'?" in capsys.readouterr().err
+
+
+def test_a_refused_study_leaves_the_copy_of_the_study_that_made_the_results(make_study, tmp_path, monkeypatch):
+    """Every check runs before DIR/study.toml is written: a model that does not fit the data (a registered one too
+    big for 8×8 digits here) or a missing Ray refuses the study and leaves the copy, and nothing else, in place."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "study.toml").write_text("# the study that made these results\n")
+    (out / "study-source.txt").write_text("/elsewhere\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    lenet = make_study()
+    lenet.write_text(lenet.read_text().replace('["small-cnn"]', '["lenet5"]'))
+    with pytest.raises(ConfigError, match=r"Cannot build model 'lenet5' \(models in .*tiny\.toml\): .*at least 16"):
+        run_study(Study.load(lenet), out, study_file=lenet)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as where it is not installed
+    good = make_study()
+    with pytest.raises(ConfigError, match=r"The Ray executor needs Ray: pip install 'robustal\[ray\]'"):
+        run_study(Study.load(good), out, executor="ray", study_file=good)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_save_study_copy_keeps_relative_paths_working(tmp_path):

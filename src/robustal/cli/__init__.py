@@ -29,16 +29,17 @@ examples:
 
 
 def _plain_warnings(command: str) -> None:
-    """robustal's own warnings (a stage at chance level, a resume under another environment) as one plain line
+    """robustal's own warnings (a stage at chance level, a resume under another environment, a part of a report
+    left out) as one plain line
     each, not Python's file-and-line format; other libraries' warnings are shown as usual."""
     import warnings
 
-    from robustal.errors import ChanceLevelWarning, ReproducibilityWarning
+    from robustal.errors import ChanceLevelWarning, ReportWarning, ReproducibilityWarning
 
     default = getattr(warnings.showwarning, "robustal_default", warnings.showwarning)
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, (ChanceLevelWarning, ReproducibilityWarning)):
+        if issubclass(category, (ChanceLevelWarning, ReproducibilityWarning, ReportWarning)):
             print(f"robustal {command}: warning: {message}", file=sys.stderr, flush=True)
         else:
             default(message, category, filename, lineno, file, line)

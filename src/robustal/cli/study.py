@@ -89,14 +89,26 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float) ->
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Write the report. A part left out (a run's checkpoint missing or damaged, data that cannot be loaded) is a
+    warning on stderr, one line per problem, and the exit code stays 0: the report is written and complete but for
+    that part, which report.md names with its reason, so a script that makes reports keeps them."""
+    import warnings
+
+    from robustal.errors import ReportWarning
     from robustal.outputs import check_output_dir
     from robustal.report import write_report
 
     header = read_text_file(args.header, "--header") if args.header is not None else ""
     out = check_output_dir(args.out, "--out")
-    path = write_report(args.dir, out, data_dir=args.data_dir, entropies=not args.no_entropy, header=header,
-                        factories=args.factory)
-    print(f"wrote {path}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReportWarning)  # one line per problem, even two alike
+        path = write_report(args.dir, out, data_dir=args.data_dir, entropies=not args.no_entropy, header=header,
+                            factories=args.factory)
+    for w in caught:  # shown once the report is written, each as the warnings module would
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    left_out = sum(issubclass(w.category, ReportWarning) for w in caught)
+    print(f"wrote {path}" + (f" ({left_out} part(s) left out: see the warnings above and the report)"
+                             if left_out else ""))
     return 0
 
 
@@ -127,7 +139,10 @@ def register(sub) -> None:
                                    "std over seeds), curves, entropy distributions of the selected samples, "
                                    "the class balance of each function's labeled set, "
                                    "Mann-Whitney U tests and Vargha-Delaney A12 of each function vs random, "
-                                   "and stages.csv.")
+                                   "and stages.csv. A part that cannot be made (a run's checkpoint missing or "
+                                   "damaged, data that cannot be loaded) is left out with its reason in the report "
+                                   "and a warning on stderr; the exit code stays 0, since the rest of the report "
+                                   "is complete.")
     p.add_argument("dir", metavar="DIR", help="a study's (or run's) results folder")
     p.add_argument("--out", default=None, metavar="REPORT_DIR", help="where to write (default: DIR/report)")
     p.add_argument("--data-dir", default=None, metavar="DIR",

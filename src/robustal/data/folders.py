@@ -2,7 +2,8 @@
 
 Each image's path relative to the folder is its sample id: it never changes between runs, so labels a person gives
 for ``cat/17.png`` stay attached to that file. Unreadable images are collected and reported together, never skipped,
-so that a dataset never silently shrinks.
+and files that are not images robustal reads are listed in a warning, so that a dataset never silently shrinks.
+Images are read as a person sees them in a viewer: 16-bit grey scaled to 8 bits, transparency composited on white.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from robustal.errors import DataError
 
 log = logging.getLogger(__name__)
 
-#: Image file suffixes read (compared case-insensitively); other files are ignored.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Image file suffixes read (compared case-insensitively); other files are skipped and listed in a warning.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 #: Names listed in one error message before "and K more".
 MAX_LISTED = 20
 
@@ -72,17 +73,25 @@ def _visible(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def scan_image_folder(path: str | Path) -> tuple[list[Path], dict[str, list[Path]]]:
-    """The image files of a folder without reading them: ``(flat images, {class: images})``, one of them empty.
+@dataclass(frozen=True)
+class _Scan:
+    """A folder's files by role: images directly in it, images per class sub-folder, class sub-folders without
+    images, and files that are not images robustal reads (paths relative to the folder)."""
 
-    Raises DataError for a missing folder, a mixed or too deep layout, or a folder without images.
-    """
-    root = Path(path).expanduser()
+    flat: list[Path]
+    by_class: dict[str, list[Path]]
+    empty: list[str]
+    skipped: list[str]
+
+
+def _scan(root: Path) -> _Scan:
     if not root.is_dir():
         raise DataError(f"Image folder {str(root)!r} does not exist or is not a folder. Expected {_LAYOUTS}.")
     flat: list[Path] = []
     by_class: dict[str, list[Path]] = {}
+    empty: list[str] = []
     nested: list[str] = []
+    skipped: list[str] = []
     for entry in _visible(root):
         if entry.is_dir():
             images = []
@@ -91,16 +100,16 @@ def scan_image_folder(path: str | Path) -> tuple[list[Path], dict[str, list[Path
                     images.append(p)
                 elif p.is_dir() and any(_is_image(q) for q in p.rglob("*")):
                     nested.append(p.relative_to(root).as_posix() + "/")
-                else:
-                    log.debug("%s: ignoring %s (not a %s image)", root, p.relative_to(root), "/".join(IMAGE_SUFFIXES))
+                elif p.is_file():
+                    skipped.append(p.relative_to(root).as_posix())
             if images:
                 by_class[entry.name] = images
             else:
-                log.debug("%s: ignoring sub-folder %s/ (no images)", root, entry.name)
+                empty.append(entry.name)
         elif _is_image(entry):
             flat.append(entry)
-        else:
-            log.debug("%s: ignoring %s (not a %s image)", root, entry.name, "/".join(IMAGE_SUFFIXES))
+        elif entry.is_file():
+            skipped.append(entry.name)
     if nested:
         raise DataError(f"{root}: images are nested more than one sub-folder deep in {_listed(nested)}. "
                         f"Expected {_LAYOUTS}; move them up into their class folder.")
@@ -108,27 +117,85 @@ def scan_image_folder(path: str | Path) -> tuple[list[Path], dict[str, list[Path
         raise DataError(f"{root}: holds images both directly ({_listed([p.name for p in flat])}) and in "
                         f"sub-folders ({_listed([c + '/' for c in by_class])}). Use one layout: {_LAYOUTS}.")
     if not flat and not by_class:
-        raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) found. Expected {_LAYOUTS}.")
-    return flat, by_class
+        other = f" (only files of other types: {_listed(skipped)})" if skipped else ""
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) found{other}. Expected {_LAYOUTS}.")
+    return _Scan(flat, by_class, empty, skipped)
 
 
-def _load(path: Path, image_size: int, mode: str) -> np.ndarray:
+def scan_image_folder(path: str | Path) -> tuple[list[Path], dict[str, list[Path]]]:
+    """The image files of a folder without reading them: ``(flat images, {class: images})``, one of them empty.
+
+    Raises DataError for a missing folder, a mixed or too deep layout, or a folder without images.
+    """
+    scan = _scan(Path(path).expanduser())
+    return scan.flat, scan.by_class
+
+
+#: What transparent pixels are composited on: white, as an image viewer or a web page shows a transparent background
+#: (a black digit drawn on a transparent background looks black on white; on black it would vanish).
+BACKGROUND = (255, 255, 255)
+
+
+def _as_seen(im):
+    """An opened Pillow image as a person sees it in a viewer, in mode ``L``, ``RGB`` or ``RGBA``.
+
+    16-bit grey (``I;16``, ``I`` from a 16-bit PNG) is scaled from 0-65535 to 0-255, not clipped at 255; palette,
+    ``LA`` and ``RGBA`` images and those with a transparent colour (``tRNS``) keep their transparency as an alpha
+    channel, for :func:`_composite`. Floating-point pixels have no agreed white point and are refused.
+    """
+    from PIL import Image
+
+    if im.mode == "F":
+        raise ValueError("floating-point pixels (mode F) have no agreed range; export the image as 8- or 16-bit PNG")
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        values = np.asarray(im).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"32-bit pixel values in [{values.min()}, {values.max()}], outside 16 bits; export the "
+                             "image as 8- or 16-bit PNG")
+        grey = Image.fromarray(np.round(values / 257).astype(np.uint8), "L")  # 65535 / 255 = 257
+        transparent = im.info.get("transparency")
+        if isinstance(transparent, int):  # a 16-bit grey PNG's tRNS: one grey level is transparent
+            grey.putalpha(Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8), "L"))
+        return grey
+    if im.has_transparency_data:
+        return im.convert("RGBA")
+    return im if im.mode in ("L", "RGB") else im.convert("RGB")
+
+
+def _composite(im):
+    """``(image without transparency, whether any pixel was transparent)``: an ``LA``/``RGBA`` image composited on
+    :data:`BACKGROUND`."""
+    from PIL import Image
+
+    if im.mode not in ("LA", "RGBA"):
+        return im, False
+    rgba = im.convert("RGBA")
+    if rgba.getchannel("A").getextrema()[0] == 255:  # fully opaque: nothing to composite
+        return rgba.convert("RGB"), False
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (*BACKGROUND, 255)), rgba).convert("RGB"), True
+
+
+def _load(path: Path, image_size: int, mode: str) -> tuple[np.ndarray, bool]:
+    """One image file as ``(H×W or H×W×C uint8 array, whether transparent pixels were composited)``."""
     from PIL import Image, ImageOps
 
     if path.stat().st_size == 0:
         raise OSError("empty file (0 bytes)")
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert(mode)  # camera photos: apply the EXIF rotation a viewer shows
-        return np.asarray(im.resize((image_size, image_size), Image.Resampling.BILINEAR))
+    with Image.open(path) as im:  # an animated GIF or WebP: its first frame
+        im = ImageOps.exif_transpose(im)  # camera photos: apply the EXIF rotation a viewer shows
+        im, composited = _composite(_as_seen(im))
+        return np.asarray(im.convert(mode).resize((image_size, image_size), Image.Resampling.BILINEAR)), composited
 
 
 def read_image_folder(path: str | Path, image_size: int, channels: int = 3, *,
                       classes: list[str] | None = None) -> ImageFolder:
     """Read every image of a labeled (``root/<class>/*.png``) or flat (``root/*.png``) folder.
 
-    Each image is converted to grey (``channels=1``) or RGB (``channels=3``) and resized to ``image_size`` ×
-    ``image_size`` with bilinear interpolation; the aspect ratio is not kept (crop beforehand where it matters).
-    Hidden files and folders and files of other types are ignored.
+    Each image is read as a viewer shows it (16-bit grey scaled to 0-255; transparent pixels composited on
+    :data:`BACKGROUND`, white; an animated GIF or WebP by its first frame), converted to grey (``channels=1``) or
+    RGB (``channels=3``) and resized to ``image_size`` × ``image_size`` with bilinear interpolation; the aspect ratio
+    is not kept (crop beforehand where it matters). Hidden files and folders are ignored; files of other types are
+    skipped and listed in a warning.
 
     Args:
         path: The folder.
@@ -145,7 +212,11 @@ def read_image_folder(path: str | Path, image_size: int, channels: int = 3, *,
     if isinstance(channels, bool) or channels not in (1, 3):
         raise _fail("channels", "read_image_folder", "1 (grey) or 3 (RGB)", channels)
     root = Path(path).expanduser()
-    flat, by_class = scan_image_folder(root)
+    scan = _scan(root)
+    flat, by_class = scan.flat, scan.by_class
+    if scan.skipped:
+        log.warning("%s: skipped %d file(s) that are not %s images: %s", root, len(scan.skipped),
+                    "/".join(IMAGE_SUFFIXES), _listed(scan.skipped))
     names: list[str] | None = None
     if by_class:
         names = sorted(by_class) if classes is None else list(classes)
@@ -159,15 +230,23 @@ def read_image_folder(path: str | Path, image_size: int, channels: int = 3, *,
     ids = [p.relative_to(root).as_posix() for p in files]
     x = np.empty((len(files), image_size, image_size, channels), np.uint8)
     bad: list[tuple[str, str]] = []
+    transparent: list[str] = []
     for i, (p, sample_id) in enumerate(zip(files, ids, strict=True)):
         try:
-            x[i] = _load(p, image_size, "L" if channels == 1 else "RGB").reshape(image_size, image_size, channels)
+            image, composited = _load(p, image_size, "L" if channels == 1 else "RGB")
         except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... for broken files
             bad.append((sample_id, f"{type(e).__name__}: {e}"))
+            continue
+        x[i] = image.reshape(image_size, image_size, channels)
+        if composited:
+            transparent.append(sample_id)
     if bad:
         raise DataError(f"{root}: {len(bad)} of {len(files)} image files cannot be read: "
                         f"{_listed([b[0] for b in bad])}. The first, {bad[0][0]}: {bad[0][1]}. Remove or replace "
                         "these files (e.g. re-export them as PNG) and run again.")
+    if transparent:
+        log.info("%s: %d of %d images have transparent pixels (%s), read on a white background as a viewer shows "
+                 "them", root, len(transparent), len(files), _listed(transparent))
     y = None
     if names is not None:
         index = {c: k for k, c in enumerate(names)}
@@ -180,8 +259,12 @@ _SPLIT_LAYOUT = "DIR/train/<class>/*.png and DIR/test/<class>/*.png (one sub-fol
 
 def folder_dataset(path: str | Path, image_size: int, channels: int, epsilon: float,
                    step_size: float | None = None) -> tuple[Dataset, FolderInfo]:
-    """A :class:`Dataset` from ``DIR/train/<class>/*`` and ``DIR/test/<class>/*``; classes are the sorted union
-    of both (the test set may lack a class).
+    """A :class:`Dataset` from ``DIR/train/<class>/*`` and ``DIR/test/<class>/*``; the classes are ``train/``'s
+    sub-folders, sorted.
+
+    The test set may lack a class but not add one: a class without training images could never be predicted, so a
+    ``test/<class>/`` absent from ``train/`` is refused, and so is an empty ``train/<class>/`` (a class that would
+    vanish without a word).
 
     The PGD step defaults to ε/30 for grey images (MNIST's 0.01 at ε = 0.3) and ε/4 for colour ones (CIFAR-10's
     2/255 at ε = 8/255). See :func:`read_image_folder` for how the images are read.
@@ -198,12 +281,24 @@ def folder_dataset(path: str | Path, image_size: int, channels: int, epsilon: fl
     if missing:
         raise DataError(f"{root}: no {' or '.join(missing)} sub-folder. An image-folder dataset is laid out as "
                         f"{_SPLIT_LAYOUT}.")
-    scans = {part: scan_image_folder(root / part) for part in ("train", "test")}
-    for part, (flat, _) in scans.items():
-        if flat:
-            raise DataError(f"{root / part}: holds images directly ({_listed([p.name for p in flat])}) but needs "
-                            f"one sub-folder per class: {_SPLIT_LAYOUT}.")
-    classes = sorted(set(scans["train"][1]) | set(scans["test"][1]))
+    scans = {part: _scan(root / part) for part in ("train", "test")}
+    for part, scan in scans.items():
+        if scan.flat:
+            raise DataError(f"{root / part}: holds images directly ({_listed([p.name for p in scan.flat])}) but "
+                            f"needs one sub-folder per class: {_SPLIT_LAYOUT}.")
+    if scans["train"].empty:
+        raise DataError(f"{root / 'train'}: the class folder(s) {_listed([c + '/' for c in scans['train'].empty])} "
+                        f"hold no {'/'.join(IMAGE_SUFFIXES)} images. Add the class's training images, or remove the "
+                        "folder if the class does not belong to the data.")
+    classes = sorted(scans["train"].by_class)
+    unseen = sorted(set(scans["test"].by_class) - set(classes))
+    if unseen:
+        raise DataError(f"{root / 'test'}: the class folder(s) {_listed([c + '/' for c in unseen])} have no "
+                        f"counterpart in {root / 'train'}, so the model could never learn them. Add training images "
+                        f"in train/{unseen[0]}/ (the same folder name), or remove the class from test/.")
+    if len(classes) < 2:
+        raise DataError(f"{root / 'train'}: holds one class ({classes[0]}/); a classifier needs at least two class "
+                        "folders.")
     train = read_image_folder(root / "train", image_size, channels, classes=classes)
     test = read_image_folder(root / "test", image_size, channels, classes=classes)
     assert train.y is not None and test.y is not None
