@@ -116,6 +116,10 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> 
     g.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision,
                    help="bf16: mixed precision for training and the training attack; robust accuracy is always "
                         "measured in fp32 (default: %(default)s)")
+    g.add_argument("--validate-last", type=COUNT, default=d.validate_last or 0, metavar="EPOCHS",
+                   help="validate, and keep the best of, only the last EPOCHS epochs of each training: the cost of "
+                        "validation halves and the kept epoch is the same in the measurements of docs/recipe.md "
+                        "(default: %(default)s; 0 = every epoch)")
     g.add_argument("--memory-format", choices=MEMORY_FORMATS, default=d.memory_format,
                    help="memory layout of the model for training, attacks and evaluation: auto = channels-last where "
                         "it was measured faster (LeNet-5, small-cnn, VGG8 on the CPU; bf16 conv nets on CUDA); "
@@ -246,7 +250,7 @@ def train_config(args: argparse.Namespace):
                        attack_steps=args.attack_steps, step_size=args.step_size,
                        random_start=not args.no_random_start, epsilon_warmup=args.epsilon_warmup,
                        trades_beta=args.trades_beta, min_steps=args.min_steps, precision=args.precision,
-                       memory_format=args.memory_format)
+                       memory_format=args.memory_format, validate_last=args.validate_last or None)
 
 
 def int_list(text: str, flag: str, min_value: int | None = None, max_value: int | None = None) -> list[int]:
