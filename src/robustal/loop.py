@@ -182,6 +182,7 @@ class ActiveLearningLoop:
         self.label_of = torch.full((pool,), -1, dtype=torch.int64)  # labels given so far (-1: not labeled)
         self.acquisition = create_acquisition(config.acquisition, **config.acquisition_options)
         self.model = self._fresh_model() if reinit is not None else model
+        self.acquisition.check(self.model)  # a function the model cannot serve: refused before any training
         self.model.to(self.device)
         self._initial_state = copy.deepcopy(self.model.state_dict())
         self._at_chance = False  # did the last finished stage end at chance?

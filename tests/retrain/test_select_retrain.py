@@ -47,7 +47,8 @@ def test_select_writes_ranked_csv(checkpoint, small_npz, tmp_path, metric, has_s
     assert main(["select", "--model", str(checkpoint), "--data", str(small_npz), "--metric", metric, "--n", "200",
                  "--out", str(out), "--no-progress"]) == 0
     rows = _read(out)
-    assert list(rows[0]) == ["rank", "index", "score"]
+    assert list(rows[0]) == ["rank", "index", "score", "label"]  # an npz has no files; label: for a person
+    assert all(r["label"] == "" for r in rows)
     assert [int(r["rank"]) for r in rows] == list(range(1, 201))
     idx = [int(r["index"]) for r in rows]
     assert len(set(idx)) == 200 and all(K <= i < N_TRAIN for i in idx)  # only from the new unlabeled set
@@ -129,9 +130,14 @@ def test_bad_inputs(checkpoint, small_npz, tmp_path, capsys):
     _expect_error(capsys, ["retrain", "--model", str(checkpoint), "--selected", str(picks), *common], r"repeat")
     _expect_error(capsys, ["retrain", "--model", str(checkpoint), "--selected", str(tmp_path / "none.csv"), *common],
                   r"none\.csv not found")
-    # a model trained on the whole training set leaves nothing to select from
-    _expect_error(capsys, ["select", "--model", str(checkpoint), "--train-size", str(N_TRAIN), "--n", "5", "--out",
-                           str(picks)], r"--train-size K")
+    # a --train-size other than the recorded one would rank samples the model has seen (or hide unseen ones)
+    for size in (K - 300, N_TRAIN):
+        _expect_error(capsys, ["select", "--model", str(checkpoint), "--train-size", str(size), "--n", "5", "--out",
+                               str(picks)], rf"--train-size {size}: .*trained on the first {K} training samples"
+                                            r".*Leave --train-size out")
+    # the recorded size itself is accepted
+    assert main(["select", "--model", str(checkpoint), "--train-size", str(K), "--n", "5", "--out", str(picks),
+                 "--metric", "random"]) == 0
 
 
 def test_retrain_study(checkpoint, small_npz, tmp_path, capsys):

@@ -179,9 +179,10 @@ _SPLIT_LAYOUT = "DIR/train/<class>/*.png and DIR/test/<class>/*.png (one sub-fol
 
 
 def folder_dataset(path: str | Path, image_size: int, channels: int, epsilon: float,
-                   step_size: float | None = None) -> tuple[Dataset, FolderInfo]:
+                   step_size: float | None = None, classes: list[str] | None = None) -> tuple[Dataset, FolderInfo]:
     """A :class:`Dataset` from ``DIR/train/<class>/*`` and ``DIR/test/<class>/*``; classes are the sorted union
-    of both (the test set may lack a class).
+    of both (the test set may lack a class), or ``classes`` in their order (a model's, recorded in its checkpoint:
+    a sub-folder outside them is an error).
 
     The PGD step defaults to ε/30 for grey images (MNIST's 0.01 at ε = 0.3) and ε/4 for colour ones (CIFAR-10's
     2/255 at ε = 8/255). See :func:`read_image_folder` for how the images are read.
@@ -203,7 +204,7 @@ def folder_dataset(path: str | Path, image_size: int, channels: int, epsilon: fl
         if flat:
             raise DataError(f"{root / part}: holds images directly ({_listed([p.name for p in flat])}) but needs "
                             f"one sub-folder per class: {_SPLIT_LAYOUT}.")
-    classes = sorted(set(scans["train"][1]) | set(scans["test"][1]))
+    classes = list(classes) if classes is not None else sorted(set(scans["train"][1]) | set(scans["test"][1]))
     train = read_image_folder(root / "train", image_size, channels, classes=classes)
     test = read_image_folder(root / "test", image_size, channels, classes=classes)
     assert train.y is not None and test.y is not None
@@ -213,5 +214,5 @@ def folder_dataset(path: str | Path, image_size: int, channels: int, epsilon: fl
     default_model = default_model_for_images(channels, image_size)
     dataset = Dataset(name=str(root), train=Split(train.x, train.y), test=Split(test.x, test.y),
                       num_classes=len(classes), epsilon=epsilon, step_size=step, augment=(),
-                      default_model=default_model)
+                      default_model=default_model, class_names=tuple(classes))
     return dataset, FolderInfo(train_ids=train.ids, test_ids=test.ids, classes=classes)
