@@ -191,8 +191,9 @@ def _labels(path: Path, parsed: list, num_classes: int | None, classes: Sequence
         return None
     missing = [str(line) for _, line, _, _, label in parsed if not label]
     if missing:
-        raise DataError(f"{path}: the label column is filled for {len(given)} of {len(parsed)} picks; lines "
-                        f"{', '.join(missing[:MAX_LISTED])}{' ...' if len(missing) > MAX_LISTED else ''} have none. "
+        lines = f"line {missing[0]} has" if len(missing) == 1 else f"lines {', '.join(missing[:MAX_LISTED])}" + (
+            " ..." if len(missing) > MAX_LISTED else "") + " have"
+        raise DataError(f"{path}: the label column is filled for {len(given)} of {len(parsed)} picks; {lines} none. "
                         "Label every pick used (or use the top ones only, with --n), or empty the column to take "
                         "the dataset's labels.")
     assert num_classes is not None, "labels need the number of classes"
