@@ -165,3 +165,50 @@ def test_the_top_level_help_says_train_does_trades(capsys):
     assert main(["--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "train one model (standard, PGD or TRADES)" in out
+
+
+def test_a_users_factory_is_recorded_so_that_it_can_be_named_from_any_folder(tmp_path, monkeypatch, capsys):
+    """A factory given by a relative file path is recorded by its absolute path; a module's factory with the
+    module's file, which the refusal offers as the --factory that works from any folder (never imported by itself)."""
+    import sys
+
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    (home / "plain_nets_rel.py").write_text(PLAIN)
+    monkeypatch.chdir(home)
+    by_file, by_module = home / "by-file.pt", home / "by-module.pt"
+    common = ["--dataset", "digits", "--training", "standard", "--epochs", "1", "--eval-steps", "0", "--no-progress"]
+    assert main(["train", *common, "--model", "plain_nets_rel.py:plain", "--save", str(by_file)]) == 0
+    assert torch.load(by_file, weights_only=True)["model_name"] == f"{home / 'plain_nets_rel.py'}:plain"
+    monkeypatch.syspath_prepend(str(home))
+    monkeypatch.delitem(sys.modules, "plain_nets_rel", raising=False)
+    assert main(["train", *common, "--model", "plain_nets_rel:plain", "--save", str(by_module)]) == 0
+    sys.modules.pop("plain_nets_rel", None)
+    record = torch.load(by_module, weights_only=True)
+    assert record["model_name"] == "plain_nets_rel:plain"
+    assert record["factory_file"] == str(home / "plain_nets_rel.py")
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(by_module), "--eval-steps", "0"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    suggested = f"--factory {home / 'plain_nets_rel.py'}:plain"
+    assert "--factory plain_nets_rel:plain" in err and suggested in err
+    for ckpt in (by_module, by_file):
+        assert main(["evaluate", "--model", str(ckpt), *suggested.split(), "--eval-steps", "0"]) == 0
+        assert capsys.readouterr().out.startswith("clean accuracy: ")
+
+
+def test_a_retrain_study_of_a_run_checkpoint_is_keyed_by_its_training_samples():
+    from robustal.checkpoint import Checkpoint
+    from robustal.data import load_dataset
+    from robustal.retrain import study_settings
+    from robustal.training import TrainConfig
+
+    digits = load_dataset("digits")
+    ckpt = Checkpoint("small-cnn", {}, 10, (1, 8, 8))
+    prefix = study_settings(ckpt, digits, TrainConfig(), None, torch.arange(600))
+    assert prefix["train_size"] == 600 and "trained_sha256" not in prefix  # as earlier studies stored it
+    run = study_settings(ckpt, digits, TrainConfig(), None, torch.tensor([5, 9, 700]))
+    other = study_settings(ckpt, digits, TrainConfig(), None, torch.tensor([5, 9, 701]))
+    assert "train_size" not in run and run["trained_sha256"] != other["trained_sha256"]
