@@ -84,6 +84,12 @@ def test_retrain_with_pgd_raises_robust_accuracy(checkpoint, small_npz, tmp_path
     assert after > before + 0.05, out
     ckpt = torch.load(saved, weights_only=True)
     assert ckpt["train_size"] == K and len(ckpt["selected"]) == 300
+    # a second round ranks only what the retrained model has not seen: neither the first K nor the 300 picks
+    again = tmp_path / "again.csv"
+    n_left = N_TRAIN - K - 300
+    assert main(["select", "--model", str(saved), "--metric", "random", "--n", str(n_left), "--out", str(again)]) == 0
+    second = {int(r["index"]) for r in _read(again)}
+    assert len(second) == n_left and min(second) >= K and not second & set(ckpt["selected"])
 
 
 def _expect_error(capsys, argv, pattern):
