@@ -4,6 +4,10 @@
 Loading uses ``torch.load(weights_only=True)``, and a checkpoint of a user's own model (``module:factory``) is
 rebuilt only from a factory the person names (``--factory``), never from the one the file records: a checkpoint
 never makes robustal run or import code. Saving is atomic.
+
+A checkpoint works from any folder: it records its data by absolute path (or registered name) with the data's
+fingerprint, and a user's factory file by absolute path (:mod:`robustal.checkpoint_data` finds and checks the data).
+Checkpoints of earlier versions, without these fields, load as before.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from torch import nn
 
 from robustal.data import Dataset
 from robustal.errors import ConfigError
-from robustal.experiment import model_factory
+from robustal.experiment import dataset_locator, model_factory
 from robustal.models.memory_format import MEMORY_FORMATS, apply_memory_format
 from robustal.outputs import atomic_torch_save, safe_torch_load
 from robustal.training import TrainConfig
@@ -32,8 +36,14 @@ class Checkpoint:
     Attributes:
         model_name, dataset, num_classes, image_shape, epsilon: As saved.
         state: The model's state dict.
-        train_size: Number of leading pool samples it was trained on (None: the whole pool).
+        train_size: Number of leading pool samples it was trained on.
+        selected: Further pool indices it was trained on (an active-learning run's labeled set; ``retrain``'s picks
+            beside ``train_size``). With neither recorded, a model was trained on the whole pool.
         train_config: The training configuration it was trained with (a dict), if saved.
+        classes: Class names, in the model's output order (image folders, labeling projects), if saved.
+        data_fingerprint: :meth:`~robustal.data.Dataset.fingerprint` of the data it was made on (a labeling
+            project's: its pool fingerprint), if saved.
+        factory_file: A user's factory module's file when it was saved (a hint for ``--factory``; never imported).
         path: Where it was loaded from.
         factory: The user's model factory the person named (``--factory``) to rebuild a user's model with; never
             taken from the file.
@@ -46,7 +56,11 @@ class Checkpoint:
     dataset: str | None = None
     epsilon: float | None = None
     train_size: int | None = None
+    selected: list[int] | None = None
     train_config: dict = field(default_factory=dict)
+    classes: list[str] | None = None
+    data_fingerprint: str | None = None
+    factory_file: str | None = None
     path: Path | None = None
     factory: str | None = None
 
@@ -62,7 +76,7 @@ class Checkpoint:
     def build_name(self) -> str:
         """The model this checkpoint is rebuilt with: its registered architecture, or -- for a user's model -- the
         factory the person named (:attr:`factory`); see :func:`trusted_model_name`."""
-        return trusted_model_name(self.model_name, self.factory, f"Checkpoint {self.path}")
+        return trusted_model_name(self.model_name, self.factory, f"Checkpoint {self.path}", self.factory_file)
 
     def build(self, dataset: Dataset, device: torch.device | str = "cpu") -> nn.Module:
         """The saved model for ``dataset``'s images, weights loaded; errors clearly if they do not fit."""
@@ -85,10 +99,10 @@ def is_user_model(name: str) -> bool:
     return ":" in name
 
 
-def trusted_model_name(recorded: str, factory: str | None, source: str) -> str:
+def trusted_model_name(recorded: str, factory: str | None, source: str, file: str | None = None) -> str:
     """The model to build for a recorded model name: a registered architecture as recorded; a user's factory only
     when the person names one (``factory``, from ``--factory``) -- a file (checkpoint, results folder) never makes
-    robustal import code by itself.
+    robustal import code by itself. ``file``: where the factory's module was (for the refusal's hint only).
 
     Raises:
         ConfigError: A user's model and no ``factory``; or a ``factory`` for a registered architecture.
@@ -99,10 +113,29 @@ def trusted_model_name(recorded: str, factory: str | None, source: str) -> str:
                               "factory; leave --factory out.")
         return recorded
     if factory is None:
+        where = ""
+        if file and not recorded.rpartition(":")[0].endswith(".py"):
+            where = (f" (its code was in {file}; from another folder name it by its file: --factory "
+                     f"{file}:{recorded.rpartition(':')[2]})")
         raise ConfigError(f"{source} holds a model built by the factory {recorded!r}: code outside robustal. robustal "
                           "never imports code because a file names it. If you trust that code, name the factory "
-                          f"yourself: --factory {recorded}")
+                          f"yourself: --factory {recorded}{where}")
     return factory
+
+
+def recorded_model(name: str) -> tuple[str, str | None]:
+    """``(model name, factory file)`` as a checkpoint records them: a factory given by file path made absolute (it
+    works from any folder); for a module's factory, the file of that module if it is imported (a hint only)."""
+    if not is_user_model(name):
+        return name, None
+    import sys
+
+    where, _, attr = name.rpartition(":")
+    if where.endswith(".py"):
+        path = Path(where).expanduser()
+        return (f"{path.resolve()}:{attr}", None) if path.is_file() else (name, None)
+    file = getattr(sys.modules.get(where), "__file__", None)
+    return name, str(Path(file).resolve()) if file else None
 
 
 def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
@@ -151,29 +184,54 @@ def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
         raise bad("dataset", "a dataset name or path")
     if not isinstance(obj.get("train_config") or {}, dict):
         raise bad("train_config", "a dict of training settings")
+    selected = obj.get("selected")
+    if selected is not None and (not isinstance(selected, list | tuple) or not all(is_int(i) and i >= 0
+                                                                                   for i in selected)
+                                 or len(set(selected)) != len(selected)):
+        raise bad("selected", "a list of distinct non-negative training-set indices")
+    classes = obj.get("classes")
+    if classes is not None and (not isinstance(classes, list | tuple) or len(classes) != obj["num_classes"]
+                                or not all(isinstance(c, str) for c in classes)):
+        raise bad("classes", f"a list of {obj['num_classes']} class names")
+    for key in ("data_fingerprint", "factory_file"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise bad(key, "a string")
     ckpt = Checkpoint(model_name=obj["model_name"], state=obj["model"], num_classes=obj["num_classes"],
                       image_shape=tuple(shape), dataset=obj.get("dataset"), epsilon=epsilon, train_size=train_size,
-                      train_config=dict(obj.get("train_config") or {}), path=path, factory=factory)
+                      selected=list(selected) if selected is not None else None,
+                      train_config=dict(obj.get("train_config") or {}),
+                      classes=list(classes) if classes is not None else None,
+                      data_fingerprint=obj.get("data_fingerprint"), factory_file=obj.get("factory_file"), path=path,
+                      factory=factory)
     ckpt.build_name  # noqa: B018 - a user's model without --factory is refused now, before any work
     return ckpt
 
 
-def data_meta(dataset: Dataset) -> dict:
-    """What a checkpoint records of its data: classes, image shape and ε (keyword arguments of
-    :func:`save_checkpoint`)."""
-    return {"num_classes": dataset.num_classes, "image_shape": tuple(dataset.image_shape), "epsilon": dataset.epsilon}
+def data_meta(dataset: Dataset, source: str | None = None) -> dict:
+    """What a checkpoint records of its data (keyword arguments of :func:`save_checkpoint`): classes (and their
+    names), image shape, ε, the data's fingerprint and -- given the dataset ``source`` as the person named it (a
+    registered name or a path) -- where the data are, a path made absolute."""
+    meta = {"num_classes": dataset.num_classes, "image_shape": tuple(dataset.image_shape), "epsilon": dataset.epsilon,
+            "classes": dataset.class_names, "data_fingerprint": dataset.fingerprint()}
+    if source is not None:
+        meta["dataset_name"] = dataset_locator(source)
+    return meta
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, *, num_classes: int,
                     image_shape: Sequence[int], epsilon: float | None, dataset_name: str | None,
                     train_config: TrainConfig, train_size: int | None = None,
-                    selected: Sequence[int] | None = None, classes: Sequence[str] | None = None) -> None:
+                    selected: Sequence[int] | None = None, classes: Sequence[str] | None = None,
+                    data_fingerprint: str | None = None) -> None:
     """Write the checkpoint that :func:`load_checkpoint` reads (atomically; tensors and plain values only).
 
-    ``train_size``: the model was trained on the first K training samples (``select``/``retrain`` pick from the
-    rest); None when it was trained on a selection (``selected``, an active-learning run). ``classes``: class names
-    (labeling projects).
+    ``train_size``: the model was trained on the first K training samples; ``selected``: on these training-set
+    indices (an active-learning run's labeled set), or on them beside the first ``train_size`` (``retrain``'s
+    picks). ``select``/``retrain`` pick from the rest. ``classes``: class names; ``data_fingerprint``: see
+    :class:`Checkpoint`. A user's factory given by file path is recorded by its absolute path
+    (:func:`recorded_model`).
     """
+    model_name, factory_file = recorded_model(model_name)
     state = {"model": model.state_dict(), "model_name": model_name, "dataset": dataset_name,
              "num_classes": int(num_classes), "image_shape": [int(s) for s in image_shape], "epsilon": epsilon,
              "train_config": train_config.to_dict()}
@@ -183,4 +241,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, *, num_
         state["selected"] = [int(i) for i in selected]
     if classes is not None:
         state["classes"] = list(classes)
+    if data_fingerprint is not None:
+        state["data_fingerprint"] = data_fingerprint
+    if factory_file is not None:
+        state["factory_file"] = factory_file
     atomic_torch_save(state, Path(path))

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from robustal.acquisition import create_acquisition
 from robustal.data import Dataset, load_dataset
 from robustal.evaluation import EVAL_STEPS, paper_attack
 from robustal.loop import ActiveLearningLoop, LoopConfig, RunResult
@@ -96,8 +97,9 @@ def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = 
     dataset = dataset or spec.load_data(data_dir)
     model_name, loop_cfg = resolve(spec, dataset)
     factory = model_factory(model_name, dataset)
-    factory()  # fail early on a model that cannot take this data
+    model = factory()  # fail early on a model that cannot take this data
     loop_cfg.check_pool(len(dataset.train))  # before the store is created
+    create_acquisition(loop_cfg.acquisition, **loop_cfg.acquisition_options).check(model)  # and what it needs
     store = Store(out) if out is not None else None
     meta = {"dataset": dataset_locator(spec.dataset), "model_name": model_name,
             "data_fingerprint": dataset.fingerprint(), "spec": spec_for_store(spec)}

@@ -242,5 +242,38 @@ def _csv_cell(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
+def read_heldout(out: str | Path) -> tuple[ProjectSettings, Split]:
+    """A project's settings and its labeled held-out data (validation then test, as :func:`project_splits` splits
+    them), read without changing anything: for ``robustal evaluate`` of a project's model.
+
+    Raises:
+        DataError: ``out`` is not a project, its settings cannot be read, its pool changed, or the held-out labels
+            have not been given yet.
+    """
+    from dataclasses import fields
+
+    out = Path(out).expanduser()
+    path = out / PROJECT_FILE
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        settings = ProjectSettings(**{f.name: stored[f.name] for f in fields(ProjectSettings) if f.name in stored})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
+        raise DataError(f"{path} cannot be read as a labeling project's settings ({type(e).__name__}: {e}).") from None
+    pool = load_pool(settings.pool, settings.image_size, settings.channels)
+    if settings.pool_fingerprint and pool_fingerprint(pool) != settings.pool_fingerprint:
+        raise DataError(f"{out}: the pool {settings.pool} changed since the project started, so its held-out "
+                        "sample cannot be found again.")
+    if settings.heldout is not None:
+        return settings, load_heldout(settings.heldout, settings.classes, pool)
+    kept = out / HELDOUT_LABELS
+    if not kept.is_file():
+        raise DataError(f"{out}: the held-out labels have not been given yet ({out / 'requests' / 'heldout.csv'}); "
+                        "answer that request with robustal label first.")
+    idx = Project(out, settings, pool).heldout_indices()
+    ids = [pool.ids[i] for i in idx.tolist()]
+    given = read_answers(kept, ids, settings.classes)
+    return settings, Split(pool.x[idx], torch.tensor([given[i] for i in ids], dtype=torch.int64))
+
+
 __all__ = ["HELDOUT_LABELS", "PROJECT_FILE", "RUN_NAME", "Pool", "Project", "ProjectSettings", "ProjectState",
            "check_settings", "load_heldout", "load_pool", "open_project", "pool_fingerprint", "project_splits"]

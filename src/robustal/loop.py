@@ -183,6 +183,7 @@ class ActiveLearningLoop:
         self.label_of = torch.full((pool,), -1, dtype=torch.int64)  # labels given so far (-1: not labeled)
         self.acquisition = create_acquisition(config.acquisition, **config.acquisition_options)
         self.model = self._fresh_model() if reinit is not None else model
+        self.acquisition.check(self.model)  # a function the model cannot serve: refused before any training
         self.model.to(self.device)
         # The layout is set once, before anything runs, so that selection, training and evaluation (resumed or not)
         # always see the model in the same layout.

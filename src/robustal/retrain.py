@@ -3,12 +3,14 @@
 The workflow of a tester with a deployed model (``robustal train --train-size K --save model.pt``, then
 ``robustal select`` and ``robustal retrain``):
 
-- **Original training data** are the first ``train_size`` samples of the dataset's training set (the pool), as
-  recorded in the checkpoint by ``robustal train --train-size K`` (a checkpoint without it was trained on the whole
-  pool). A different ``train_size`` can be declared for checkpoints made elsewhere.
-- **The new unlabeled set** is the rest of the pool, ``pool[train_size:]``. Selected indices are indices into the
-  dataset's training set (so they lie in ``[train_size, len(pool))``); their labels come from the dataset (the
-  oracle). The test split is never selected from: it measures clean and robust accuracy before and after.
+- **Original training data** are the training-set samples the checkpoint records: the first ``train_size``
+  (``robustal train --train-size K``), an active-learning run's labeled set (``selected``, ``run --save``), or both
+  (``retrain --save``: the first K and the picks). A checkpoint that records neither was trained on the whole pool;
+  ``--train-size K`` declares the first K for it, or for data other than its own (:func:`resolve_training_set`).
+- **The new unlabeled set** is the rest of the pool. Selected indices are indices into the dataset's training set;
+  their labels come from the dataset (the oracle), or from a person who filled in the picks CSV's ``label`` column
+  (:mod:`robustal.picks_csv`). The test split is never selected from: it measures clean and robust accuracy before
+  and after.
 - **Any acquisition function is a test-selection metric**: it sees the model, the pool images and, as "labeled", the
   original training data (k-center measures distances to it).
 - **Fine-tuning** trains the checkpoint's weights on original + selected samples with a fresh optimizer, keeping the
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -39,110 +40,122 @@ from robustal.evaluation import EvalResult, evaluate
 from robustal.outputs import atomic_write_bytes
 from robustal.training import FitResult, TrainConfig, fit
 
-CSV_COLUMNS = ("rank", "index", "score")
+
+def trained_indices(trained: int | torch.Tensor) -> torch.Tensor:
+    """Sorted pool indices of the model's original training data: ``trained`` itself, or the first K for an int."""
+    if isinstance(trained, int):
+        return torch.arange(trained)
+    return torch.as_tensor(trained, dtype=torch.int64).unique()
 
 
-def resolve_train_size(checkpoint: Checkpoint, pool_size: int, override: int | None = None) -> int:
-    """The number of leading pool samples that are the original training data; at least one must stay unlabeled."""
-    k = override if override is not None else checkpoint.train_size
-    if k is None:
-        k = pool_size
-    if not 0 <= k <= pool_size:
-        raise ConfigError(f"train size {k} is outside [0, {pool_size}] (the training set has {pool_size} samples).")
-    if k == pool_size:
+@dataclass(frozen=True)
+class TrainingSet:
+    """The model's original training data in the pool: the first ``prefix`` samples and ``extra`` more (a run's
+    labeled set, or earlier picks); ``indices`` sorted. The new unlabeled set is the rest of the pool."""
+
+    indices: torch.Tensor
+    prefix: int
+    extra: int
+    pool_size: int
+
+    @property
+    def n_new(self) -> int:
+        return self.pool_size - len(self.indices)
+
+    def describe(self) -> str:
+        """"the first 600 training samples" / "150 training samples recorded in the checkpoint" / ..."""
+        if not self.extra:
+            return f"the first {self.prefix} training samples"
+        if not self.prefix:
+            return f"{self.extra} training samples recorded in the checkpoint"
+        return f"the first {self.prefix} and {self.extra} more training samples recorded in the checkpoint"
+
+
+def resolve_training_set(checkpoint: Checkpoint, pool_size: int, override: int | None = None,
+                         recorded: bool = True) -> TrainingSet:
+    """The checkpoint's original training data in a pool of ``pool_size``, as recorded (``train_size`` and/or
+    ``selected``); ``override`` (``--train-size K``) declares the first K for a checkpoint that records nothing, or
+    for data other than its own (``recorded`` False), and must agree with what it records otherwise.
+
+    Raises:
+        ConfigError: ``override`` contradicts the record, or is missing for other data; the record does not fit
+            the pool; no unlabeled sample remains.
+    """
+    where = f"Checkpoint {checkpoint.path}"
+    has_record = checkpoint.train_size is not None or checkpoint.selected is not None
+    if not recorded:
+        if override is None:
+            raise ConfigError(f"{where} was made on other data than these (its fingerprint differs), so the training "
+                              "samples it records do not apply to them. Give --train-size K to declare that the model "
+                              "was trained on the first K samples of these data, or give its own data.")
+        k, extra = override, []
+    elif has_record:
+        k, extra = checkpoint.train_size or 0, list(checkpoint.selected or [])
+        if override is not None and (override != k or extra):
+            what = (f"the first {k} training samples" if not extra else
+                    f"{len(extra)} training samples it lists" + (f" beside the first {k}" if k else ""))
+            raise ConfigError(f"--train-size {override}: {where} records that the model was trained on {what}; a "
+                              "different size would rank samples it has seen, or leave out samples it has not. "
+                              "Leave --train-size out.")
+    else:  # an earlier robustal's checkpoint of a model trained on the whole training set, or declared
+        k, extra = (override if override is not None else pool_size), []
+    if not 0 <= k <= pool_size or any(not 0 <= i < pool_size for i in extra):
+        raise ConfigError(f"{where}: its training samples (train size {k}, largest index "
+                          f"{max(extra, default=k - 1)}) do not fit the training set of {pool_size} samples. Use the "
+                          "data it was trained on.")
+    indices = torch.cat([torch.arange(k), torch.tensor(extra, dtype=torch.int64)]).unique()
+    training = TrainingSet(indices, k, len(indices) - k, pool_size)
+    if training.n_new == 0:
+        if extra:
+            raise ConfigError(f"{where}: the model was trained on all {pool_size} samples of the training set, so "
+                              "no new unlabeled samples remain to select from.")
         raise ConfigError(f"The model was trained on the whole training set ({pool_size} samples), so no new "
                           "unlabeled samples remain to select from. Train it on part of the data with "
-                          "`robustal train --train-size K --save ...`, or declare how many leading samples it was "
-                          "trained on with --train-size.")
-    return k
+                          "`robustal train --train-size K --save ...`" + (
+                              "." if has_record and recorded else
+                              ", or declare how many leading samples it was trained on with --train-size."))
+    return training
 
 
-def select_samples(model: nn.Module, pool: Split, train_size: int, metric: str, n: int, *, seed: int = 0,
+def select_samples(model: nn.Module, pool: Split, trained: int | torch.Tensor, metric: str, n: int, *, seed: int = 0,
                    device: torch.device | str = "cpu", options: dict | None = None,
                    epsilon: float | None = None) -> Selection:
-    """Rank ``pool[train_size:]`` with the acquisition function ``metric`` and return its top ``n`` (pool indices).
+    """Rank the pool samples the model was not trained on with the acquisition function ``metric`` and return its
+    top ``n`` (pool indices).
 
-    The original training data ``pool[:train_size]`` count as labeled (k-center measures distances to them).
-    ``epsilon`` is the L∞ budget for functions that attack the model (``robust-boundary``): the dataset's.
+    ``trained``: the original training data, the first K (an int) or these pool indices; they count as labeled
+    (k-center measures distances to them) and are never picked. ``epsilon`` is the L∞ budget for functions that
+    attack the model (``robust-boundary``): the dataset's.
     """
     acquisition = create_acquisition(metric, **(options or {}))
-    ctx = SelectionContext(model, pool.x, torch.arange(train_size), make_generator(seed, "test-selection", metric),
+    acquisition.check(model)
+    ctx = SelectionContext(model, pool.x, trained_indices(trained), make_generator(seed, "test-selection", metric),
                            device=device, epsilon=epsilon)
     model.eval()
     return acquisition.select(ctx, n)
 
 
-def selection_csv(selection: Selection) -> str:
-    """CSV text with columns ``rank,index,score`` (rank from 1; score empty where the metric has none)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    scores = selection.scores.tolist() if selection.scores is not None else [None] * len(selection.indices)
-    for rank, (index, score) in enumerate(zip(selection.indices.tolist(), scores, strict=True), start=1):
-        writer.writerow([rank, index, "" if score is None or math.isnan(score) else repr(float(score))])
-    return buf.getvalue()
-
-
-def write_selection(path: str | Path, selection: Selection) -> None:
-    """Write :func:`selection_csv` to ``path`` atomically."""
-    atomic_write_bytes(Path(path), selection_csv(selection).encode())
-
-
-def read_selection(path: str | Path, pool_size: int, train_size: int, n: int | None = None) -> torch.Tensor:
-    """Pool indices of a selection CSV in rank order (the first ``n`` if given), validated.
-
-    Raises:
-        DataError: Missing file, no ``index`` column, a non-integer or duplicate index, or an index outside the new
-            unlabeled set ``[train_size, pool_size)``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"Selection file {path} is a directory; give the CSV written by robustal select --out.")
-    if not path.is_file():
-        raise DataError(f"Selection file {path} not found. Write one with: robustal select ... --out {path}")
-    try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-            columns = rows[0].keys() if rows else []
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: not a readable CSV ({e}).") from None
-    if "index" not in columns:
-        raise DataError(f"{path}: needs an 'index' column (robustal select writes rank,index,score); "
-                        f"found {', '.join(columns) or 'no rows'}.")
-    try:
-        ranked = sorted(rows, key=lambda r: int(r["rank"])) if "rank" in columns else rows
-        indices = [int(r["index"]) for r in ranked]
-    except (TypeError, ValueError) as e:
-        raise DataError(f"{path}: rank and index must be integers ({e}).") from None
-    if n is not None:
-        if n < 1 or n > len(indices):
-            raise ConfigError(f"--n {n} must lie in [1, {len(indices)}] (the file has {len(indices)} picks).")
-        indices = indices[:n]
-    bad = [i for i in indices if not train_size <= i < pool_size]
-    if bad:
-        raise DataError(f"{path}: {len(bad)} indices are outside the new unlabeled set [{train_size}, {pool_size}) "
-                        f"(e.g. {bad[0]}). Indices refer to the dataset's training set; the first {train_size} are "
-                        "the model's original training data.")
-    if len(set(indices)) != len(indices):
-        raise DataError(f"{path}: indices repeat; each sample can be selected once.")
-    return torch.tensor(indices, dtype=torch.int64)
-
-
-def retrain(model: nn.Module, dataset: Dataset, train_size: int, selected: torch.Tensor, config: TrainConfig, *,
-            device: torch.device | str = "cpu", seed: int = 0, progress: bool = False,
-            warmup: bool = False) -> FitResult:
-    """Fine-tune ``model`` on the original training data ``pool[:train_size]`` plus ``pool[selected]``.
+def retrain(model: nn.Module, dataset: Dataset, trained: int | torch.Tensor, selected: torch.Tensor,
+            config: TrainConfig, *, labels: torch.Tensor | None = None, device: torch.device | str = "cpu",
+            seed: int = 0, progress: bool = False, warmup: bool = False) -> FitResult:
+    """Fine-tune ``model`` on its original training data (the first ``trained`` pool samples, or these indices)
+    plus ``pool[selected]``, labeled by the dataset or, where given, by ``labels`` (a person's, one per pick).
 
     The epoch with the best validation score (robust accuracy under adversarial training) is kept; see :func:`fit`.
     The model has been trained already, so the ε warm-up of ``config`` applies only with ``warmup=True``.
     """
     splits = dataset.splits()
-    index = torch.cat([torch.arange(train_size), selected.to(torch.int64).cpu()])
+    original = splits.pool.subset(trained_indices(trained))
+    picked = splits.pool.subset(selected.to(torch.int64).cpu())
+    if labels is not None:
+        if labels.shape != picked.y.shape:
+            raise ConfigError(f"{len(labels)} labels for {len(picked)} selected samples; give one label per pick.")
+        picked = Split(picked.x, labels.to(torch.int64).cpu())
+    train = Split(torch.cat([original.x, picked.x]), torch.cat([original.y, picked.y]))
     config = config.for_dataset(dataset)
     if not warmup:
         config = replace(config, epsilon_warmup=0)
-    return fit(model, splits.pool.subset(index), splits.val, config, device=device, seed=seed,
-               progress=progress, desc="retrain")
+    return fit(model, train, splits.val, config, device=device, seed=seed, progress=progress, desc="retrain")
 
 
 @dataclass(frozen=True)
@@ -156,9 +169,10 @@ class RetrainOutcome:
 
 
 def select_and_retrain(checkpoint: Checkpoint, dataset: Dataset, metric: str, n: int, config: TrainConfig,
-                       attack: AttackConfig | None, *, train_size: int, seed: int = 0,
+                       attack: AttackConfig | None, *, train_size: int | torch.Tensor, seed: int = 0,
                        device: torch.device | str = "cpu", before: EvalResult | None = None) -> RetrainOutcome:
-    """One trial of a study: fresh model from ``checkpoint``, select ``n`` with ``metric``, retrain, evaluate."""
+    """One trial of a study: fresh model from ``checkpoint``, select ``n`` with ``metric``, retrain, evaluate.
+    ``train_size``: the original training data, the first K or these pool indices."""
     splits = dataset.splits()
     model = checkpoint.build(dataset, device)
     if before is None:
@@ -203,15 +217,21 @@ SETTINGS_FILE = "settings.json"
 
 
 def study_settings(checkpoint: Checkpoint, dataset: Dataset, config: TrainConfig, attack: AttackConfig | None,
-                   train_size: int) -> dict:
-    """What a retrain study's results depend on: the checkpoint's bytes, the data, the training and the attack."""
+                   train_size: int | torch.Tensor) -> dict:
+    """What a retrain study's results depend on: the checkpoint's bytes, the data, the original training data (the
+    first K, or a digest of the indices), the training and the attack."""
     import hashlib
     import json
     from dataclasses import asdict
 
     digest = hashlib.sha256(checkpoint.path.read_bytes()).hexdigest() if checkpoint.path else None
-    settings = {"checkpoint_sha256": digest, "data_fingerprint": dataset.fingerprint(), "train_size": train_size,
+    trained = trained_indices(train_size)
+    settings = {"checkpoint_sha256": digest, "data_fingerprint": dataset.fingerprint(),
                 "train": config.to_dict(), "attack": asdict(attack) if attack is not None else None}
+    if torch.equal(trained, torch.arange(len(trained))):
+        settings["train_size"] = len(trained)
+    else:
+        settings["trained_sha256"] = hashlib.sha256(trained.numpy().tobytes()).hexdigest()
     return json.loads(json.dumps(settings))
 
 
@@ -249,7 +269,7 @@ def _rows_csv(rows: Sequence[dict]) -> bytes:
 
 def retrain_study(checkpoint: Checkpoint, dataset: Dataset, metrics: Sequence[str], sizes: Sequence[int],
                   seeds: Sequence[int], config: TrainConfig, attack: AttackConfig | None, out: str | Path, *,
-                  train_size: int, device: torch.device | str = "cpu",
+                  train_size: int | torch.Tensor, device: torch.device | str = "cpu",
                   on_trial: Callable[[dict], None] | None = None) -> list[dict]:
     """Every metric × size × seed: select, retrain from the checkpoint, evaluate; results in ``out/results.csv``.
 
@@ -258,8 +278,9 @@ def retrain_study(checkpoint: Checkpoint, dataset: Dataset, metrics: Sequence[st
     a rerun under other settings is refused before any work. Returns all rows (strings as read back for resumed
     ones, numbers for new ones).
     """
+    model = checkpoint.build(dataset)
     for m in metrics:
-        create_acquisition(m)  # unknown names fail before any work
+        create_acquisition(m).check(model)  # unknown names, or a model without what a metric needs: before any work
     out = Path(out)
     path = out / "results.csv"
     rows = read_study_rows(path)

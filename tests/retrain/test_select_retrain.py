@@ -48,7 +48,8 @@ def test_select_writes_ranked_csv(checkpoint, small_npz, tmp_path, metric, has_s
     assert main(["select", "--model", str(checkpoint), "--data", str(small_npz), "--metric", metric, "--n", "200",
                  "--out", str(out), "--no-progress"]) == 0
     rows = _read(out)
-    assert list(rows[0]) == ["rank", "index", "score"]
+    assert list(rows[0]) == ["rank", "index", "score", "label"]  # an npz has no files; label: for a person
+    assert all(r["label"] == "" for r in rows)
     assert [int(r["rank"]) for r in rows] == list(range(1, 201))
     idx = [int(r["index"]) for r in rows]
     assert len(set(idx)) == 200 and all(K <= i < N_TRAIN for i in idx)  # only from the new unlabeled set
@@ -84,6 +85,12 @@ def test_retrain_with_pgd_raises_robust_accuracy(checkpoint, small_npz, tmp_path
     assert after > before + 0.05, out
     ckpt = torch.load(saved, weights_only=True)
     assert ckpt["train_size"] == K and len(ckpt["selected"]) == 300
+    # a second round ranks only what the retrained model has not seen: neither the first K nor the 300 picks
+    again = tmp_path / "again.csv"
+    n_left = N_TRAIN - K - 300
+    assert main(["select", "--model", str(saved), "--metric", "random", "--n", str(n_left), "--out", str(again)]) == 0
+    second = {int(r["index"]) for r in _read(again)}
+    assert len(second) == n_left and min(second) >= K and not second & set(ckpt["selected"])
 
 
 def _expect_error(capsys, argv, pattern):
@@ -130,9 +137,14 @@ def test_bad_inputs(checkpoint, small_npz, tmp_path, capsys):
     _expect_error(capsys, ["retrain", "--model", str(checkpoint), "--selected", str(picks), *common], r"repeat")
     _expect_error(capsys, ["retrain", "--model", str(checkpoint), "--selected", str(tmp_path / "none.csv"), *common],
                   r"none\.csv not found")
-    # a model trained on the whole training set leaves nothing to select from
-    _expect_error(capsys, ["select", "--model", str(checkpoint), "--train-size", str(N_TRAIN), "--n", "5", "--out",
-                           str(picks)], r"--train-size K")
+    # a --train-size other than the recorded one would rank samples the model has seen (or hide unseen ones)
+    for size in (K - 300, N_TRAIN):
+        _expect_error(capsys, ["select", "--model", str(checkpoint), "--train-size", str(size), "--n", "5", "--out",
+                               str(picks)], rf"--train-size {size}: .*trained on the first {K} training samples"
+                                            r".*Leave --train-size out")
+    # the recorded size itself is accepted
+    assert main(["select", "--model", str(checkpoint), "--train-size", str(K), "--n", "5", "--out", str(picks),
+                 "--metric", "random"]) == 0
 
 
 def test_retrain_study(checkpoint, small_npz, tmp_path, capsys):

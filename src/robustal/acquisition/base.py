@@ -106,6 +106,11 @@ class Acquisition:
     name: str = ""
     ranked: bool = True
 
+    def check(self, model: nn.Module) -> None:
+        """Raise :class:`ConfigError` if ``model`` lacks what this function needs (MC dropout, penultimate
+        features). Called before any work -- before a run trains its first stage, before ``select`` ranks -- so
+        that a function that cannot work with the model is refused at once. Default: any model will do."""
+
     def select(self, ctx: SelectionContext, n: int) -> Selection:
         """Pick ``n`` unlabeled samples; returns pool indices. Errors clearly if ``n`` exceeds the unlabeled pool."""
         check_n(n, len(ctx.unlabeled), f"acquisition function {self.name!r}")

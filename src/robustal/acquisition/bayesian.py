@@ -29,13 +29,16 @@ class MCDropoutAcquisition(ScoreAcquisition):
         self.score = score
         super().__init__(self._scores, name)
 
-    def _scores(self, ctx: SelectionContext) -> torch.Tensor:
-        if not has_mc_dropout(ctx.model):
+    def check(self, model: torch.nn.Module) -> None:
+        if not has_mc_dropout(model):
             raise ConfigError(
-                f"Acquisition function {self.name!r} needs MC dropout, but {type(ctx.model).__name__} has no "
+                f"Acquisition function {self.name!r} needs MC dropout, but {type(model).__name__} has no "
                 "robustal.models.MCDropout layer. Use a robustal model (they all have one) or add MCDropout "
                 "after the ReLUs or before the pooling layers of your model."
             )
+
+    def _scores(self, ctx: SelectionContext) -> torch.Tensor:
+        self.check(ctx.model)
         return self.score(ctx.mc_predictions(self.passes))
 
 

@@ -29,11 +29,14 @@ class KCenterGreedy(Acquisition):
     def __init__(self, space: str = "softmax"):
         self.space = check_choice(space, "space", "k-center", KCENTER_SPACES)
 
-    def _points(self, ctx: SelectionContext) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.space == "features" and not (hasattr(ctx.model, "features") and hasattr(ctx.model, "head")):
+    def check(self, model: torch.nn.Module) -> None:
+        if self.space == "features" and not (hasattr(model, "features") and hasattr(model, "head")):
             raise ConfigError(f"Acquisition function 'k-center' with space='features' needs the model's penultimate "
-                              f"features, but {type(ctx.model).__name__} has no features(x) and head(f) methods. "
+                              f"features, but {type(model).__name__} has no features(x) and head(f) methods. "
                               "Add them (forward = head(features(x))), or use space='softmax'.")
+
+    def _points(self, ctx: SelectionContext) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check(ctx.model)
         if self.space == "features":
             pool = ctx.predictions(features=True).features
             labeled = ctx.labeled_features() if len(ctx.labeled) else None

@@ -15,7 +15,7 @@ from robustal.errors import RobustalError
 
 DESCRIPTION = """\
 robustal: robust active learning. Train classifiers that are accurate and adversarially robust
-from few labels: adversarial (PGD) training at every stage of the active-learning loop, and
+from few labels: adversarial (PGD or TRADES) training at every stage of the active-learning loop, and
 acquisition functions (DRE by default) that pick which samples to label next.
 """
 
@@ -59,13 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (train, evaluate, run, study, retrain, label):
         module.register(sub)
+    parser.set_defaults(_commands=sub.choices)
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that an unknown option of a command is reported with that command's usage (not
+    the top-level one), as ``robustal CMD: error: unrecognized arguments: ...``."""
+    args, unknown = parser.parse_known_args(argv)
+    commands = vars(args).pop("_commands", {})
+    if unknown:
+        command = commands.get(args.command, parser)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
     except SystemExit as e:  # --help, --version, or a bad option (argparse has printed why)
         return int(e.code or 0)
     if args.command is None:

@@ -142,13 +142,11 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> 
                    help="training PGD starts at the clean input, as the authors' reference code did")
 
 
-def add_eval_args(p: argparse.ArgumentParser, attack_choice: bool = True) -> None:
+def add_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-steps", type=COUNT, default=50,
                    help="PGD steps of the robust-accuracy evaluation, with random start and the dataset's step "
                         "(default: 50; 0 skips robust accuracy)")
-    if not attack_choice:
-        return
     g.add_argument("--attack", choices=("pgd", "autoattack", "square"), default="pgd",
                    help="robust-accuracy attack, L-inf with the dataset's epsilon: pgd (PGD with --eval-steps "
                         "steps), autoattack (standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square) or square "
@@ -172,6 +170,23 @@ def attack_label(attack) -> str:
     if attack.name == "pgd":
         return f"PGD-{attack.steps}, eps={attack.epsilon:.4g}, step={attack.step_size:.4g}"
     return f"{attack.name}, eps={attack.epsilon:.4g}"
+
+
+def attack_settings(attack) -> dict:
+    """The settings an attack really runs with (``evaluate --json``): PGD's steps and step; Square's queries; the
+    attacks of AutoAttack's standard version. The parameter-free attacks ignore steps and step size."""
+    from robustal.autoattack import SQUARE_QUERIES
+
+    settings = {"name": attack.name, "epsilon": attack.epsilon, "norm": "Linf"}
+    if attack.name == "pgd":
+        return {**settings, "steps": attack.steps, "step_size": attack.step_size,
+                "random_start": attack.random_start}
+    if attack.name == "square":
+        return {**settings, "n_queries": SQUARE_QUERIES, "restarts": 1}
+    if attack.name == "autoattack":
+        return {**settings, "version": "standard",
+                "attacks": ["apgd-ce", "apgd-t", "fab-t", f"square ({SQUARE_QUERIES} queries)"]}
+    return settings
 
 
 def add_runtime_args(p: argparse.ArgumentParser, seed: bool = True) -> None:

@@ -13,6 +13,7 @@ from robustal.cli.common import (
     add_factory_arg,
     add_runtime_args,
     attack_label,
+    attack_settings,
     log,
 )
 
@@ -22,19 +23,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from robustal._runtime import resolve_device
     from robustal.checkpoint import load_checkpoint
-    from robustal.data import load_dataset
+    from robustal.checkpoint_data import checkpoint_data
     from robustal.errors import ConfigError
     from robustal.evaluation import evaluate
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.model, args.factory)
-    data = args.data or ckpt.dataset
-    if not data:
-        raise ConfigError(f"Checkpoint {args.model} does not name its dataset; give --data.")
-    epsilon = args.epsilon if args.epsilon is not None else ckpt.epsilon
-    c, h, _ = ckpt.image_shape
-    dataset = load_dataset(data, args.data_dir, image_size=h, channels=c, epsilon=epsilon).with_epsilon(epsilon)
-    ckpt.check(dataset)
+    data = checkpoint_data(ckpt, args.data, args.data_dir, args.epsilon)
+    dataset = data.dataset
     part = dataset.splits().test if args.split == "test" else dataset.splits().val
     if args.n is not None:
         if args.n > len(part):
@@ -42,16 +38,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         part = part.subset(torch.arange(args.n))
     attack = common.eval_attack(args, dataset)
     model = ckpt.build(dataset, device)
-    log(f"{dataset.name}: evaluating {ckpt.build_name} from {args.model} on the first {len(part)} samples of the "
-        f"{args.split} split" + (f", robust under {attack_label(attack)}" if attack else ""))
+    what = f"the held-out labels of {dataset.name}" if data.project is not None else dataset.name
+    log(f"{what}: evaluating {ckpt.build_name} from {args.model} on the first {len(part)} samples of the "
+        f"{args.split} split" + (f", robust under {attack_label(attack)}" if attack else "")
+        + ("" if data.recorded else " (not the data it was made on)"))
     result = evaluate(model, part, attack, device=device, seed=args.seed)
     if args.json:
-        print(json.dumps({"model": str(args.model), "model_name": ckpt.model_name, "data": str(data),
-                          "split": args.split, "n": result.n, "clean": result.clean, "robust": result.robust,
-                          "attack": None if attack is None else {"name": attack.name, "epsilon": attack.epsilon,
-                                                                  "steps": attack.steps,
-                                                                  "step_size": attack.step_size},
-                          "seed": args.seed}, indent=1))
+        print(json.dumps({"model": str(args.model), "model_name": ckpt.model_name, "data": data.source,
+                          "data_is_recorded": data.recorded, "split": args.split, "n": result.n,
+                          "clean": result.clean, "robust": result.robust,
+                          "attack": None if attack is None else attack_settings(attack), "seed": args.seed},
+                         indent=1))
         return 0
     print(f"clean accuracy: {result.clean:.4f}")
     if attack is not None:
@@ -64,14 +61,19 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="clean and robust accuracy of a saved model (no training)",
                        description="Measure a checkpoint saved by robustal (train, retrain, run or label --save) on "
                                    "the test (or validation) split of its dataset or another one: clean accuracy and "
-                                   "robust accuracy under PGD, AutoAttack or Square. A checkpoint of your own model "
+                                   "robust accuracy under PGD, AutoAttack or Square. The checkpoint finds its data "
+                                   "from any folder (recorded by absolute path and fingerprint; else beside the "
+                                   "checkpoint); a labeling project's model is measured on the project's held-out "
+                                   "labels. A checkpoint of your own model "
                                    "(--model package.module:factory when it was trained) is rebuilt from the "
                                    "factory you name with --factory: a checkpoint never makes robustal import code.")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", required=True, metavar="CKPT", help="a checkpoint saved by robustal")
     add_factory_arg(g)
     g.add_argument("--data", default=None, metavar="NAME|FILE.npz|DIR",
-                   help="the dataset (default: the one recorded in the checkpoint)")
+                   help="the data: a registered dataset, an .npz, an image folder (its classes mapped by the names "
+                        "the checkpoint records) or a labeling project's folder (its held-out labels) (default: the "
+                        "data recorded in the checkpoint)")
     g.add_argument("--data-dir", default=None, metavar="DIR", help=DATA_DIR_HELP)
     g.add_argument("--split", choices=("test", "val"), default="test", help="(default: %(default)s)")
     g.add_argument("--n", type=POSITIVE_INT, default=None, help="evaluate the first N samples only (default: all)")

@@ -35,10 +35,12 @@ def _classes(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
+    from robustal.autoattack import require
     from robustal.errors import ConfigError
     from robustal.labeling import ProjectSettings, load_pool, open_project, pool_fingerprint, project_splits
     from robustal.outputs import check_output_file
 
+    require(args.attack)  # a missing extra: before any work
     if args.answers is not None and not Path(args.answers).is_file():
         raise ConfigError(f"--answers {args.answers!r} not found; give the filled CSV or Label Studio JSON export.")
     check_output_file(args.save, "--save")
@@ -81,7 +83,7 @@ def _label_rounds(args: argparse.Namespace, project, state) -> int:
 
     s = project.settings
     train = replace(train_config(args), epsilon=s.epsilon, augment=())
-    eval_attack = (AttackConfig("pgd", s.epsilon, eval_step_size(s.epsilon, s.step_size, args.eval_steps),
+    eval_attack = (AttackConfig(args.attack, s.epsilon, eval_step_size(s.epsilon, s.step_size, args.eval_steps),
                                 args.eval_steps) if args.eval_steps else None)
     cfg = loop_config(args, train=train, eval_attack=eval_attack)
     model_name = args.model or default_model_for_images(s.channels, s.image_size)
@@ -104,7 +106,8 @@ def _label_rounds(args: argparse.Namespace, project, state) -> int:
         from robustal.checkpoint import save_checkpoint
 
         save_checkpoint(args.save, result.model, model_name, num_classes=len(s.classes),
-                        image_shape=(s.channels, s.image_size, s.image_size), epsilon=s.epsilon, dataset_name=None,
+                        image_shape=(s.channels, s.image_size, s.image_size), epsilon=s.epsilon,
+                        dataset_name=str(project.out.resolve()), data_fingerprint=s.pool_fingerprint,
                         train_config=cfg.train, selected=result.labeled.tolist(), classes=s.classes)
         log(f"saved the model of stage {result.stages[-1].stage} to {args.save}")
     if result.waiting is not None:
@@ -189,12 +192,13 @@ def register(sub) -> None:
     add_model_args(p)
     add_loop_args(p)
     add_training_args(p)
-    add_eval_args(p, attack_choice=False)
+    add_eval_args(p)
     add_runtime_args(p)
     add_tracking_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="the project folder")
     p.add_argument("--save", default=None, metavar="FILE.pt",
-                   help="save the latest model (for robustal evaluate --data ...)")
+                   help="save the latest model (robustal evaluate --model FILE.pt measures it on the project's "
+                        "held-out labels)")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("status", help="where a run, study or labeling project stands",

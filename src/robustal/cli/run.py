@@ -78,8 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from robustal.experiment import resolve
 
         model_name, cfg = resolve(spec, dataset)
-        save_checkpoint(save, result.model, model_name, **data_meta(dataset.with_epsilon(spec.loop.train.epsilon)),
-                        dataset_name=spec.dataset, train_config=cfg.train, selected=result.labeled.tolist())
+        save_checkpoint(save, result.model, model_name,
+                        **data_meta(dataset.with_epsilon(spec.loop.train.epsilon), spec.dataset),
+                        train_config=cfg.train, selected=result.labeled.tolist())
         log(f"saved the final model to {save}")
     return 0
 

@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if attack is not None:
         print(f"robust accuracy: {ev.robust:.4f} ({attack_label(attack)}, n={ev.n})")
     if save is not None:
-        save_checkpoint(save, model, model_name, **data_meta(dataset), dataset_name=args.dataset, train_config=cfg,
+        save_checkpoint(save, model, model_name, **data_meta(dataset, args.dataset), train_config=cfg,
                         train_size=len(train))
         log(f"saved {save}")
     return 0
@@ -64,9 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add this module's commands to the subparsers ``sub``."""
-    p = sub.add_parser("train", help="train one model (standard or PGD) and report clean and robust accuracy",
-                       description="Train one model on a dataset's full training set, keep the epoch with the best "
-                                   "validation score, and print clean and PGD robust accuracy on the test split.")
+    p = sub.add_parser("train", help="train one model (standard, PGD or TRADES) and report clean and robust "
+                                     "accuracy",
+                       description="Train one model (standard, PGD or TRADES training) on a dataset's training set "
+                                   "(or its first --train-size samples), keep the epoch with the best validation "
+                                   "score, and print clean and robust accuracy on the test split.")
     add_data_args(p)
     add_model_args(p)
     add_training_args(p)

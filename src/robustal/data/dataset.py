@@ -52,6 +52,8 @@ class Dataset:
         epsilon, step_size: The L-inf budget and PGD-50 step of the paper's evaluation for this data.
         augment: Batched augmentations used while training (``"crop"``, ``"flip"``).
         default_model: The architecture the paper pairs with this data.
+        class_names: The name of each class (image folders: the sub-folder names), or None where classes are only
+            indices; a checkpoint records them, so that a folder's classes are mapped by name, never by position.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Dataset:
     step_size: float = 2 / 255
     augment: tuple[str, ...] = ()
     default_model: str = "small-cnn"
+    class_names: tuple[str, ...] | None = None
     _fingerprint: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +85,8 @@ class Dataset:
                             "into validation (to pick the best epoch) and test (to report accuracy).")
         if self.num_classes < 2:
             raise DataError(f"{self.name}: every label is the same class; a classifier needs at least 2 classes.")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise DataError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes.")
         for part in ("train", "test"):
             y = getattr(self, part).y
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):

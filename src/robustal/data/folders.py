@@ -258,9 +258,10 @@ _SPLIT_LAYOUT = "DIR/train/<class>/*.png and DIR/test/<class>/*.png (one sub-fol
 
 
 def folder_dataset(path: str | Path, image_size: int, channels: int, epsilon: float,
-                   step_size: float | None = None) -> tuple[Dataset, FolderInfo]:
+                   step_size: float | None = None, classes: list[str] | None = None) -> tuple[Dataset, FolderInfo]:
     """A :class:`Dataset` from ``DIR/train/<class>/*`` and ``DIR/test/<class>/*``; the classes are ``train/``'s
-    sub-folders, sorted.
+    sub-folders, sorted, or ``classes`` in their order (a model's, recorded in its checkpoint: a sub-folder outside
+    them is an error).
 
     The test set may lack a class but not add one: a class without training images could never be predicted, so a
     ``test/<class>/`` absent from ``train/`` is refused, and so is an empty ``train/<class>/`` (a class that would
@@ -290,15 +291,18 @@ def folder_dataset(path: str | Path, image_size: int, channels: int, epsilon: fl
         raise DataError(f"{root / 'train'}: the class folder(s) {_listed([c + '/' for c in scans['train'].empty])} "
                         f"hold no {'/'.join(IMAGE_SUFFIXES)} images. Add the class's training images, or remove the "
                         "folder if the class does not belong to the data.")
-    classes = sorted(scans["train"].by_class)
-    unseen = sorted(set(scans["test"].by_class) - set(classes))
-    if unseen:
-        raise DataError(f"{root / 'test'}: the class folder(s) {_listed([c + '/' for c in unseen])} have no "
-                        f"counterpart in {root / 'train'}, so the model could never learn them. Add training images "
-                        f"in train/{unseen[0]}/ (the same folder name), or remove the class from test/.")
-    if len(classes) < 2:
-        raise DataError(f"{root / 'train'}: holds one class ({classes[0]}/); a classifier needs at least two class "
-                        "folders.")
+    if classes is not None:  # a model's classes: read_image_folder refuses a sub-folder outside them
+        classes = list(classes)
+    else:
+        classes = sorted(scans["train"].by_class)
+        unseen = sorted(set(scans["test"].by_class) - set(classes))
+        if unseen:
+            raise DataError(f"{root / 'test'}: the class folder(s) {_listed([c + '/' for c in unseen])} have no "
+                            f"counterpart in {root / 'train'}, so the model could never learn them. Add training "
+                            f"images in train/{unseen[0]}/ (the same folder name), or remove the class from test/.")
+        if len(classes) < 2:
+            raise DataError(f"{root / 'train'}: holds one class ({classes[0]}/); a classifier needs at least two "
+                            "class folders.")
     train = read_image_folder(root / "train", image_size, channels, classes=classes)
     test = read_image_folder(root / "test", image_size, channels, classes=classes)
     assert train.y is not None and test.y is not None
@@ -308,5 +312,5 @@ def folder_dataset(path: str | Path, image_size: int, channels: int, epsilon: fl
     default_model = default_model_for_images(channels, image_size)
     dataset = Dataset(name=str(root), train=Split(train.x, train.y), test=Split(test.x, test.y),
                       num_classes=len(classes), epsilon=epsilon, step_size=step, augment=(),
-                      default_model=default_model)
+                      default_model=default_model, class_names=tuple(classes))
     return dataset, FolderInfo(train_ids=train.ids, test_ids=test.ids, classes=classes)

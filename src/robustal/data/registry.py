@@ -56,7 +56,8 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, image_size: int | None = None,
-                 channels: int | None = None, epsilon: float | None = None) -> Dataset:
+                 channels: int | None = None, epsilon: float | None = None,
+                 classes: list[str] | None = None) -> Dataset:
     """Load a registered dataset (downloading it into ``data_dir`` on first use), an ``.npz`` file or an image folder.
 
     Args:
@@ -64,6 +65,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, image_size: i
             ``x_train, y_train, x_test, y_test``, or an image folder ``DIR/train/<class>/*``, ``DIR/test/<class>/*``
             (:func:`robustal.data.folders.folder_dataset`), which needs ``image_size``, ``channels`` and ``epsilon``.
         data_dir: Cache folder for downloads; defaults to :func:`default_data_dir`.
+        classes: An image folder's class names in a model's order (default: its sorted sub-folder names).
     """
     if name not in DATASETS and Path(name).expanduser().is_dir() and not name.endswith(".npz"):
         missing = [flag for flag, v in (("--image-size", image_size), ("--channels", channels),
@@ -73,7 +75,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, image_size: i
                               "to, 1 grey or 3 colour channels, and the L-inf budget of the attacks).")
         from robustal.data.folders import folder_dataset
 
-        return folder_dataset(name, image_size, channels, epsilon)[0]
+        return folder_dataset(name, image_size, channels, epsilon, classes=classes)[0]
     if name not in DATASETS and (name.endswith(".npz") or os.sep in name or Path(name).is_file()):
         return load_npz(name)
     loader = DATASETS.get(name)
