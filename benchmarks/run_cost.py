@@ -124,13 +124,13 @@ def plain_pgd(model, x, y, eps, step, steps, gen, stop_on_fooled):
     x_adv = (x + torch.empty_like(x).uniform_(-eps, eps, generator=gen)).clamp(0, 1)
     robust = torch.ones(len(x), dtype=torch.bool)
     idx = torch.arange(len(x))
-    for k in range(steps + 1):
+    for k in range(steps + 1 if stop_on_fooled else steps):
         xa = x_adv.detach().requires_grad_(k < steps)
         logits = model(xa)
         if stop_on_fooled:
             fooled = logits.argmax(1) != y[idx]
             robust[idx[fooled]] = False
-        if k == steps:
+        if k == steps:  # evaluation judges the last iterate too
             break
         (g,) = torch.autograd.grad(F.cross_entropy(logits, y[idx], reduction="sum"), xa)
         nxt = xa.detach() + step * g.sign()
