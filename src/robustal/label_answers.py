@@ -64,8 +64,9 @@ class _Annotation(NamedTuple):
 # CSV ---------------------------------------------------------------------------------------------------------------
 
 def _csv_table(text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """``(header, [(line number, cells)])`` of a CSV whose separator (``,``, ``;`` or tab) is the one its first line
-    uses most; header names are stripped and lower-cased (``ID, Label`` reads as ``id,label``)."""
+    """``(header, [(row number, cells)])`` of a CSV (row 2 = the first after the header, as a spreadsheet numbers
+    it) whose separator (``,``, ``;`` or tab) is the one its first line uses most; header names are stripped and
+    lower-cased (``ID, Label`` reads as ``id,label``)."""
     first = text.split("\n", 1)[0]
     delimiter = max(",;\t", key=first.count) if any(d in first for d in ",;\t") else ","
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
