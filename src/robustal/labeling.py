@@ -13,7 +13,7 @@ answered: nothing is recomputed, nothing asked twice (the loop keeps pending pic
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ import torch
 from robustal._runtime import make_generator
 from robustal.data.dataset import Split, Splits, validation_size
 from robustal.errors import ConfigError, DataError, StoreError
-from robustal.label_files import read_answers
+from robustal.label_answers import read_answers
 from robustal.outputs import atomic_write_bytes
 
 #: The project's settings file, beside its results.db.
@@ -121,20 +121,31 @@ def load_heldout(path: str | Path, classes: list[str], pool: Pool) -> Split:
     return Split(x, y)
 
 
+def read_project_file(path: Path) -> dict:
+    """A project's settings as stored in ``project.json``; StoreError when the file is damaged or another
+    program's."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path} cannot be read ({e}); restore it, or start the project in another --out.") from None
+    required = {f.name for f in fields(ProjectSettings) if f.default is MISSING}
+    if not isinstance(stored, dict) or not required <= set(stored) or not isinstance(stored.get("classes"), list):
+        keys = ", ".join(map(str, stored)) if isinstance(stored, dict) else type(stored).__name__
+        raise StoreError(f"{path} is not a robustal labeling project's settings file (it has {keys or 'nothing'}; "
+                         f"robustal writes {', '.join(sorted(required))}): it belongs to another program. Give "
+                         "robustal a folder of its own.")
+    return stored
+
+
 def check_settings(out: Path, settings: ProjectSettings) -> None:
-    """Write ``project.json`` for a new project; refuse to continue one made under other settings or another pool."""
+    """Refuse to continue a project in ``out`` made under other settings or on another pool (nothing is written: a
+    new project's settings are recorded by :meth:`Project.record`, once every check has passed)."""
     from robustal.store import config_diff
 
     path = out / PROJECT_FILE
-    new = json.loads(json.dumps(asdict(settings)))
     if not path.is_file():
-        atomic_write_bytes(path, (json.dumps(new, indent=1) + "\n").encode())
         return
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StoreError(f"{path} cannot be read ({e}); restore it or start the project in another --out.") from None
-    diff = config_diff(stored, new)
+    diff = config_diff(read_project_file(path), json.loads(json.dumps(asdict(settings))))
     if diff:
         raise StoreError(f"{out} is a labeling project with other settings ({'; '.join(diff)}). Continue it with "
                          "the settings it was started with, or start a new project in another --out.")
@@ -152,26 +163,37 @@ class Project:
     def requests(self) -> Path:
         return self.out / "requests"
 
+    @property
+    def is_new(self) -> bool:
+        """Nothing recorded yet: no settings file."""
+        return not (self.out / PROJECT_FILE).is_file()
+
+    def record(self) -> None:
+        """Write ``project.json`` for a new project; called once every check has passed, so that a refused first
+        call leaves nothing behind that a corrected call would be refused for."""
+        if self.is_new:
+            atomic_write_bytes(self.out / PROJECT_FILE, (json.dumps(asdict(self.settings), indent=1) + "\n").encode())
+
     def heldout_indices(self) -> torch.Tensor:
         """The pool images asked for as validation and test (a seeded random sample), when none are given."""
         gen = make_generator(self.settings.seed, "heldout")
         return torch.randperm(len(self.pool.ids), generator=gen)[:self.settings.heldout_size].sort().values
 
-    def oracle(self, ids: list[str], x: torch.Tensor, paths: list[Path] | None, answers: Path | None):
+    def oracle(self, ids: list[str], x: torch.Tensor, paths: list[Path] | None, answers: Path | None,
+               known: dict[str, tuple[int, str]] | None = None):
         from robustal.oracle import FileOracle
 
-        return FileOracle(self.requests, ids, x, self.settings.classes, paths, answers)
+        return FileOracle(self.requests, ids, x, self.settings.classes, paths, answers, known or {})
 
 
 def open_project(out: str | Path, settings: ProjectSettings, pool: Pool) -> Project:
-    """Check (or record) a project's settings in ``out``."""
+    """A project in ``out``: a new one, or one made under the same settings (checked; nothing is written)."""
     out = Path(out)
     if len(settings.classes) < 2 or len(set(settings.classes)) != len(settings.classes):
         raise ConfigError(f"--classes must name at least 2 distinct classes; got {', '.join(settings.classes)}.")
     if settings.heldout is None and not 4 <= settings.heldout_size <= len(pool.ids) // 2:
         raise ConfigError(f"--heldout-size {settings.heldout_size}: the held-out sample must have at least 4 images "
                           f"and leave at least half of the {len(pool.ids)} pool images to choose from.")
-    out.mkdir(parents=True, exist_ok=True)
     check_settings(out, settings)
     return Project(out, settings, pool)
 
@@ -187,12 +209,28 @@ class ProjectState:
     heldout_n: int = 0
 
 
-def project_splits(project: Project, answers: Path | None = None) -> ProjectState:
+def heldout_split(project: Project) -> Split | None:
+    """The labeled held-out data given with the project (None: a sample of the pool is asked for), checked."""
+    s = project.settings
+    if s.heldout is None:
+        return None
+    heldout = load_heldout(s.heldout, s.classes, project.pool)
+    k = validation_size(len(heldout))
+    if k == 0 or len(heldout) - k == 0:
+        raise DataError(f"The held-out data {s.heldout} have {len(heldout)} labeled images: too few to split into "
+                        "validation and test.")
+    return heldout
+
+
+def project_splits(project: Project, answers: Path | None = None, heldout: Split | None = None) -> ProjectState:
     """The pool to select from (minus a requested held-out sample), validation and test, and the file oracle; or,
-    while the person has not labeled the held-out sample, the request to answer first."""
+    while the person has not labeled the held-out sample, the request to answer first.
+
+    ``heldout``: the project's labeled held-out data when it has some (:func:`heldout_split`).
+    """
     s, pool = project.settings, project.pool
     if s.heldout is not None:
-        heldout = load_heldout(s.heldout, s.classes, pool)
+        heldout = heldout if heldout is not None else heldout_split(project)
         keep = torch.arange(len(pool.ids))
     else:
         idx = project.heldout_indices()
@@ -214,10 +252,60 @@ def project_splits(project: Project, answers: Path | None = None) -> ProjectStat
     order = torch.arange(len(heldout))
     splits = Splits(pool=Split(x, torch.full((len(x),), -1, dtype=torch.int64)), val=heldout.subset(order[:k]),
                     test=heldout.subset(order[k:]))
-    if k == 0 or len(heldout) - k == 0:
-        raise DataError(f"The held-out data have {len(heldout)} labeled images: too few to split into validation "
-                        "and test.")
-    return ProjectState(splits, project.oracle(ids, x, paths, answers), ids)
+    return ProjectState(splits, project.oracle(ids, x, paths, answers, imported_labels(project, ids)), ids)
+
+
+def imported_labels(project: Project, ids: list[str]) -> dict[str, tuple[int, str]]:
+    """Every label imported so far, ``{id: (class index, request name)}``: the held-out sample's and each stage's
+    (``ids``: the loop's pool, whose indices the store keeps)."""
+    from robustal.store import Store
+
+    known: dict[str, tuple[int, str]] = {}
+    kept = project.out / HELDOUT_LABELS
+    if project.settings.heldout is None and kept.is_file():
+        heldout_ids = [project.pool.ids[i] for i in project.heldout_indices().tolist()]
+        known.update((i, (k, "heldout")) for i, k in read_answers(kept, heldout_ids, project.settings.classes).items())
+    if (project.out / "results.db").is_file():
+        store = Store(project.out, create=False)
+        stage_of = {i: stage for stage, picks in store.selections(RUN_NAME).items() for i in picks}
+        for stage in store.pending_stages(RUN_NAME):
+            picks = store.pending(RUN_NAME, stage)
+            stage_of.update((i, stage) for i in (picks[0].tolist() if picks is not None else []))
+        known.update((ids[i], (y, f"stage-{stage_of.get(i, 0):03d}")) for i, y in store.labels(RUN_NAME).items()
+                     if 0 <= i < len(ids))
+    return known
+
+
+def check_answers(project: Project, state: ProjectState) -> str | None:
+    """Before the loop writes anything: refuse request CSVs edited after their labels were imported, and read the
+    answers to the awaited stage (refused, with every problem listed, when wrong). Returns a note when ``--answers``
+    has nothing to answer (every answer in it was imported already)."""
+    from robustal.label_answers import check_imported, filled_in
+    from robustal.store import Store
+
+    oracle = state.oracle
+    by_request: dict[str, dict[str, tuple[int, str]]] = {}
+    for sample_id, (label, request) in oracle.known.items():
+        by_request.setdefault(request, {})[sample_id] = (label, request)
+    for request, known in sorted(by_request.items()):
+        csv = oracle.request_csv(request)
+        if csv.is_file() and filled_in(csv):
+            check_imported(csv, project.settings.classes, known)
+    awaited = False
+    if (project.out / "results.db").is_file():
+        store = Store(project.out, create=False)
+        labeled = store.labels(RUN_NAME)
+        for stage in store.pending_stages(RUN_NAME):
+            picks = store.pending(RUN_NAME, stage)
+            missing = [i for i in (picks[0].tolist() if picks is not None else []) if i not in labeled]
+            if missing:
+                awaited = True
+                oracle.read(f"stage-{stage:03d}", torch.tensor(missing, dtype=torch.int64))
+    if oracle.answers is not None and not awaited:
+        read_answers(oracle.answers, [], project.settings.classes, known=oracle.known)
+        return (f"--answers {oracle.answers}: no request is awaited that it could answer; its answers agree with the "
+                "labels imported.")
+    return None
 
 
 def _heldout_labels(project: Project, idx: torch.Tensor, answers: Path | None) -> torch.Tensor | None:
@@ -276,4 +364,5 @@ def read_heldout(out: str | Path) -> tuple[ProjectSettings, Split]:
 
 
 __all__ = ["HELDOUT_LABELS", "PROJECT_FILE", "RUN_NAME", "Pool", "Project", "ProjectSettings", "ProjectState",
-           "check_settings", "load_heldout", "load_pool", "open_project", "pool_fingerprint", "project_splits"]
+           "check_answers", "check_settings", "heldout_split", "imported_labels", "load_heldout", "load_pool",
+           "open_project", "pool_fingerprint", "project_splits", "read_project_file"]

@@ -9,12 +9,12 @@ the answers are there. Labels, once given, are kept in the results store, so no 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from robustal.errors import ConfigError, DataError
+from robustal.errors import ConfigError
 
 
 class Oracle:
@@ -71,7 +71,7 @@ class CallableOracle(Oracle):
 class FileOracle(Oracle):
     """A person labels request files: each stage's picks are written to ``folder/stage-NNN.csv`` (plus a contact
     sheet and a Label Studio task file, :func:`robustal.label_files.write_request`) and read back once filled in --
-    or from ``answers``, a filled CSV or a Label Studio JSON export given for the awaited request.
+    or from ``answers``, a filled CSV or a Label Studio export given for the awaited request.
 
     Attributes:
         folder: Where requests are written.
@@ -81,6 +81,10 @@ class FileOracle(Oracle):
         image_paths: Each pool sample's image file (image-folder pools), referenced by the Label Studio tasks.
         answers: A file holding the answers to the request awaited when the command started (default: the filled
             request CSV); a request written by this very run is never answered from it.
+        known: Labels imported earlier (a Label Studio project kept across rounds exports them again: they must
+            agree).
+        predict: Class probabilities ``(n, C)`` of ``pool[indices]`` by the model that picked them, written into
+            the requests of stages after the first as Label Studio predictions (None: no predictions).
     """
 
     folder: Path
@@ -89,46 +93,48 @@ class FileOracle(Oracle):
     classes: list[str]
     image_paths: list[Path] | None = None
     answers: Path | None = None
+    known: dict[str, tuple[int, str]] = field(default_factory=dict)
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = None
     kind = "files"
 
     def request_csv(self, name: str) -> Path:
         return Path(self.folder) / f"{name}.csv"
 
     def labels(self, stage: int, indices: torch.Tensor) -> torch.Tensor | None:
-        return self.ask(f"stage-{stage:03d}", indices)
+        return self.ask(f"stage-{stage:03d}", indices, predict=stage > 0)
 
-    def ask(self, name: str, indices: torch.Tensor) -> torch.Tensor | None:
-        """The labels of request ``name``: None (writing the request first if needed) until they are answered."""
-        from robustal.label_files import read_answers, write_request
+    def ask(self, name: str, indices: torch.Tensor, predict: bool = False) -> torch.Tensor | None:
+        """The labels of request ``name``: None (writing the request first if needed) until they are answered;
+        ``predict``: the request carries the model's predictions (the model has been trained)."""
+        from robustal.label_files import write_request
+
+        if not self.request_csv(name).is_file():  # a new request: nobody can have answered it yet
+            paths = [self.image_paths[i] for i in indices.tolist()] if self.image_paths is not None else None
+            probs = self.predict(indices) if predict and self.predict is not None else None
+            write_request(Path(self.folder), name, [self.ids[i] for i in indices.tolist()], self.images[indices],
+                          self.classes, image_paths=paths, predictions=probs)
+            return None
+        return self.read(name, indices)
+
+    def read(self, name: str, indices: torch.Tensor) -> torch.Tensor | None:
+        """The answers to request ``name``, never writing anything: None while its CSV is not filled in (or not
+        written) and no ``answers`` file is given; refused (DataError) when they are wrong."""
+        from robustal.label_answers import filled_in, read_answers
 
         ids = [self.ids[i] for i in indices.tolist()]
         csv = self.request_csv(name)
-        if not csv.is_file():  # a new request: nobody can have answered it yet, whatever --answers holds
-            paths = [self.image_paths[i] for i in indices.tolist()] if self.image_paths is not None else None
-            write_request(Path(self.folder), name, ids, self.images[indices], self.classes, image_paths=paths)
+        if not csv.is_file():
             return None
         source = self.answers if self.answers is not None else csv
-        if source == csv and not _has_answers(csv):
+        if source == csv and not filled_in(csv):
             return None
-        answers = read_answers(source, ids, self.classes)
+        answers = read_answers(source, ids, self.classes, known=self.known, request=name)
         return torch.tensor([answers[i] for i in ids], dtype=torch.int64)
 
     def awaited(self, stage: int, n: int) -> str:
         name = f"stage-{stage:03d}"
-        return (f"{self.request_csv(name)} (fill in its label column; or import {name}-label-studio.json into Label "
-                f"Studio and give its JSON export with --answers)")
-
-
-def _has_answers(csv_path: Path) -> bool:
-    """Whether any label cell of a request CSV has been filled in (an untouched request is still awaited)."""
-    import csv
-
-    try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as f:
-            return any((row.get("label") or "").strip() for row in csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{csv_path} cannot be read ({e}); restore it (robustal wrote it with an empty label "
-                        "column) or delete it to have it written again.") from None
+        return (f"{self.request_csv(name)} (fill in its label column; or import {name}-label-studio.json into your "
+                "Label Studio project and give its export with --answers)")
 
 
 __all__ = ["CallableOracle", "DatasetOracle", "FileOracle", "Oracle"]

@@ -173,3 +173,29 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
         yield
     finally:
         f.close()  # closing releases the lock
+
+
+def lock_holder(folder: str | Path) -> str | None:
+    """Who holds ``folder``'s lock now (what :func:`folder_lock` wrote: pid, command, start), or None when no
+    process does: a run recorded as ``running`` in a folder nobody holds was stopped without finishing (killed).
+
+    Reads only: the lock file is neither created nor changed. Where ``fcntl`` does not exist, None.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    path = Path(folder) / LOCK_FILE
+    try:
+        f = open(path)  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip() or "another process"
+        except OSError:  # a file system that cannot lock: nobody can be known to hold it
+            return None
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return None

@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS labels (
 """
 
 #: Configuration keys that may differ between the run that started and the one that resumes it.
-NON_SEMANTIC_KEYS = frozenset({"device", "progress", "workers", "data_dir", "batch_size_eval"})
+NON_SEMANTIC_KEYS = frozenset({"device", "progress", "workers", "data_dir", "batch_size_eval",
+                               "project"})  # a labeling project's folder name (robustal 0.2): renaming it is fine
 #: SQLite's application id of a robustal results store ("RBAL"), set when the store is created.
 APPLICATION_ID = 0x5242414C
 #: The tables every robustal store has.

@@ -245,6 +245,62 @@ def awaited_heldout(c: Ctx, rows: Callable[[list[str]], list[str]]) -> list:
     return argv
 
 
+def awaited_stage0(c: Ctx) -> list:
+    """A project whose held-out labels (all '1') are imported and whose stage 0 is awaited (its run is 'waiting')."""
+    from robustal.cli import main
+
+    argv = awaited_heldout(c, lambda ids: [f"{i},1" for i in ids])
+    assert main([str(a) for a in argv]) == 0
+    assert (c.path("project") / "requests" / "stage-000.csv").is_file()
+    return argv
+
+
+def request_ids(c: Ctx, name: str) -> list[str]:
+    request = c.path("project") / "requests" / f"{name}.csv"
+    return [line.split(",")[0] for line in request.read_text().splitlines()[1:]]
+
+
+def edited_heldout(c: Ctx) -> list:
+    """A project awaiting stage 0 whose imported held-out request is then edited: its first label 1 becomes 7."""
+    argv = awaited_stage0(c)
+    request = c.path("project") / "requests" / "heldout.csv"
+    request.write_text(request.read_text().replace(",1\n", ",7\n", 1))
+    return argv
+
+
+def label_studio_export(c: Ctx, labels: dict[str, str]) -> Path:
+    """A Label Studio JSON export of a project holding the tasks ``{robustal id: choice}``."""
+    import json
+
+    tasks = [{"id": k, "data": {"image": f"/data/local-files/?d=x/{i}", "robustal_id": i},
+              "annotations": [{"id": k, "was_cancelled": False, "result": [
+                  {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [y]}}]}]}
+             for k, (i, y) in enumerate(labels.items(), start=1)]
+    return c.file("export.json", json.dumps(tasks))
+
+
+def still_waiting(c: Ctx) -> None:
+    """The project's run keeps the status it had: refused answers did not mark it interrupted."""
+    con = sqlite3.connect(c.path("project") / "results.db")
+    try:
+        status = con.execute("SELECT status FROM runs WHERE name = 'label'").fetchone()[0]
+    finally:
+        con.close()
+    assert status == "waiting", f"the refused answers left the run's status {status!r} (it was 'waiting')"
+
+
+def labeled_pngs(c: Ctx, classes: tuple[str, ...]) -> Path:
+    """A labeled folder (one sub-folder per class) of real digit images."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    images = np.round(load_digits().images[:4 * len(classes)] * (255 / 16)).astype(np.uint8)
+    for k, image in enumerate(images):
+        folder = c.dir(f"heldout/{classes[k % len(classes)]}")
+        Image.fromarray(image).save(folder / f"h{k:03d}.png")
+    return c.path("heldout")
+
+
 #: A module that leaves a marker file when it is imported: a checkpoint naming it must never make robustal import it.
 EVIL_MODULE = ("import pathlib\npathlib.Path(__file__).with_name('PWNED').touch()\n"
                "def factory(num_classes, in_channels, image_size):\n    raise ValueError('imported')\n")
@@ -654,6 +710,36 @@ CASES: list[Case] = [
     Case("label continued with another --epsilon",
          lambda c: awaited_heldout(c, lambda ids: [f"{i},1" for i in ids]) and LABEL(c, "--epsilon", "0.1"),
          ("other settings", "epsilon: stored 0.2, now 0.1")),
+    Case("label --image-size 2", lambda c: LABEL(c, "--image-size", "2"), ARG("--image-size", "an integer >= 4")),
+    Case("label --budget larger than the pool leaves no project behind", lambda c: LABEL(c, "--budget", "100"),
+         ("--budget", "100", "30 samples")),
+    Case("label --heldout with a class not in --classes leaves no project behind",
+         lambda c: LABEL(c, "--heldout", labeled_pngs(c, ("0", "1", "cat"))), ("cat/", "not among the classes")),
+    Case("label --answers on a new project", lambda c: LABEL(c, "--answers", c.file("a.csv", "id,label\n")),
+         ("--answers", "new project", "without --answers")),
+    Case("label --answers with an unknown class keeps the run waiting",
+         lambda c: awaited_stage0(c) + ["--answers", c.file("a.csv", "id,label\n" + "".join(
+             f"{i},{'eleven' if k == 0 else 1}\n" for k, i in enumerate(request_ids(c, "stage-000"))))],
+         ("a.csv", "row 2", "unknown class 'eleven'", "none were used"), after=still_waiting),
+    Case("label --answers of an already imported request",
+         lambda c: awaited_stage0(c) + ["--answers", c.path("project") / "requests" / "heldout.csv"],
+         ("heldout.csv", "none of the 10 ids of stage-000", "already imported (heldout: 10 labels)"),
+         after=still_waiting),
+    Case("label --answers: a Label Studio export that disagrees with imported labels",
+         lambda c: awaited_stage0(c) + ["--answers", label_studio_export(c, {
+             **{i: "2" if k < 2 else "1" for k, i in enumerate(request_ids(c, "heldout"))},
+             **dict.fromkeys(request_ids(c, "stage-000"), "3")})],
+         ("export.json", "2 problem(s)", "'2' here, but '1' was imported from heldout"), after=still_waiting),
+    Case("label a request CSV edited after its labels were imported", edited_heldout,
+         ("heldout.csv", "changed after its labels were imported", "'7' here, but '1' was imported from heldout")),
+    Case("label continued with another --epochs (a run option)", lambda c: awaited_stage0(c) + ["--epochs", "2"],
+         ("other options", "epochs: stored 1, now 2"), forbid=("--name",), after=still_waiting),
+    Case("status of a folder with another program's project.json",
+         lambda c: ["status", c.file("app/project.json", '{"name": "my-app", "version": 2}').parent],
+         ("project.json", "not a robustal labeling project", "another program")),
+    Case("status of a folder with a truncated project.json",
+         lambda c: ["status", c.file("cut/project.json", '{"pool": "/data/pool", "classes": ["a", "b"').parent],
+         ("project.json", "cannot be read")),
     # --- evaluate and status -------------------------------------------------------------------------------------
     Case("evaluate --model does not exist", lambda c: ["evaluate", "--model", c.path("nope.pt")],
          ("nope.pt", "not found")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import tempfile
 import xml.etree.ElementTree as ET
@@ -17,9 +18,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from robustal.errors import ConfigError, DataError
-from robustal.label_files import LABEL_STUDIO_CONFIG, LOCAL_FILES_URL, read_answers, write_request
+from robustal.label_answers import read_answers
+from robustal.label_files import LABEL_STUDIO_CONFIG, LOCAL_FILES_URL, write_request
 
 DIGITS = [str(c) for c in range(10)]
+TASK_IDS = itertools.count(7)  # Label Studio's task ids: unique in a project
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 N = 30
 
@@ -54,7 +57,7 @@ def ls_task(sample_id: str, *labels: str, cancelled: tuple[bool, ...] = ()) -> d
                                                  "value": {"choices": [label]}, "id": f"r{k}"}],
                     "was_cancelled": cancelled[k] if k < len(cancelled) else False, "ground_truth": False,
                     "lead_time": 2.5, "task": 7, "completed_by": 1} for k, label in enumerate(labels)]
-    return {"id": 7, "data": {"image": f"{LOCAL_FILES_URL}x/{sample_id}.png", "robustal_id": sample_id},
+    return {"id": next(TASK_IDS), "data": {"image": f"{LOCAL_FILES_URL}x/{sample_id}.png", "robustal_id": sample_id},
             "annotations": annotations, "predictions": [], "project": 3}
 
 
@@ -87,7 +90,9 @@ def test_label_studio_tasks_reference_existing_images_and_the_config_lists_the_c
     assert request.label_studio.name == "stage-003-label-studio.json"
     assert [t["data"]["robustal_id"] for t in tasks] == list(truth)
     for k, task in enumerate(tasks):
-        assert set(task) == {"data"} and set(task["data"]) == {"image", "robustal_id"}
+        assert set(task) == {"data"}  # no model yet: no predictions
+        assert task["data"]["robustal_request"] == "stage-003" and set(task["data"]) == {"image", "robustal_id",
+                                                                                          "robustal_request"}
         path = local_file(task["data"]["image"])
         assert path.is_file() and path.parent.name == "stage-003-images"
         np.testing.assert_array_equal(np.asarray(Image.open(path)), digit_images[0][k])
@@ -239,7 +244,7 @@ def test_label_studio_export_problems_name_the_task(tmp_path):
              ls_task("c"),                                     # task 3: no annotation
              ls_task("d", "dog", cancelled=(True,)),           # task 4: only a cancelled one
              {"data": {"image": "x.png"}, "annotations": []},  # task 5: not robustal's task
-             ls_task("a", "cat"),                              # task 6: duplicate
+             ls_task("a", "dog"),                              # task 6: imported twice, labeled differently
              ls_task("q", "cat")]                              # task 7: not asked; "e" missing
     tasks[2]["annotations"] = []
     (tmp_path / "e.json").write_text(json.dumps(tasks))
@@ -250,8 +255,9 @@ def test_label_studio_export_problems_name_the_task(tmp_path):
     assert "task 2 (id 'b'): unknown class 'Dog'; did you mean 'dog'?" in msg
     assert "task 3 (id 'c'): no label" in msg and "task 4 (id 'd'): no label" in msg
     assert "task 5: no data.robustal_id" in msg
-    assert "task 6: id 'a' appears again (first at task 1)" in msg
-    assert "task 7: id 'q' was not asked for" in msg and "not in the file: 'e'" in msg
+    assert "task 1 (id 'a'): labeled differently in several tasks (task 1: 'cat', task 6: 'dog')" in msg
+    assert "task 7: id 'q' was not asked for" in msg and "not in the file (in a Label Studio export: tasks not " \
+        "annotated yet, or not imported into the project): 'e'" in msg
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -273,7 +279,7 @@ def test_several_choices_wrong_suffix_and_missing_file(tmp_path):
                        "pick exactly one"):
         read_answers(tmp_path / "a.json", ["a"], ["cat", "dog"])
     (tmp_path / "a.txt").write_text("a,cat")
-    with pytest.raises(DataError, match=r"the request's filled \.csv or a Label Studio \.json export"):
+    with pytest.raises(DataError, match=r"the request's filled \.csv or a Label Studio export \(\.json for JSON"):
         read_answers(tmp_path / "a.txt", ["a"], ["cat"])
     with pytest.raises(DataError, match="does not exist"):
         read_answers(tmp_path / "nope.csv", ["a"], ["cat"])

@@ -16,34 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from robustal.cli import main
-
-N_POOL = 260
-#: The real MNIST test set beside the repository (as in tests/conftest.py).
-MNIST_DIR = Path(os.environ.get("ROBUSTAL_TEST_MNIST",
-                                Path(__file__).resolve().parents[3] / "shared" / "datasets" / "mnist"))
-
-
-@pytest.fixture(scope="module")
-def mnist_folder(tmp_path_factory):
-    """260 real MNIST test images as a flat folder of PNGs, and their true labels by file name."""
-    from PIL import Image
-
-    from robustal.data.readers import read_idx
-
-    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST test set not found in {MNIST_DIR}")
-    x = read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz")[:N_POOL]
-    y = read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz")[:N_POOL]
-    folder = tmp_path_factory.mktemp("mnist-png") / "pool"
-    folder.mkdir()
-    truth = {}
-    for i in range(N_POOL):
-        name = f"digit-{i:04d}.png"
-        Image.fromarray(x[i]).save(folder / name)
-        truth[name] = int(y[i])
-    return folder, truth
 
 
 def label_args(pool: Path, out: Path, *extra: str) -> list[str]:
@@ -63,19 +38,40 @@ def fill(request: Path, truth: dict[str, int]) -> list[str]:
     return ids
 
 
-def label_studio_export(request: Path, truth: dict[str, int], out: Path) -> list[str]:
-    """A Label Studio JSON export of the request's tasks, annotated from the true labels (one cancelled attempt)."""
-    tasks = json.loads(request.with_name(request.stem + "-label-studio.json").read_text())
-    export = []
-    for k, task in enumerate(tasks):
+def annotate(tasks: list[dict], request: Path, truth: dict[str, int]) -> None:
+    """Import a request's Label Studio tasks into the project ``tasks`` (a list of all its tasks, as Label Studio keeps
+    them) and annotate them from the true labels, the first one after a cancelled attempt."""
+    for k, task in enumerate(json.loads(request.with_name(request.stem + "-label-studio.json").read_text())):
+        task_id = len(tasks) + 1
         choice = {"from_name": "label", "to_name": "image", "type": "choices",
                   "value": {"choices": [str(truth[task["data"]["robustal_id"]])]}}
-        annotations = [{"id": 2 * k + 2, "was_cancelled": False, "result": [choice]}]
+        annotations = [{"id": 2 * task_id, "was_cancelled": False, "result": [choice],
+                        "updated_at": f"2026-01-01T00:00:{task_id % 60:02d}Z"}]
         if k == 0:
-            annotations.insert(0, {"id": 1, "was_cancelled": True, "result": []})
-        export.append({"id": k + 1, "data": task["data"], "annotations": annotations})
-    out.write_text(json.dumps(export))
-    return [t["data"]["robustal_id"] for t in tasks]
+            annotations.insert(0, {"id": 2 * task_id - 1, "was_cancelled": True, "result": []})
+        tasks.append({"id": task_id, "data": task["data"], "annotations": annotations,
+                      "predictions": task.get("predictions", [])})
+
+
+def export(tasks: list[dict], fmt: str, folder: Path) -> Path:
+    """The project's export in Label Studio's JSON, JSON-MIN or CSV format (one entry per kept annotation)."""
+    if fmt == "json":
+        path = folder / "export.json"
+        path.write_text(json.dumps(tasks))
+        return path
+    entries = [{**t["data"], "id": t["id"], "label": a["result"][0]["value"]["choices"][0], "annotator": 1,
+                "annotation_id": a["id"], "updated_at": a["updated_at"]}
+               for t in tasks for a in t["annotations"] if not a["was_cancelled"]]
+    if fmt == "json-min":
+        path = folder / "export-min.json"
+        path.write_text(json.dumps(entries))
+        return path
+    path = folder / "export.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, sorted(entries[0]))
+        w.writeheader()
+        w.writerows(entries)
+    return path
 
 
 def _waiting_for(out_text: str) -> Path:
@@ -112,22 +108,82 @@ def test_csv_round_trip_from_an_unlabeled_folder(mnist_folder, tmp_path, capsys)
     assert "waiting for" not in capsys.readouterr().out
 
 
-def test_label_studio_round_trip(mnist_folder, tmp_path, capsys):
+@pytest.mark.parametrize("fmt", ["json", "json-min", "csv"])
+def test_one_label_studio_project_across_rounds(mnist_folder, tmp_path, capsys, fmt):
+    """Every round's tasks go into one project; each export holds the earlier rounds' tasks too."""
     pool, truth = mnist_folder
     out = tmp_path / "project"
-    export = tmp_path / "export.json"
     assert main(label_args(pool, out)) == 0
     request = _waiting_for(capsys.readouterr().out)
+    project: list[dict] = []
     for _ in range(4):
-        label_studio_export(request, truth, export)
-        assert main(label_args(pool, out, "--answers", str(export))) == 0
+        annotate(project, request, truth)
+        assert main(label_args(pool, out, "--answers", str(export(project, fmt, tmp_path)))) == 0
         text = capsys.readouterr().out
         if "waiting for" not in text:
             break
         request = _waiting_for(text)
+        if request.name == "stage-001.csv":  # its predictions are those of stage 0's model, the latest checkpoint
+            assert_predictions_are_the_models(request, pool, out / "checkpoints" / "label" / "stage-000.pt")
     from robustal.store import Store
 
     assert [s.labeled for s in Store(out).stages("label")] == [20, 40, 60]
+    assert len(project) == 100  # held-out 40 + 3 stages of 20, all in the one project
+    # the model's predictions came with every request after the first stage, as Label Studio pre-annotations
+    predicted = [t for t in project if t["predictions"]]
+    assert {t["data"]["robustal_request"] for t in predicted} == {"stage-001", "stage-002"} and len(predicted) == 40
+    for t in predicted:
+        (p,) = t["predictions"]
+        assert p["model_version"] == "robustal" and 0.1 <= p["score"] <= 1
+        assert p["result"][0]["value"]["choices"][0] in map(str, range(10))
+    # given again once finished: nothing to answer, and it agrees with what was imported
+    assert main(label_args(pool, out, "--answers", str(export(project, fmt, tmp_path)))) == 0
+    assert "no request is awaited that it could answer" in capsys.readouterr().err
+
+
+def test_a_run_stored_with_its_project_folder_name_resumes_in_a_renamed_folder():
+    """robustal 0.2 stored the project folder's name with the run; it is not a setting (issue 19.6)."""
+    from robustal.store import config_diff
+
+    assert config_diff({"loop": {"budget": 60}, "project": "old-name"}, {"loop": {"budget": 60}}) == []
+    assert config_diff({"loop": {"budget": 60}}, {"loop": {"budget": 80}}) == ["loop.budget: stored 60, now 80"]
+
+
+def assert_predictions_are_the_models(request: Path, pool: Path, checkpoint: Path) -> None:
+    from robustal.acquisition.inference import predict
+    from robustal.data.folders import read_image_folder
+    from robustal.experiment import model_factory
+
+    model = model_factory("small-cnn", num_classes=10, in_channels=1, image_size=16)()
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+    images = read_image_folder(pool, 16, 1)
+    tasks = json.loads(request.with_name(request.stem + "-label-studio.json").read_text())
+    rows = [images.ids.index(t["data"]["robustal_id"]) for t in tasks]
+    probs = predict(model, images.x[rows]).probs
+    for task, p in zip(tasks, probs, strict=True):
+        (prediction,) = task["predictions"]
+        assert prediction["result"][0]["value"]["choices"] == [str(int(p.argmax()))]
+        assert prediction["score"] == pytest.approx(float(p.max()), abs=1e-4)
+
+
+def test_requests_filled_in_place_by_a_spreadsheet_and_a_renamed_project_folder(mnist_folder, tmp_path, capsys):
+    pool, truth = mnist_folder
+    out = tmp_path / "project"
+    assert main(label_args(pool, out)) == 0
+    request = _waiting_for(capsys.readouterr().out)
+    ids = fill(request, truth)
+    request.write_text("ID;Label\n" + "".join(f"{i};{truth[i]}\n" for i in ids))  # a spreadsheet's locale
+    assert main(label_args(pool, out)) == 0
+    request = _waiting_for(capsys.readouterr().out)
+    assert request.name == "stage-000.csv"
+    ids = fill(request, truth)
+    request.write_text("id, label\n" + "".join(f"{i},\t{truth[i]}\n" for i in ids))
+    moved = out.rename(tmp_path / "renamed")  # the project's folder may move
+    assert main(label_args(pool, moved)) == 0
+    assert _waiting_for(capsys.readouterr().out) == moved / "requests" / "stage-001.csv"
+    from robustal.store import Store
+
+    assert len(Store(moved).labels("label")) == 20
 
 
 def test_bad_answers_are_refused_whole_and_nothing_is_imported(mnist_folder, tmp_path, capsys):
@@ -190,6 +246,12 @@ def test_killed_at_any_moment_the_same_command_loses_nothing_and_asks_nothing_tw
     assert proc.poll() is None, "the command finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    status = subprocess.run([sys.executable, "-m", "robustal.cli", "status", str(out)], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert status.returncode == 0 and "'label': running" not in status.stdout, status.stdout  # its process is dead
+    if kill_at == "while training":  # stage 0's labels were imported: nothing is awaited any more
+        assert "'label': interrupted (its process ended without finishing" in status.stdout
+        assert "awaited" not in status.stdout and "stage 0: its 20 labels are imported" in status.stdout
     request0 = out / "requests" / "stage-000.csv"
     before = request0.read_bytes()
     nxt = _waiting_for(run())  # the same command: stage 0 finishes from the stored labels, stage 1 is requested

@@ -29,6 +29,8 @@ def _typed(kind: type, ok: Callable[[float], bool], what: str) -> Callable[[str]
 #: Seeds go into SQLite, NumPy and torch: 32 bits fit all three (robustal.loop.MAX_SEED).
 MAX_SEED = 2**32 - 1
 POSITIVE_INT = _typed(int, lambda v: v >= 1, "an integer >= 1")
+#: The side images are resized to: 4 pixels at least (the smallest any model takes).
+IMAGE_SIZE = _typed(int, lambda v: v >= 4, "an integer >= 4 (pixels)")
 COUNT = _typed(int, lambda v: v >= 0, "an integer >= 0")
 SEED = _typed(int, lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
 UNIT = _typed(float, lambda v: math.isfinite(v) and 0 <= v <= 1, "a number in [0, 1]")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from robustal.cli.common import (
+    IMAGE_SIZE,
     POSITIVE_INT,
     add_eval_args,
     add_loop_args,
@@ -37,12 +38,21 @@ def _classes(args: argparse.Namespace) -> list[str]:
 def cmd_label(args: argparse.Namespace) -> int:
     from robustal.autoattack import require
     from robustal.errors import ConfigError
-    from robustal.labeling import ProjectSettings, load_pool, open_project, pool_fingerprint, project_splits
+    from robustal.labeling import (
+        ProjectSettings,
+        check_answers,
+        heldout_split,
+        load_pool,
+        open_project,
+        pool_fingerprint,
+        project_splits,
+    )
     from robustal.outputs import check_output_file
 
     require(args.attack)  # a missing extra: before any work
     if args.answers is not None and not Path(args.answers).is_file():
-        raise ConfigError(f"--answers {args.answers!r} not found; give the filled CSV or Label Studio JSON export.")
+        raise ConfigError(f"--answers {args.answers!r} not found; give the filled CSV or a Label Studio export "
+                          "(JSON, JSON-MIN or CSV).")
     check_output_file(args.save, "--save")
     with output_folder(args.out):
         pool = load_pool(args.pool, args.image_size, args.channels)
@@ -59,41 +69,63 @@ def cmd_label(args: argparse.Namespace) -> int:
                                    heldout_size=args.heldout_size, seed=args.seed,
                                    pool_fingerprint=pool_fingerprint(pool))
         project = open_project(args.out, settings, pool)
+        if args.answers is not None and project.is_new:
+            raise ConfigError(f"--answers {args.answers}: {args.out} is a new project, which has asked for nothing "
+                              "yet. Run the command without --answers: it writes the first request.")
+        heldout = heldout_split(project)
+        setup = _loop_setup(args, project, len(pool.ids) - (0 if heldout is not None else settings.heldout_size))
+        project.record()  # every check has passed: from here on, files are written
         answers = Path(args.answers) if args.answers is not None else None
-        state = project_splits(project, answers)
+        state = project_splits(project, answers, heldout)
         if state.heldout_request is not None:
             print(f"waiting for {state.heldout_n} labels in {state.heldout_request}: the held-out sample for "
-                  "validation and test (fill in its label column, or give a Label Studio export with --answers), "
-                  "then run this command again.")
+                  "validation and test (fill in its label column, or import heldout-label-studio.json into "
+                  "Label Studio and give its export with --answers), then run this command again.")
             return 0
-        return _label_rounds(args, project, state)
+        note = check_answers(project, state)
+        if note:
+            log(note)
+        return _label_rounds(args, project, state, *setup)
 
 
-def _label_rounds(args: argparse.Namespace, project, state) -> int:
+def _loop_setup(args: argparse.Namespace, project, pool_size: int):
+    """The loop's configuration and model factory, checked before anything is written."""
     from dataclasses import replace
 
     from robustal.attacks import AttackConfig
     from robustal.evaluation import eval_step_size
     from robustal.experiment import model_factory
-    from robustal.labeling import RUN_NAME
-    from robustal.loop import ActiveLearningLoop
     from robustal.models import default_model_for_images
-    from robustal.report import format_table
-    from robustal.store import Store
 
     s = project.settings
     train = replace(train_config(args), epsilon=s.epsilon, augment=())
     eval_attack = (AttackConfig(args.attack, s.epsilon, eval_step_size(s.epsilon, s.step_size, args.eval_steps),
                                 args.eval_steps) if args.eval_steps else None)
     cfg = loop_config(args, train=train, eval_attack=eval_attack)
+    cfg.check_pool(pool_size)
     model_name = args.model or default_model_for_images(s.channels, s.image_size)
     factory = model_factory(model_name, num_classes=len(s.classes), in_channels=s.channels, image_size=s.image_size)
     factory()  # fail early on a model that cannot take these images
+    return cfg, model_name, factory
+
+
+def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str, factory) -> int:
+    from robustal.acquisition.inference import predict
+    from robustal.labeling import RUN_NAME
+    from robustal.loop import ActiveLearningLoop
+    from robustal.report import format_table
+    from robustal.store import Store
+
+    s = project.settings
+    store = Store(project.out)
     bar = progress_bar(len(cfg.stage_sizes()), "stages", disable=args.no_progress)
-    loop = ActiveLearningLoop(None, state.splits, cfg, store=Store(project.out), name=RUN_NAME, device=args.device,
+    loop = ActiveLearningLoop(None, state.splits, cfg, store=store, name=RUN_NAME, device=args.device,
                               reinit=factory, progress=not args.no_progress, on_stage=lambda r: bar.update(1),
-                              meta={"model_name": model_name, "project": project.out.name}, oracle=state.oracle,
-                              tracker=tracker_from(args))
+                              meta={"model_name": model_name}, oracle=state.oracle, tracker=tracker_from(args))
+    _check_run_options(project, store, loop)
+    pool_x = state.splits.pool.x
+    # A request after the first carries the predictions of the model that picked it (Label Studio pre-annotations).
+    state.oracle.predict = lambda indices: predict(loop.model, pool_x[indices], device=loop.device).probs
     try:
         result = loop.run()
     finally:
@@ -119,59 +151,118 @@ def _label_rounds(args: argparse.Namespace, project, state) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _check_run_options(project, store, loop) -> None:
+    """Refuse, in the words of ``label``, to continue the project's run under other loop options (the store's own
+    refusal suggests --name, which ``label`` does not have: a project has one run)."""
     import json
 
-    from robustal.labeling import PROJECT_FILE
-    from robustal.report import format_table
+    from robustal.errors import StoreError
+    from robustal.labeling import RUN_NAME
+    from robustal.store import config_diff
+
+    stored = store.run_config(RUN_NAME)
+    if stored is None:
+        return
+    diff = config_diff(stored, json.loads(json.dumps(loop._store_config(), sort_keys=True)))
+    if diff:
+        raise StoreError(f"{project.out} is a labeling project whose rounds ran with other options "
+                         f"({'; '.join(diff)}). Continue it with the options it was started with (the labels given "
+                         "so far are kept), or start a new project in another --out.")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from robustal.errors import StoreError
+    from robustal.labeling import PROJECT_FILE, read_project_file
+    from robustal.outputs import lock_holder
     from robustal.store import Store
 
     folder = Path(args.dir)
     project = folder / PROJECT_FILE
-    if project.is_file():
-        p = json.loads(project.read_text(encoding="utf-8"))
-        heldout = p["heldout"] or f"{p['heldout_size']} pool images labeled first"
-        print(f"labeling project {folder}: pool {p['pool']}; classes {', '.join(p['classes'])}; held-out {heldout}")
-        if not (folder / "results.db").is_file():
-            csv = folder / "requests" / "heldout.csv"
-            print(f"waiting for {p['heldout_size']} labels in {csv} (the held-out sample).")
-            return 0
+    has_results = (folder / "results.db").is_file()
+    is_project = project.is_file()
+    if is_project:
+        try:
+            p = read_project_file(project)
+        except StoreError as e:
+            if not has_results:
+                raise
+            log(f"robustal status: note: {e}")
+            is_project = False
+        else:
+            heldout = p.get("heldout") or f"{p.get('heldout_size')} pool images labeled first"
+            print(f"labeling project {folder}: pool {p['pool']}; classes {', '.join(map(str, p['classes']))}; "
+                  f"held-out {heldout}")
+            if not has_results:
+                csv = folder / "requests" / "heldout.csv"
+                print(f"waiting for {p.get('heldout_size')} labels in {csv} (the held-out sample).")
+                return 0
     store = Store(folder, create=False)
+    holder = lock_holder(folder)
     runs = store.runs()
-    if len(runs) > 3:  # a study: one line per run
-        rows = []
-        for run in runs:
-            stages = store.stages(run["name"])
-            last = stages[-1] if stages else None
-            rows.append([run["name"], run["status"], len(stages), last.labeled if last else 0,
-                         last.clean if last else None, last.robust if last else None,
-                         sum(s.at_chance for s in stages)])
-        print(format_table(["run", "status", "stages", "labels", "clean", "robust", "stages at chance"], rows,
-                           floatfmt=".4f"))
-        return 0
     for run in runs:
-        name = run["name"]
-        stages = store.stages(name)
-        labels = len(store.labels(name)) or (stages[-1].labeled if stages else 0)
-        print(f"\nrun {name!r}: {run['status']}, {len(stages)} stages, {labels} labels so far")
-        if stages:
-            print(format_table(["stage", "labeled", "clean", "robust", "val score", "at chance"],
-                               [[s.stage, s.labeled, s.clean, s.robust, s.val_score, "yes" if s.at_chance else ""]
-                                for s in stages], floatfmt=".4f"))
-        for stage, n in store.pending_stages(name).items():
-            where = folder / "requests" / f"stage-{stage:03d}.csv" if project.is_file() else "the oracle"
-            print(f"awaited: {n} labels for stage {stage} in {where}")
+        run["status"] = _live_status(run["status"], holder)
+    if len(runs) > 3:  # a study: one line per run
+        _study_status(store, runs)
+    else:
+        for run in runs:
+            _run_status(store, run, folder, is_project)
+    if holder is not None:
+        print(f"\nin use by {holder}")
     return 0
+
+
+def _live_status(status: str, holder: str | None) -> str:
+    """A run recorded as running while no process holds its folder was stopped without finishing (killed)."""
+    if status == "running" and holder is None:
+        return "interrupted (its process ended without finishing; run the same command again to resume)"
+    return status
+
+
+def _study_status(store, runs: list[dict]) -> None:
+    from robustal.report import format_table
+
+    rows = []
+    for run in runs:
+        stages = store.stages(run["name"])
+        last = stages[-1] if stages else None
+        rows.append([run["name"], run["status"].split(" (")[0], len(stages), last.labeled if last else 0,
+                     last.clean if last else None, last.robust if last else None, sum(s.at_chance for s in stages)])
+    print(format_table(["run", "status", "stages", "labels", "clean", "robust", "stages at chance"], rows,
+                       floatfmt=".4f"))
+
+
+def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
+    from robustal.report import format_table
+
+    name = run["name"]
+    stages = store.stages(name)
+    labeled = store.labels(name)
+    labels = len(labeled) or (stages[-1].labeled if stages else 0)
+    print(f"\nrun {name!r}: {run['status']}, {len(stages)} stages, {labels} labels so far")
+    if stages:
+        print(format_table(["stage", "labeled", "clean", "robust", "val score", "at chance"],
+                           [[s.stage, s.labeled, s.clean, s.robust, s.val_score, "yes" if s.at_chance else ""]
+                            for s in stages], floatfmt=".4f"))
+    for stage in store.pending_stages(name):
+        picks = store.pending(name, stage)
+        picked = picks[0].tolist() if picks is not None else []
+        awaited = sum(i not in labeled for i in picked)
+        if awaited:
+            where = folder / "requests" / f"stage-{stage:03d}.csv" if is_project else "the oracle"
+            print(f"awaited: {awaited} labels for stage {stage} in {where}")
+        else:
+            print(f"stage {stage}: its {len(picked)} labels are imported; it trains when the command runs again")
 
 
 def register(sub) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("label", help="label your own images round by round: robustal asks, you answer, it trains",
                        description="A labeling project: each round robustal picks the images to label and writes a "
-                                   "request (a CSV to fill in, a contact sheet, a Label Studio task file) into "
-                                   "OUT/requests/, and stops. Fill in the CSV (or give Label Studio's JSON export "
-                                   "with --answers) and run the same command again: the labels are checked, the "
-                                   "model trains and is evaluated, and the next request is written.")
+                                   "request (a CSV to fill in, a contact sheet, a Label Studio task file with the "
+                                   "model's predictions) into OUT/requests/, and stops. Fill in the CSV (or give "
+                                   "your Label Studio project's export with --answers) and run the same command "
+                                   "again: the labels are checked, the model trains and is evaluated, and the next "
+                                   "request is written.")
     g = p.add_argument_group("data")
     g.add_argument("--pool", required=True, metavar="DIR|FILE.npz",
                    help="the unlabeled images: a folder of PNG/JPEG files, or an .npz with x_train")
@@ -182,13 +273,14 @@ def register(sub) -> None:
     g.add_argument("--heldout-size", type=POSITIVE_INT, default=200,
                    help="pool images to label first for validation and test when --heldout is not given "
                         "(default: %(default)s)")
-    g.add_argument("--image-size", type=POSITIVE_INT, default=None,
+    g.add_argument("--image-size", type=IMAGE_SIZE, default=None,
                    help="side (pixels) that images of a folder are resized to")
     g.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="1 (grey) or 3 (colour), for images of a folder")
     g.add_argument("--answers", default=None, metavar="FILE",
-                   help="the answers to the request now awaited: a filled CSV or Label Studio's JSON export "
-                        "(default: the request's own CSV, filled in place)")
+                   help="the answers to the request now awaited: a filled CSV, or an export of your Label Studio "
+                        "project (JSON, JSON-MIN or CSV; it may hold earlier rounds' tasks too) (default: the "
+                        "request's own CSV, filled in place)")
     add_model_args(p)
     add_loop_args(p)
     add_training_args(p)
