@@ -100,7 +100,8 @@ def throughput(kind: str, model_name: str, n: int, batch: int, precision: str, d
 def eval_throughput(model_name: str, n: int, steps: int, device: str, batch: int = 500) -> float:
     """Samples/s of the robust-accuracy attack (PGD-``steps``, fp32, eval mode) run on every one of ``n`` images:
     an upper bound, as evaluation attacks only the images still classified correctly."""
-    from robustal.attacks import AttackConfig, frozen
+    from robustal.attacks import AttackConfig
+    from robustal.models.base import frozen
 
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=10, in_channels=3, image_size=32).to(device)

@@ -45,8 +45,8 @@ def parse_seeds(text: str) -> list[int]:
 def per_image(model, data, attack, device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(correct, robust)`` per image, computed exactly as :func:`robustal.evaluation.evaluate` does."""
     from robustal._runtime import make_generator
-    from robustal.attacks import frozen
     from robustal.data.dataset import to_float
+    from robustal.models.base import frozen
 
     gen = make_generator(seed, "evaluate", device=device)
     correct_all, robust_all = [], []

@@ -7,8 +7,7 @@ start comes from an explicit generator.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 
 from robustal._registry import Registry
 from robustal._validation import check_float, check_int
+from robustal.models.base import frozen
 
 Attack = Callable[..., torch.Tensor]
 ATTACKS: Registry[Attack] = Registry("attack")
@@ -172,22 +172,6 @@ def trades_adversary(model: nn.Module, x: torch.Tensor, *, epsilon: float, step_
             (grad,) = torch.autograd.grad(loss, x_adv)
         x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, epsilon)
     return x_adv.detach()
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients inside the block (for evaluation attacks); restores both afterwards."""
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, f in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(f)
-        model.train(was_training)
 
 
 def list_attacks(pattern: str = "*") -> list[str]:

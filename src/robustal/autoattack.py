@@ -4,13 +4,14 @@
 Hein (2020): the ``standard`` version runs APGD-CE, APGD-T (9 target classes), FAB-T (9 target classes) and Square
 (5 000 queries), each on the points the previous ones did not fool. It is imported only when an attack runs, so the
 names ``autoattack`` and ``square`` are always registered (in :mod:`robustal.attacks`, which imports this module
-when one runs) and ``AttackConfig(name="autoattack", epsilon=...)`` and
-:func:`~robustal.evaluation.evaluate` work unchanged; without the extra, running one raises :class:`ConfigError`.
+when one runs; this module imports nothing from it, so the two never import each other) and
+``AttackConfig(name="autoattack", epsilon=...)`` and :func:`~robustal.evaluation.evaluate` work unchanged; without
+the extra, running one raises :class:`ConfigError`.
 
 The third-party code seeds torch globally (``torch.random.manual_seed`` in every ``perturb``); here it runs inside
 ``torch.random.fork_rng`` with a seed drawn from the caller's generator, so the caller's global RNG state is left as
 it was and a run is reproducible from its seed. The model runs in eval mode without parameter gradients
-(:func:`~robustal.attacks.frozen`). AutoAttack's messages go to the ``auto-attack`` logger; below WARNING they are
+(:func:`~robustal.models.base.frozen`). AutoAttack's messages go to the ``auto-attack`` logger; below WARNING they are
 dropped unless the ``robustal`` logger has DEBUG enabled (``robustal -v``).
 
 The parameter-free attacks ignore ``step_size``, ``steps`` and ``random_start`` of :class:`AttackConfig`.
@@ -25,8 +26,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from robustal.attacks import frozen
 from robustal.errors import ConfigError
+from robustal.models.base import frozen
 
 logger = logging.getLogger(__name__)
 

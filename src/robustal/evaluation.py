@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from robustal._runtime import make_generator
-from robustal.attacks import AttackConfig, frozen
+from robustal.attacks import AttackConfig
 from robustal.data.dataset import Dataset, Split, to_float
+from robustal.models.base import frozen
 
 #: PGD-50 with random start, as in the paper's evaluation.
 EVAL_STEPS = 50

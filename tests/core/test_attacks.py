@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustal.attacks import ATTACKS, AttackConfig, fgsm, frozen, list_attacks, pgd
+from robustal.attacks import ATTACKS, AttackConfig, fgsm, list_attacks, pgd
 from robustal.errors import ConfigError
+from robustal.models.base import frozen
 
 
 def tiny_model() -> nn.Module:

@@ -20,9 +20,10 @@ from torch import nn
 from robustal._validation import check_float, check_int
 from robustal.acquisition.base import Acquisition, SelectionContext, register_acquisition
 from robustal.acquisition.scores import boundary_sample
-from robustal.attacks import frozen, pgd
+from robustal.attacks import pgd
 from robustal.data.dataset import to_float
 from robustal.errors import ConfigError
+from robustal.models.base import frozen
 
 
 def adversarial_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, steps: int,
@@ -31,7 +32,7 @@ def adversarial_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
     """Logit margin of class ``y`` after a PGD attack against it: ``z_y(x') − max_{c≠y} z_c(x')`` ``(n,)`` float32
     on the CPU (negative: the attack flipped the prediction away from ``y``).
 
-    Batched; the model is frozen (:func:`robustal.attacks.frozen`), the random starts come from ``generator`` (on
+    Batched; the model is frozen (:func:`robustal.models.base.frozen`), the random starts come from ``generator`` (on
     ``device``).
 
     Args:

@@ -1,6 +1,6 @@
 """Acquisition functions that need input gradients: EGL and DFAL.
 
-Both run the model in eval mode with parameter gradients off (:func:`robustal.attacks.frozen`), so each sample's
+Both run the model in eval mode with parameter gradients off (:func:`robustal.models.base.frozen`), so each sample's
 input gradient is independent of the rest of its batch and ``autograd.grad(f[:, c].sum(), x)`` yields every
 sample's gradient for class ``c`` in one backward pass: C passes per batch, never one per sample.
 """
@@ -13,8 +13,9 @@ from torch import nn
 
 from robustal._validation import check_float, check_int
 from robustal.acquisition.base import Acquisition, ScoreAcquisition, SelectionContext, register_acquisition
-from robustal.attacks import deepfool, frozen
+from robustal.attacks import deepfool
 from robustal.data.dataset import to_float
+from robustal.models.base import frozen
 
 
 def expected_gradient_length(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,

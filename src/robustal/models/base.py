@@ -1,4 +1,5 @@
-"""What every robustal model provides: penultimate features and MC dropout that leaves the weights alone.
+"""What every robustal model provides: penultimate features and MC dropout that leaves the weights alone; and the
+model modes of evaluation (:func:`frozen`).
 
 A :class:`Classifier` splits into ``features(x)`` (penultimate activations, used by k-center) and ``head(f)``
 (logits). :class:`MCDropout` layers sit where the reference code puts dropout; they are the identity until
@@ -80,3 +81,19 @@ def mc_dropout(model: nn.Module, generator: torch.Generator | None = None) -> It
     finally:
         for m, (active, gen) in zip(layers, saved, strict=True):
             m.active, m.generator = active, gen
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no parameter gradients inside the block (for evaluation attacks); restores both afterwards."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+        model.train(was_training)
