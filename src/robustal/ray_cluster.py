@@ -42,11 +42,14 @@ def _local_token() -> tuple[str | None, str | None]:
     except ImportError:  # a Ray without token authentication
         return None, None
     loader = AuthenticationTokenLoader.instance()
-    loader.reset_cache()
-    if not loader.has_token(ignore_auth_mode=True):
-        return None, None
-    where = TOKEN if os.environ.get(TOKEN) else os.environ.get(TOKEN_PATH) or "~/.ray/auth_token"
-    return loader.get_raw_token(ignore_auth_mode=True), where
+    loader.reset_cache()  # read now, and leave nothing cached: the environment may change before ray.init
+    try:
+        if not loader.has_token(ignore_auth_mode=True):
+            return None, None
+        where = TOKEN if os.environ.get(TOKEN) else os.environ.get(TOKEN_PATH) or "~/.ray/auth_token"
+        return loader.get_raw_token(ignore_auth_mode=True), where
+    finally:
+        loader.reset_cache()
 
 
 def _probe(address: str, token: str | None):
@@ -120,22 +123,40 @@ def _reload_config() -> None:
         Config.initialize("")  # Ray reads the mode from its cached config, refreshed from the environment
 
 
+def _resolve(address: str | None) -> tuple[str | None, str]:
+    """The cluster address to use (``--address``, else ``RAY_ADDRESS``; None: start a local instance) and its
+    source."""
+    if address is None and os.environ.get(ADDRESS):
+        return os.environ[ADDRESS], ADDRESS
+    return address, "--address"
+
+
+def check_address(address: str | None) -> bool:
+    """Everything about connecting to ``address`` that can be checked before any work: Ray installed, and a
+    ``host:port`` cluster answering and accepting this machine (see :func:`check_cluster`); returns whether the
+    connection needs token mode. ``auto``, ``ray://`` addresses and a local instance are left to ``ray.init``."""
+    import_ray()
+    address, source = _resolve(address)
+    if address is None or address == "auto" or "://" in address:
+        return False
+    return check_cluster(address, source)
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
-    """Ray connected for the executor: to the cluster at ``address`` (else ``RAY_ADDRESS``), checked first, or to a
-    new local instance of ``num_cpus`` CPUs (no dashboard, no worker logs on the console); shut down on exit when
-    this call connected. Inside an existing ``ray.init`` (the caller's), nothing is done."""
+    """Ray connected for the executor: to the cluster at ``address`` (else ``RAY_ADDRESS``), checked first
+    (:func:`check_address`), or to a new local instance of ``num_cpus`` CPUs (no dashboard, no worker logs on the
+    console); shut down on exit when this call connected. Inside an existing ``ray.init`` (the caller's), nothing
+    is done."""
     ray = import_ray()
     if ray.is_initialized():
         yield
         return
-    source = "--address"
-    if address is None and os.environ.get(ADDRESS):
-        address, source = os.environ[ADDRESS], ADDRESS
+    token = check_address(address)
+    address, source = _resolve(address)
     kwargs = {"include_dashboard": False, "log_to_driver": False}
     if address is None:
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
-    token = address is not None and address != "auto" and "://" not in address and check_cluster(address, source)
     with _token_mode(token):
         try:
             ray.init(address=address, **kwargs)
@@ -149,4 +170,4 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
             ray.shutdown()
 
 
-__all__ = ["check_cluster", "import_ray", "ray_session"]
+__all__ = ["check_address", "check_cluster", "import_ray", "ray_session"]

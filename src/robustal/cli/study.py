@@ -29,6 +29,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     study = Study.load(args.file)
     study.check_data()
     out = Path(args.out if args.out is not None else Path("runs") / study.name)
+    if args.executor == "ray":  # Ray installed, the cluster answering and accepting us: before any work
+        from robustal.ray_cluster import check_address
+
+        check_address(args.address)
     tracker = tracker_from(args, study)  # before the folder is touched: a bad URI leaves nothing behind
     with output_folder(str(out)):
         store = Store(out, create=False) if (out / "results.db").is_file() else None
