@@ -171,7 +171,8 @@ class MLflowTracker(Tracker):
         tags: Tags every run of this tracker gets, over those the loop gives (a study's real results folder when
             the run executes in a temporary store on a Ray worker).
         parent_run_id: Nest every run under this MLflow run (a study's).
-        log_model: Also log the final model in MLflow's PyTorch flavour (``torch.export``, about a second per run).
+        log_model: Also log the final model in MLflow's PyTorch flavour (``torch.export``: under a second for small
+            nets, seconds for ResNet-18).
         strict: False: a failing :meth:`start` warns instead of raising, for runs on workers (the study's driver
             mirrors them when they return).
     """
@@ -294,6 +295,20 @@ class MLflowTracker(Tracker):
         except Exception as e:
             self._give_up(what, e)
 
+    @contextlib.contextmanager
+    def _optional(self, what: str) -> Iterator[bool]:
+        """Like :meth:`_logging` for an extra the run can do without (the model): a failure is warned about and
+        the rest (the run's status) is still logged."""
+        self._require_run()
+        if self._broken:
+            yield False
+            return
+        try:
+            yield True
+        except Exception as e:
+            warnings.warn(TrackingWarning(f"MLflow tracking at {self.uri}: {what} ({why(e)}); the final checkpoint "
+                                          "is attached all the same."), stacklevel=3)
+
     def log_stage(self, record) -> None:
         from mlflow.entities import Metric
 
@@ -337,7 +352,7 @@ class MLflowTracker(Tracker):
                 if live:
                     self.client.log_artifact(self.run_id, str(checkpoint), artifact_path=CHECKPOINT_ARTIFACT)
         if self.log_model and model is not None and example is not None:
-            with self._logging("cannot log the model in MLflow's PyTorch flavour") as live:
+            with self._optional("cannot log the model in MLflow's PyTorch flavour") as live:
                 if live:
                     self._log_model(model, example)
 

@@ -372,6 +372,31 @@ def test_the_result_is_the_final_checkpoint_and_a_loadable_model(uri, tmp_path, 
     assert [a.path for a in client.list_artifacts(plain.run_id)] == ["checkpoint"]
 
 
+def test_a_model_that_cannot_be_exported_is_warned_about_and_the_run_still_finishes(uri, tmp_path):
+    import torch
+    from torch import nn
+
+    class DataDependent(nn.Module):  # torch.export cannot trace a branch on the data
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            out = self.fc(x.flatten(1))
+            return out if out.sum() > 0 else -out
+
+    checkpoint = tmp_path / "stage-000.pt"
+    checkpoint.write_bytes(b"checkpoint")
+    tracker = create_tracker("mlflow", uri=uri)
+    tracker.start("r", PARAMS, TAGS)
+    with pytest.warns(TrackingWarning, match="cannot log the model .*checkpoint is attached all the same"):
+        tracker.log_result(model=DataDependent(), checkpoint=checkpoint,
+                           example=torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    tracker.finish("finished")
+    assert _client(uri).get_run(tracker.run_id).info.status == "FINISHED"
+    assert [a.path for a in _client(uri).list_artifacts(tracker.run_id)] == ["checkpoint"]
+
+
 def test_a_logging_failure_warns_once_and_the_run_goes_on(uri):
     tracker = create_tracker("mlflow", uri=uri)
     tracker.start("r", PARAMS, TAGS)

@@ -215,7 +215,7 @@ def add_tracking_args(p: argparse.ArgumentParser, study: bool = False) -> None:
                    help="MLflow experiment (default: " + ("the study file's, else " if study else "") + "robustal)")
     g.add_argument("--no-log-model", dest="log_model", action="store_false", default=None,
                    help="MLflow: log the final checkpoint only, not also the model in MLflow's PyTorch flavour "
-                        "(torch.export, about a second per run)")
+                        "(torch.export: under a second for small nets, seconds for ResNet-18)")
 
 
 def tracker_from(args: argparse.Namespace, study=None):

@@ -60,8 +60,9 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float, tr
 
     tasks = study.tasks()
     finished = {t.name for t in tasks if store is not None and store.status(t.name) == "finished"}
-    log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {args.executor} executor, "
-        f"{args.workers} workers; results in {out}")
+    where = (f"Ray cluster at {args.address}" if args.executor == "ray" and args.address is not None
+             else f"{args.executor} executor, {args.workers} workers")
+    log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {where}; results in {out}")
     bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
     bar.n = bar.initial = len(finished)  # the rate and ETA count only the runs done now
     bar.refresh()
