@@ -235,7 +235,8 @@ class MLflowTracker(Tracker):
         identity = {RUN_TAG: run, **{str(k): str(v)[:_MAX_TAG_VALUE] for k, v in (tags or {}).items()},
                     **self.fixed_tags}
         wanted = run_params(params)
-        existing = self.find_run(identity)
+        # A run without a results folder cannot be resumed: each start is a new MLflow run.
+        existing = self.find_run(identity) if OUT_TAG in identity else None
         if existing is None:
             tags = {**identity, PARENT_TAG: self.parent_run_id} if self.parent_run_id else identity
             created = self.client.create_run(self.experiment_id, tags=tags, run_name=run_title(run, params))

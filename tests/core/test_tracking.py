@@ -217,6 +217,17 @@ def test_resume_continues_the_same_run_without_duplicates(uri):
     assert other.run_id != first.run_id and len(_runs(uri)) == 2
 
 
+def test_a_run_without_a_results_folder_is_a_new_mlflow_run_each_time(uri):
+    first = create_tracker("mlflow", uri=uri)
+    first.start("run", PARAMS)  # robustal run without --out: nothing to resume from
+    first.log_stage(_stage(0, 0.5))
+    first.finish("finished")
+    again = create_tracker("mlflow", uri=uri)
+    again.start("run", PARAMS)
+    again.log_stage(_stage(0, 0.25))
+    assert again.run_id != first.run_id and _history(uri, again.run_id, "clean") == [(100, 0.25)]
+
+
 def test_resume_finds_a_run_whose_tags_hold_both_quote_characters(uri):
     tags = {"robustal.out": """/runs/it's "here\""""}
     first = create_tracker("mlflow", uri=uri)
