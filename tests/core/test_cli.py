@@ -167,3 +167,25 @@ def test_the_demos_step_floor_is_robustals_default():
     from robustal.training import TrainConfig
 
     assert DEMO_MIN_STEPS == TrainConfig().min_steps
+
+
+@pytest.mark.slow
+def test_the_demo_tells_its_story(tmp_path, capsys):
+    """The default demo: standard training gives accurate but fragile models, PGD training robust ones, for every
+    function (the README's conclusion), read from the stored runs."""
+    from robustal.cli.run import DEMO_FUNCTIONS
+    from robustal.store import Store
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    assert "PGD training at every stage gives robust ones" in capsys.readouterr().out
+    store = Store(out)
+    final = {(r["config"]["loop"]["train"]["mode"], r["config"]["loop"]["acquisition"]):
+             store.stages(r["name"])[-1] for r in store.runs()}
+    assert len(final) == 2 * len(DEMO_FUNCTIONS)
+    for acq in DEMO_FUNCTIONS:
+        standard, pgd = final["standard", acq], final["pgd", acq]
+        assert standard.clean > 0.85 and pgd.clean > 0.85
+        assert standard.robust < 0.1, f"standard training with {acq} is not fragile: {standard.robust}"
+        assert pgd.robust > 0.3 and pgd.robust > standard.robust + 0.25, f"PGD training with {acq}: {pgd.robust}"
+        assert not any(s.at_chance for s in store.stages(f"digits-pgd-{acq}-s0"))
