@@ -321,7 +321,7 @@ def _mean_std(values: list[float]) -> str:
 
 def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
     """Markdown table: per metric and size, mean ± std (over seeds) of clean and robust accuracy after retraining."""
-    from robustal.report import format_table
+    from robustal.tables import format_table
 
     def num(v) -> float | None:
         return None if v in (None, "", "None") else float(v)

@@ -34,9 +34,9 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace, study, out: Path, store, started: float) -> int:
-    from robustal.report import format_table
     from robustal.stats import mean_std
     from robustal.study import run_study
+    from robustal.tables import format_table
 
     tasks = study.tasks()
     finished = {t.name for t in tasks if store is not None and store.status(t.name) == "finished"}
