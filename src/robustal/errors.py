@@ -54,6 +54,11 @@ class ReportWarning(UserWarning):
     the warning says it on the terminal too."""
 
 
+class TrackingWarning(UserWarning):
+    """The experiment tracker could not record something (the run goes on: the results store keeps everything, and
+    running the same command again mirrors what is missing)."""
+
+
 def nearest(name: str, choices: list[str]) -> str | None:
     """The closest of ``choices`` to ``name``: a case-insensitive match first (``DRE`` → ``dre``), else the closest
     by difflib's ratio if any is reasonably close."""

@@ -12,10 +12,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from robustal.errors import ConfigError, StoreError
+from robustal.errors import StoreError
 from robustal.experiment import RunSpec, run_experiment
 from robustal.store import StageRecord, Store
+
+if TYPE_CHECKING:
+    from robustal.study_tracking import TrackingTarget
 
 
 @dataclass(frozen=True)
@@ -32,13 +36,16 @@ def _check_unique(tasks: Sequence[RunTask]) -> None:
         raise ValueError("Run names in a study must be unique.")
 
 
-def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, threads: int | None) -> tuple[str, list]:
-    """Worker entry point: one run, stored in ``out``; returns its stage records (``threads`` None: leave torch's)."""
+def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, threads: int | None,
+              tracking: TrackingTarget | None = None) -> tuple[str, list]:
+    """Worker entry point: one run, stored in ``out`` and logged live to ``tracking``; returns its stage records
+    (``threads`` None: leave torch's)."""
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
-    result = run_experiment(task.spec, out, name=task.name, data_dir=data_dir, device=device)
+    tracker = tracking.open() if tracking is not None else None
+    result = run_experiment(task.spec, out, name=task.name, data_dir=data_dir, device=device, tracker=tracker)
     return task.name, result.stages
 
 
@@ -107,20 +114,20 @@ def _split_finished(tasks: Sequence[RunTask], store: Store, results: dict, on_do
 
 def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, device: str = "auto",
               data_dir: str | Path | None = None, on_done: Callable[[str, list[StageRecord]], None] | None = None,
-              checked: bool = False) -> dict[str, list[StageRecord]]:
+              checked: bool = False, tracking: TrackingTarget | None = None) -> dict[str, list[StageRecord]]:
     """Run ``tasks`` (skipping finished ones) on ``workers`` processes; each worker writes its run to the store.
 
     Torch threads are split evenly between worker processes (one worker: runs in this process, with its torch
     threads). ``on_done(name, stages)`` is called as each run finishes
     (at once for runs that were already finished). The tasks are checked first (:func:`check_stored_runs`)
-    unless ``checked`` says the caller has done it.
+    unless ``checked`` says the caller has done it. With ``tracking`` each worker logs its run live (MLflow).
     """
     names, store, results, todo = _prepare(tasks, out, data_dir, checked, on_done)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     data = str(data_dir) if data_dir else None
     if workers <= 1 or len(todo) <= 1:
         for t in todo:
-            name, stages = _run_task(t, str(out), device, data, None)  # in this process: its own threads
+            name, stages = _run_task(t, str(out), device, data, None, tracking)  # in this process: its threads
             results[name] = stages
             if on_done is not None:
                 on_done(name, stages)
@@ -128,7 +135,7 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
     import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        pending = {pool.submit(_run_task, t, str(out), device, data, threads) for t in todo}
+        pending = {pool.submit(_run_task, t, str(out), device, data, threads, tracking) for t in todo}
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -144,18 +151,21 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
     return {n: results[n] for n in names}
 
 
-def _ray_task(task: RunTask, partial: dict | None, device: str, data_dir: str | None) -> dict:
-    """Ray worker: one run into a temporary store (seeded with the driver's partial rows to resume); its records."""
+def _ray_task(task: RunTask, partial: dict | None, device: str, data_dir: str | None,
+              tracking: TrackingTarget | None = None) -> dict:
+    """Ray worker: one run into a temporary store (seeded with the driver's partial rows to resume), logged live to
+    ``tracking`` under the study's real results folder; its records."""
     import tempfile
 
     import torch
 
     torch.set_num_threads(1)
+    tracker = tracking.open() if tracking is not None else None
     with tempfile.TemporaryDirectory(prefix="robustal-ray-") as tmp:
         store = Store(tmp)
         if partial is not None:
             store.import_run(partial)
-        run_experiment(task.spec, tmp, name=task.name, data_dir=data_dir, device=device)
+        run_experiment(task.spec, tmp, name=task.name, data_dir=data_dir, device=device, tracker=tracker)
         return store.export_run(task.name)
 
 
@@ -177,48 +187,40 @@ def gpu_share(spec: RunSpec) -> float:
     return next((share for limit, share in GPU_SHARES if params < limit), 1.0)
 
 
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("The Ray executor needs Ray: pip install 'robustal[ray]' "
-                          "(or use --executor local).") from None
-    return ray
-
-
 def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = None, device: str = "auto",
             data_dir: str | Path | None = None, num_cpus: int | None = None,
             on_done: Callable[[str, list[StageRecord]], None] | None = None,
-            checked: bool = False, gpus_per_run: float | None = None) -> dict[str, list[StageRecord]]:
+            checked: bool = False, gpus_per_run: float | None = None,
+            tracking: TrackingTarget | None = None) -> dict[str, list[StageRecord]]:
     """Run ``tasks`` (skipping finished ones) as Ray tasks; only this process writes the store in ``out``.
 
     Args:
-        address: A Ray cluster's address (``auto``, ``ray://host:10001``...); None starts a local instance with
-            ``num_cpus`` CPUs (default: this machine's count), no dashboard and no worker logs on the console.
+        address: A Ray cluster's address (``host:port`` of ``ray start --head``, ``auto``, ``ray://host:10001``...;
+            default ``RAY_ADDRESS``), checked before connecting, token authentication included
+            (:mod:`robustal.ray_cluster`); None starts a local instance with ``num_cpus`` CPUs (default: this
+            machine's count), no dashboard and no worker logs on the console.
         device: On ``cuda``/``cuda:N`` each task asks Ray for a share of a GPU, so that several small runs share
             one card: ``gpus_per_run``, or by default :func:`gpu_share` of the run's model.
+        tracking: Each task logs its run live there (MLflow), nested under the study's run.
 
     An interrupted run resumes on a worker from the rows and checkpoint the driver sends it; a finished run comes
     back as its rows and final checkpoint, imported into the store in one transaction.
     """
-    ray = _import_ray()
+    from robustal.ray_cluster import import_ray, ray_session
+
+    ray = import_ray()
     names, store, results, todo = _prepare(tasks, out, data_dir, checked, on_done)
     if not todo:
         return {n: results[n] for n in names}
-    started = not ray.is_initialized()
-    if started:
-        kwargs = {"include_dashboard": False, "log_to_driver": False}
-        if address is None:
-            kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
-        ray.init(address=address, **kwargs)
-    try:
+    with ray_session(address, num_cpus):
         on_gpu = str(device).startswith("cuda")
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
         data = str(data_dir) if data_dir else None
         refs = {}
         for t in todo:
             share = (gpus_per_run if gpus_per_run is not None else gpu_share(t.spec)) if on_gpu else 0
-            ref = remote.options(num_gpus=share).remote(t, store.export_run(t.name, partial=True), device, data)
+            ref = remote.options(num_gpus=share).remote(t, store.export_run(t.name, partial=True), device, data,
+                                                         tracking)
             refs[ref] = t.name
         pending = list(refs)
         try:
@@ -235,9 +237,6 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
-    finally:
-        if started:
-            ray.shutdown()
     return {n: results[n] for n in names}
 
 

@@ -245,6 +245,7 @@ class ActiveLearningLoop:
                 self.store.set_status(self.name, "running")
             if status == "finished" and start_stage >= len(sizes):
                 if self._track_start(records):  # it may have been run without tracking: mirror it whole
+                    self._track_result(records)
                     self.tracker.finish("finished")
                 return RunResult(records, self.model, labeled)
         self._track_start(records)
@@ -279,6 +280,7 @@ class ActiveLearningLoop:
         if self.store is not None:
             self.store.set_status(self.name, "finished")
         if self.tracker is not None:
+            self._track_result(records)
             self.tracker.finish("finished")
         return RunResult(records, self.model, labeled)
 
@@ -291,6 +293,12 @@ class ActiveLearningLoop:
         for record in records:
             self.tracker.log_stage(record)
         return True
+
+    def _track_result(self, records: list[StageRecord]) -> None:
+        """The finished run's final checkpoint (as stored) and model, with two pool images to export it on."""
+        stored = self.store is not None and records
+        checkpoint = self.store.checkpoint_path(self.name, records[-1].stage) if stored else None
+        self.tracker.log_result(model=self.model, checkpoint=checkpoint, example=self.splits.pool.x[:2])
 
     def _store_config(self) -> dict:
         return {"loop": self.config.to_dict(), "model": type(self.model).__name__, "pool": len(self.splits.pool),

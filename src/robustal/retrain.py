@@ -319,12 +319,14 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
-    """Markdown table: per metric and size, mean ± std (over seeds) of clean and robust accuracy after retraining."""
-    from robustal.tables import format_table
+def _num(v) -> float | None:
+    return None if v in (None, "", "None") else float(v)
 
-    def num(v) -> float | None:
-        return None if v in (None, "", "None") else float(v)
+
+def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
+    """Markdown tables: per metric and size, mean ± std (over seeds) of clean and robust accuracy after retraining;
+    then each metric vs ``random`` paired by seed (:func:`paired_table`)."""
+    from robustal.tables import format_table
 
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
@@ -334,12 +336,52 @@ def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> s
     table = []
     for metric, size in keys:
         g = groups[(metric, size)]
-        robust = [x for x in (num(r["robust_after"]) for r in g) if x is not None]
+        robust = [x for x in (_num(r["robust_after"]) for r in g) if x is not None]
         table.append([metric, size, len(g), _mean_std([float(r["clean_after"]) for r in g]), _mean_std(robust)])
     text = format_table(["metric", "selected", "seeds", "clean after", "robust after"], table)
     per_seed = {int(r["seed"]): r for r in rows}  # the checkpoint before fine-tuning, measured with each seed
     if per_seed:
-        robust = [x for x in (num(r["robust_before"]) for r in per_seed.values()) if x is not None]
+        robust = [x for x in (_num(r["robust_before"]) for r in per_seed.values()) if x is not None]
         text += (f"\n\nBefore retraining (mean ± std over seeds {sorted(per_seed)}): clean "
                  f"{_mean_std([float(r['clean_before']) for r in per_seed.values()])}, robust {_mean_std(robust)}.")
+    paired = paired_table(rows, [k[0] for k in keys])
+    if paired:
+        text += ("\n\nEach metric vs random, paired by seed (a seed fixes the checkpoint's evaluation and the "
+                 "fine-tuning's randomness; the selections differ): mean difference after retraining, in how many "
+                 "seeds higher / lower, and the two-sided exact Wilcoxon signed-rank p (equal seeds left out).\n\n"
+                 + paired)
     return text
+
+
+def paired_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
+    """Each metric minus ``random`` after retraining, seed by seed, per selection size: clean and robust accuracy
+    (mean difference, seeds higher / lower, exact Wilcoxon p). Empty without ``random`` rows."""
+    from robustal.stats import compare_paired
+    from robustal.tables import format_table
+
+    by: dict[tuple[str, int], dict[int, dict]] = {}
+    for r in rows:
+        by.setdefault((str(r["metric"]), int(r["size"])), {})[int(r["seed"])] = r
+    table = []
+    for size in sorted({k[1] for k in by}):
+        base = by.get(("random", size))
+        if base is None:
+            continue
+        for metric in dict.fromkeys(metrics):
+            runs = by.get((metric, size))
+            seeds = sorted(set(runs or {}) & set(base)) if metric != "random" else []
+            if len(seeds) < 2:
+                continue
+            row = [metric, size, len(seeds)]
+            for key in ("clean_after", "robust_after"):
+                x, y = [_num(runs[s][key]) for s in seeds], [_num(base[s][key]) for s in seeds]
+                if None in x or None in y:
+                    row += [None, None, None]
+                    continue
+                c = compare_paired(x, y)
+                row += [f"{c.mean_diff:+.4f}", f"{c.higher} / {c.lower}", c.p]
+            table.append(row)
+    if not table:
+        return ""
+    return format_table(["metric", "selected", "pairs", "Δ clean", "higher / lower", "p clean", "Δ robust",
+                         "higher / lower", "p robust"], table, floatfmt=".4f")

@@ -53,7 +53,7 @@ STUDY_SOURCE = "study-source.txt"
 
 # --- study files ----------------------------------------------------------------------------------------------------
 SECTIONS = ("study", "grid", "loop", "train", "acquisition", "tracking")
-TRACKING_KEYS = ("kind", "uri", "experiment")
+TRACKING_KEYS = ("kind", "uri", "experiment", "log_model")
 STUDY_KEYS = ("name", "description")
 GRID_KEYS = ("datasets", "models", "training", "acquisitions", "seeds", "loop", "train")
 LOOP_KEYS = ("initial", "per_stage", "budget", "from_scratch", "chance_recovery", "eval_steps", "eval_attack")
@@ -189,8 +189,9 @@ class Study:
         loop: ``[loop]`` settings (initial, per_stage, budget, from_scratch, chance_recovery, eval_steps, eval_attack).
         train: ``[train]`` settings, :class:`~robustal.training.TrainConfig` fields.
         acquisition_options: Per acquisition function (or named variant), its options.
-        tracking: ``[tracking]``: ``kind`` (``mlflow``), ``uri``, ``experiment`` -- each finished run is mirrored
-            into the tracker, and the report of ``robustal study`` attached to a study-level run.
+        tracking: ``[tracking]``: ``kind`` (``mlflow``; implied by ``uri`` or ``experiment``), ``uri``,
+            ``experiment``, ``log_model`` (false: the final checkpoint only) -- the study gets one MLflow run, its
+            runs are nested under it and logged live, and the report of ``robustal study`` is attached to it.
         base: The folder that relative .npz paths are resolved against (the study file's folder).
     """
 
@@ -276,6 +277,13 @@ class Study:
             from robustal.tracking import TRACKERS
 
             check_choice(tracking["kind"], "kind", f"[tracking] of {source}", TRACKERS)
+        for key in ("uri", "experiment"):
+            if key in tracking and (not isinstance(tracking[key], str) or not tracking[key].strip()):
+                raise ConfigError(f"{source}: [tracking] {key} must be a non-empty string. Got {tracking[key]!r} "
+                                  "instead.")
+        if "log_model" in tracking and not isinstance(tracking["log_model"], bool):
+            raise ConfigError(f"{source}: [tracking] log_model must be true or false. Got {tracking['log_model']!r} "
+                              "instead.")
         name = study.get("name", Path(str(source)).stem)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{source}: [study] name must be a non-empty string. Got {name!r} instead.")
@@ -398,16 +406,21 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
               data_dir: str | Path | None = None, address: str | None = None,
               on_done: Callable[[str, list[StageRecord]], None] | None = None,
               study_file: str | Path | None = None, tracker=None,
-              gpus_per_run: float | None = None) -> dict[str, list[StageRecord]]:
+              gpus_per_run: float | None = None,
+              report: Callable[[], Path] | None = None) -> dict[str, list[StageRecord]]:
     """Run every unfinished run of ``study`` into ``out`` with the ``local`` or ``ray`` executor.
 
     ``study_file`` is copied to ``out/study.toml`` for ``robustal report`` only once every check has passed (the
     data, each grid model built on its data, the stored runs (:func:`check_stored_runs`), Ray importable), so a
     refused study never replaces the copy of the one that made the results.
-    ``tracker`` (:mod:`robustal.tracking`) mirrors each run as it finishes, from this process (workers never write
-    to it, so a SQLite tracking file is never shared between processes).
+
+    With an MLflow ``tracker`` (:mod:`robustal.tracking`) the study gets one MLflow run, and each of its runs is
+    nested under it and logged live by the process or Ray task that executes it; ``report`` (called once the runs
+    are done, if any ran now) returns a file or folder to attach to the study's run. Another tracker mirrors each
+    run as it finishes, from this process.
     """
     from robustal._validation import check_choice, check_int
+    from robustal.tracking import MLflowTracker
 
     check_choice(executor, "executor", "run_study", EXECUTORS)
     check_int(workers, "workers", "run_study", min_value=1)
@@ -426,21 +439,42 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
                 from None
     if study_file is not None:
         save_study_copy(study_file, out)
-    if tracker is not None:
+
+    def execute(done, tracking=None):
+        if executor == "ray":
+            return run_ray(tasks, out, address=address, device=device, data_dir=data_dir,
+                           num_cpus=workers if address is None else None, on_done=done, checked=True,
+                           gpus_per_run=gpus_per_run, tracking=tracking)
+        return run_local(tasks, out, workers=workers, device=device, data_dir=data_dir, on_done=done, checked=True,
+                         tracking=tracking)
+
+    if isinstance(tracker, MLflowTracker):
+        from robustal.study_tracking import StudyTracking, pending
+
+        store = Store(out)
+        with StudyTracking(tracker, study.name, out, len(tasks), pending(tasks, store),
+                           study_file=study_file) as tracking:
+
+            def mirrored(name: str, stages: list[StageRecord]) -> None:
+                tracking.run_done(store, name)
+                if on_done is not None:
+                    on_done(name, stages)
+
+            results = execute(mirrored, tracking.target)
+            if report is not None and tracking.active:
+                tracking.attach(report())
+        return results
+    if tracker is not None and tracker.enabled:
         from robustal.tracking import track_stored_run
 
-        store, report = Store(out), on_done
+        store, inner = Store(out), on_done
 
         def on_done(name: str, stages: list[StageRecord]) -> None:
             track_stored_run(tracker, store, name)
-            if report is not None:
-                report(name, stages)
+            if inner is not None:
+                inner(name, stages)
 
-    if executor == "ray":
-        return run_ray(tasks, out, address=address, device=device, data_dir=data_dir,
-                       num_cpus=workers if address is None else None, on_done=on_done, checked=True,
-                       gpus_per_run=gpus_per_run)
-    return run_local(tasks, out, workers=workers, device=device, data_dir=data_dir, on_done=on_done, checked=True)
+    return execute(on_done)
 
 
 __all__ = ["Grid", "Study", "dataset_label", "load_study_copy", "run_study", "save_study_copy"]

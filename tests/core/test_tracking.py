@@ -14,16 +14,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from robustal.errors import ConfigError
+from robustal.errors import ConfigError, TrackingWarning
 from robustal.store import StageRecord
 from robustal.tracking import (
     DEFAULT_URI,
     INSTALL_HINT,
+    PARENT_TAG,
     TRACKERS,
     MLflowTracker,
     Tracker,
     create_tracker,
     flatten_params,
+    run_params,
+    run_title,
 )
 
 PARAMS = {"loop": {"acquisition": "dre", "acquisition_options": {}, "budget": 300,
@@ -48,6 +51,7 @@ def test_none_tracker_does_nothing(tmp_path, monkeypatch):
         tracker.start("run", PARAMS, TAGS)
         tracker.log_stage(_stage(0, 0.5))
         tracker.log_artifact(tmp_path / "absent.md")
+        tracker.log_result(checkpoint=tmp_path / "absent.pt")
         tracker.finish("finished")
     assert list(tmp_path.iterdir()) == []
 
@@ -76,11 +80,44 @@ def test_importing_the_module_does_not_import_mlflow():
 def test_params_are_flattened_with_dotted_keys_and_string_values():
     flat = flatten_params({**PARAMS, "odd key/é:x": 1, "long": "x" * 7000, "pair": (1, "a")})
     assert flat["loop.train.epochs"] == "10" and flat["loop.train.epsilon"] == "0.3"
-    assert flat["loop.train.lr"] == "None" and flat["sizes"] == "[100, 100, 100]" and flat["pair"] == '[1, "a"]'
-    assert flat["loop.acquisition_options"] == "{}"  # an empty dict is kept, not dropped
+    assert flat["sizes"] == "[100, 100, 100]" and flat["pair"] == '[1, "a"]'
+    assert "loop.train.lr" not in flat and "loop.acquisition_options" not in flat  # unset: left out, never 'None'
     assert flat["odd key/é_x"] == "1"  # characters MLflow refuses become _
     assert len(flat["long"]) == 6000  # MLflow's param value limit
     assert "loop" not in flat and "loop.train" not in flat
+
+
+#: What the loop stores for a run (ActiveLearningLoop._store_config): the resolved loop settings, and the request
+#: ("spec") with ε None meaning "the dataset's".
+STORED = {"loop": {"acquisition": "dre", "acquisition_options": {"bins": 10}, "budget": 90, "initial": 30,
+                   "seed": 3, "train": {"mode": "pgd", "epochs": 1, "epsilon": 0.2, "step_size": None,
+                                        "augment": []},
+                   "eval_attack": {"name": "pgd", "epsilon": 0.2, "steps": 2}},
+          "model": "SmallCNN", "model_name": "small-cnn", "pool": 1297, "oracle": "dataset",
+          "dataset": "/data/pets", "data_fingerprint": "4f82",
+          "spec": {"dataset": "/data/pets", "model": "small-cnn", "eval_steps": 2, "eval_attack": "pgd",
+                   "acquisition_label": None, "image_size": 32, "channels": 3,
+                   "loop": {"acquisition": "dre", "train": {"mode": "pgd", "epochs": 1, "epsilon": None}}}}
+
+
+def test_run_params_give_each_setting_once_with_the_value_the_run_used():
+    params = run_params(STORED)
+    assert not [k for k in params if k.startswith("spec")]  # the request duplicated the loop settings
+    assert "None" not in params.values() and "[]" not in params.values()
+    assert params["loop.train.epsilon"] == "0.2"  # resolved: the request said None (the dataset's)
+    assert params["loop.acquisition_options.bins"] == "10" and params["loop.eval_attack.steps"] == "2"
+    assert params["model"] == "small-cnn" and "model_name" not in params  # robustal's name, once
+    assert params["image_size"] == "32" and params["channels"] == "3"  # only the request has them
+    values = [k.rsplit(".", 1)[-1] for k in params]
+    assert len(params) == len(set(params)) and values.count("epochs") == 1
+
+
+def test_run_title_replaces_robustal_default_names():
+    assert run_title("digits-small-cnn-pgd-dre-s3", STORED) == "digits-small-cnn-pgd-dre-s3"
+    assert run_title("run", STORED) == "pets-small-cnn-pgd-dre-s3"
+    assert run_title("label", {**STORED, "project": "birds"}) == "birds-small-cnn-pgd-dre-s3"
+    variant = {**STORED, "acquisition_label": "dre-proportional"}
+    assert run_title("run", variant) == "pets-small-cnn-pgd-dre-proportional-s3"
 
 
 # --- with a real MLflow store ------------------------------------------------------------------------------------
@@ -107,9 +144,9 @@ def _client(uri):
     """A plain MLflow client on ``uri``, opened the way the tracker opens one (alembic's logging changes undone)."""
     import mlflow
 
-    from robustal.tracking import _loggers_kept
+    from robustal.tracking_store import loggers_kept
 
-    with _loggers_kept():
+    with loggers_kept():
         client = mlflow.MlflowClient(tracking_uri=uri)
         client.search_experiments()  # the store (and its migrations check) opens on first use
     return client
@@ -131,8 +168,8 @@ def test_start_logs_flattened_params_tags_and_a_running_run(uri):
     tracker.start("mnist-dre", many, TAGS)
     (run,) = _runs(uri)
     assert run.info.run_id == tracker.run_id and run.info.run_name == "mnist-dre" and run.info.status == "RUNNING"
-    assert run.data.params == flatten_params(many) and len(run.data.params) > 150
-    assert run.data.params["loop.train.epochs"] == "10" and run.data.params["loop.train.lr"] == "None"
+    assert run.data.params == run_params(many) and len(run.data.params) > 150
+    assert run.data.params["loop.train.epochs"] == "10" and "loop.train.lr" not in run.data.params
     assert run.data.tags["robustal.run"] == "mnist-dre" and run.data.tags["robustal.out"] == TAGS["robustal.out"]
 
 
@@ -178,6 +215,17 @@ def test_resume_continues_the_same_run_without_duplicates(uri):
     other = create_tracker("mlflow", uri=uri)  # the same run name in another results folder is another run
     other.start("r", PARAMS, {"robustal.out": "/elsewhere"})
     assert other.run_id != first.run_id and len(_runs(uri)) == 2
+
+
+def test_a_run_without_a_results_folder_is_a_new_mlflow_run_each_time(uri):
+    first = create_tracker("mlflow", uri=uri)
+    first.start("run", PARAMS)  # robustal run without --out: nothing to resume from
+    first.log_stage(_stage(0, 0.5))
+    first.finish("finished")
+    again = create_tracker("mlflow", uri=uri)
+    again.start("run", PARAMS)
+    again.log_stage(_stage(0, 0.25))
+    assert again.run_id != first.run_id and _history(uri, again.run_id, "clean") == [(100, 0.25)]
 
 
 def test_resume_finds_a_run_whose_tags_hold_both_quote_characters(uri):
@@ -265,59 +313,217 @@ def test_mlflow_info_logs_are_quiet_unless_robustal_debugs(uri):
         robustal_logger.setLevel(level)
 
 
+def test_a_nested_run_names_its_parent_and_keeps_it_on_resume(uri):
+    parent = create_tracker("mlflow", uri=uri)
+    parent.start("the study", {}, {"robustal.out": "/abs/study"})
+    child = parent.nested(parent.run_id)
+    child.start("r", PARAMS, TAGS)
+    assert _client(uri).get_run(child.run_id).data.tags[PARENT_TAG] == parent.run_id
+    child.finish("interrupted")
+    again = parent.nested(parent.run_id)
+    again.start("r", PARAMS, TAGS)  # found by robustal's tags, not by its name
+    assert again.run_id == child.run_id and len(_runs(uri)) == 2
+
+
+def test_a_finished_run_is_left_untouched(uri, tmp_path):
+    first = create_tracker("mlflow", uri=uri)
+    first.start("r", PARAMS, TAGS)
+    for s in range(2):
+        first.log_stage(_stage(s, 0.5))
+    first.finish("finished")
+    before = _client(uri).get_run(first.run_id)
+    (tmp_path / "stage-001.pt").write_bytes(b"checkpoint")
+    again = create_tracker("mlflow", uri=uri)
+    again.start("r", PARAMS, TAGS)
+    for s in range(2):  # a re-run reports the stored stages again
+        again.log_stage(_stage(s, 0.5))
+    again.log_result(checkpoint=tmp_path / "stage-001.pt")
+    again.finish("finished")
+    after = _client(uri).get_run(first.run_id)
+    assert (after.info.status, after.info.end_time) == (before.info.status, before.info.end_time)
+    assert after.data.params == before.data.params and _client(uri).list_artifacts(first.run_id) == []
+
+
+def test_new_stages_reopen_a_finished_run(uri):
+    first = create_tracker("mlflow", uri=uri)
+    first.start("r", PARAMS, TAGS)
+    first.log_stage(_stage(0, 0.5))
+    first.finish("finished")
+    again = create_tracker("mlflow", uri=uri)
+    again.start("r", PARAMS, TAGS)
+    again.log_stage(_stage(1, 0.75))
+    assert _client(uri).get_run(first.run_id).info.status == "RUNNING"
+    again.finish("finished")
+    assert _history(uri, first.run_id, "clean") == [(100, 0.5), (200, 0.75)]
+
+
+def test_the_result_is_the_final_checkpoint_and_a_loadable_model(uri, tmp_path, monkeypatch):
+    import mlflow.pytorch
+    import torch
+
+    from robustal.models import create_model
+
+    model = create_model("small-cnn", num_classes=10, in_channels=1, image_size=8).eval()
+    checkpoint = tmp_path / "stage-002.pt"
+    torch.save({"model": model.state_dict()}, checkpoint)
+    images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    tracker = create_tracker("mlflow", uri=uri)
+    tracker.start("r", PARAMS, TAGS)
+    tracker.log_result(model=model, checkpoint=checkpoint, example=images)
+    client = _client(uri)
+    assert [a.path for a in client.list_artifacts(tracker.run_id, "checkpoint")] == ["checkpoint/stage-002.pt"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # where MLflow's loader looks for runs:/
+    loaded = mlflow.pytorch.load_model(f"runs:/{tracker.run_id}/model")
+    x = images.float() / 255
+    assert torch.allclose(loaded(x), model(x), atol=1e-5)  # any batch size, not only the example's
+
+    plain = create_tracker("mlflow", uri=uri, log_model=False)
+    plain.start("r2", PARAMS, TAGS)
+    plain.log_result(model=model, checkpoint=checkpoint, example=images)
+    assert [a.path for a in client.list_artifacts(plain.run_id)] == ["checkpoint"]
+
+
+def test_a_model_that_cannot_be_exported_is_warned_about_and_the_run_still_finishes(uri, tmp_path):
+    import torch
+    from torch import nn
+
+    class DataDependent(nn.Module):  # torch.export cannot trace a branch on the data
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            out = self.fc(x.flatten(1))
+            return out if out.sum() > 0 else -out
+
+    checkpoint = tmp_path / "stage-000.pt"
+    checkpoint.write_bytes(b"checkpoint")
+    tracker = create_tracker("mlflow", uri=uri)
+    tracker.start("r", PARAMS, TAGS)
+    with pytest.warns(TrackingWarning, match="cannot log the model .*checkpoint is attached all the same"):
+        tracker.log_result(model=DataDependent(), checkpoint=checkpoint,
+                           example=torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    tracker.finish("finished")
+    assert _client(uri).get_run(tracker.run_id).info.status == "FINISHED"
+    assert [a.path for a in _client(uri).list_artifacts(tracker.run_id)] == ["checkpoint"]
+
+
+def test_a_logging_failure_warns_once_and_the_run_goes_on(uri):
+    tracker = create_tracker("mlflow", uri=uri)
+    tracker.start("r", PARAMS, TAGS)
+    tracker.log_stage(_stage(0, 0.5))
+    _client(uri).delete_run(tracker.run_id)  # MLflow now refuses anything logged to it
+    with pytest.warns(TrackingWarning, match="cannot log stage 1 .*running the same command again") as caught:
+        tracker.log_stage(_stage(1, 0.75))
+        tracker.log_stage(_stage(2, 0.875))
+        tracker.finish("finished")
+    assert len(caught) == 1
+
+
+def test_a_worker_tracker_warns_where_a_strict_one_refuses(uri):
+    create_tracker("mlflow", uri=uri).start("r", PARAMS, TAGS)
+    changed = {**PARAMS, "model": "VGG8"}
+    with pytest.raises(ConfigError, match="holds other settings"):
+        MLflowTracker(uri).start("r", changed, TAGS)
+    worker = MLflowTracker(uri, strict=False)
+    with pytest.warns(TrackingWarning, match="holds other settings"):
+        worker.start("r", changed, TAGS)
+    worker.log_stage(_stage(0, 0.5))  # nothing more is tried
+    worker.finish("finished")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _refused_in(seconds: float, match: str, **kw) -> str:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=match) as err:
+        MLflowTracker(**kw)
+    assert time.perf_counter() - started < seconds
+    return str(err.value)
+
+
+def test_an_unreachable_server_is_refused_at_once():
+    pytest.importorskip("mlflow")
+    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    message = _refused_in(10, "connection refused", uri=uri, source="--tracking-uri")
+    assert repr(uri) in message and "(from --tracking-uri)" in message and "mlflow server" in message
+
+
+def test_a_server_that_never_answers_is_refused_within_seconds():
+    import socket
+
+    pytest.importorskip("mlflow")
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        _refused_in(10, "no answer within 4 s", uri=uri, source="uri in the [tracking] table of s.toml")
+
+
+def test_an_unusable_sqlite_file_is_refused_at_once(tmp_path, template_db):
+    folder = tmp_path / "runs.db"
+    folder.mkdir()
+    message = _refused_in(10, "is a folder", uri=f"sqlite:///{folder}")  # MLflow alone: 100 s of retries
+    assert DEFAULT_URI in message
+
+
+def test_the_uri_defaults_to_mlflow_tracking_uri(monkeypatch, uri):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracker = create_tracker("mlflow")
+    assert tracker.uri == uri and tracker.source == "MLFLOW_TRACKING_URI"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    message = _refused_in(10, "connection refused")
+    assert "(from MLFLOW_TRACKING_URI)" in message and "unset MLFLOW_TRACKING_URI" in message
+
+
 # --- through the command line -----------------------------------------------------------------------------------
 
 def test_run_command_mirrors_its_stages_into_mlflow(uri, tmp_path, capsys):
     from robustal.cli import main
+    from robustal.store import Store
 
     argv = ["run", "--dataset", "digits", "--model", "small-cnn", "--acquisition", "entropy", "--initial", "30",
             "--per-stage", "30", "--budget", "90", "--epochs", "1", "--eval-steps", "2", "--attack-steps", "1",
-            "--no-progress", "--out", str(tmp_path / "out"), "--track", "mlflow", "--tracking-uri", uri]
+            "--no-progress", "--out", str(tmp_path / "out"), "--tracking-uri", uri]  # implies --track mlflow
     assert main(argv) == 0
-    assert main(argv) == 0  # finished: nothing runs, nothing is logged twice
+    assert "--tracking-uri implies --track mlflow" in capsys.readouterr().err
     (run,) = _runs(uri)
-    assert run.data.tags["robustal.run"] == "run" and run.info.status == "FINISHED"
+    assert main(argv) == 0  # finished: nothing runs, nothing is logged, the MLflow run is left as it was
+    (again,) = _runs(uri)
+    assert (again.info.status, again.info.end_time) == ("FINISHED", run.info.end_time)
+    assert run.data.tags["robustal.run"] == "run" and run.info.run_name == "digits-small-cnn-pgd-entropy-s0"
     assert run.data.params["loop.acquisition"] == "entropy" and run.data.params["loop.train.epochs"] == "1"
-    history = _client(uri).get_metric_history(run.info.run_id, "clean")
-    from robustal.store import Store
-
+    assert run.data.params["loop.train.epsilon"] == "0.2" and "None" not in run.data.params.values()
     stages = Store(tmp_path / "out").stages("run")
-    assert [(m.step, m.value) for m in history] == [(s.labeled, s.clean) for s in stages]
+    assert _history(uri, run.info.run_id, "clean") == [(s.labeled, s.clean) for s in stages]
+    client = _client(uri)
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/stage-002.pt"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {"model/MLmodel"}
 
 
-def test_a_study_mirrors_each_run_and_attaches_its_report(uri, tmp_path, capsys):
+def test_tracking_options_that_contradict_are_refused(tmp_path, capsys):
     from robustal.cli import main
 
-    study = tmp_path / "s.toml"
-    study.write_text(f"""
-[study]
-name = "tracked"
-[grid]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = ["standard"]
-acquisitions = ["random", "entropy"]
-seeds = [0]
-[loop]
-initial = 30
-per_stage = 30
-budget = 60
-eval_steps = 0
-[train]
-epochs = 1
-[tracking]
-kind = "mlflow"
-uri = "{uri}"
-experiment = "studies"
-""")
-    assert main(["study", str(study), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
-    runs = {r.data.tags["robustal.run"]: r for r in _runs(uri, "studies")}
-    assert set(runs) == {"digits-small-cnn-standard-random-s0", "digits-small-cnn-standard-entropy-s0",
-                         "study tracked"}
-    client = _client(uri)
-    report = runs["study tracked"]
-    names = {a.path for a in client.list_artifacts(report.info.run_id, "report")}
-    assert "report/report.md" in names
-    steps = [m.step for m in client.get_metric_history(runs["digits-small-cnn-standard-random-s0"].info.run_id,
-                                                       "clean")]
-    assert steps == [30, 60]
+    argv = ["run", "--dataset", "digits", "--budget", "60", "--initial", "30", "--per-stage", "30",
+            "--out", str(tmp_path / "out"), "--track", "none", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    assert main(argv) == 2
+    assert "--tracking-uri has no effect with --track none" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mlflow_tracking_uri_alone_does_not_turn_tracking_on(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from robustal.cli.common import tracker_from
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
+    args = SimpleNamespace(track=None, tracking_uri=None, tracking_experiment=None, log_model=None)
+    assert type(tracker_from(args)) is Tracker and list(tmp_path.iterdir()) == []

@@ -194,3 +194,24 @@ def test_retrain_study_measures_before_and_after_with_the_same_seed(checkpoint, 
     for row in rows:
         before = evaluate(ckpt.build(data), data.splits().test, attack, seed=row["seed"])
         assert row["robust_before"] == before.robust
+
+
+def test_retrain_study_pairs_each_metric_with_random_by_seed():
+    from robustal.retrain import paired_table, study_table
+
+    rows = []
+    for seed in range(5):
+        for metric, clean, robust in (("random", 0.80, 0.40), ("dre", 0.81, 0.40 + 0.01 * (seed + 1)),
+                                      ("entropy", 0.79 - 0.01 * seed, 0.39)):
+            rows.append({"metric": metric, "size": 100, "seed": seed, "clean_before": 0.7, "robust_before": 0.3,
+                         "clean_after": clean, "robust_after": robust, "best_epoch": 5, "seconds": 1.0})
+    table = paired_table(rows, ["random", "dre", "entropy"])
+    lines = [ln for ln in table.splitlines() if ln.startswith("| dre") or ln.startswith("| entropy")]
+    dre = [c.strip() for c in lines[0].strip("|").split("|")]
+    # dre beats random in all 5 seeds by 0.01..0.05 (mean 0.03): the exact two-sided p of 5 of 5 is 2 / 2^5.
+    assert dre[:3] == ["dre", "100", "5"] and dre[6] == "+0.0300" and dre[7] == "5 / 0" and dre[8] == "0.0625"
+    assert dre[3] == "+0.0100" and dre[4] == "5 / 0"
+    entropy = [c.strip() for c in lines[1].strip("|").split("|")]
+    assert entropy[3] == "-0.0300" and entropy[4] == "0 / 5" and entropy[7] == "0 / 5"  # clean -0.01..-0.05
+    assert "paired by seed" in study_table(rows, ["random", "dre", "entropy"])
+    assert paired_table([r for r in rows if r["metric"] != "random"], ["dre"]) == ""

@@ -60,3 +60,36 @@ def make_study(tmp_path):
 def tiny_writer():
     """:func:`write_tiny` for fixtures of wider scope."""
     return write_tiny
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow SQLite file (MLflow's migrations take several seconds: made once, then copied)."""
+    pytest.importorskip("mlflow", reason="the MLflow tests need the extra: pip install 'robustal[mlflow]'")
+    from robustal.tracking import MLflowTracker
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MLflowTracker(uri=f"sqlite:///{path}", experiment="template")
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(mlflow_template, tmp_path) -> str:
+    """A SQLite tracking URI of this test's own copy of :func:`mlflow_template`."""
+    import shutil
+
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture
+def mlflow_client(mlflow_uri):
+    """A plain MLflow client on :func:`mlflow_uri` (alembic's logging changes undone)."""
+    import mlflow
+
+    from robustal.tracking_store import loggers_kept
+
+    with loggers_kept():
+        client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+        client.search_experiments()
+    return client

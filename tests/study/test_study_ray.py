@@ -63,3 +63,29 @@ def test_missing_ray_is_a_config_error(make_study, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"pip install 'robustal\[ray\]'"):
         run_ray(Study.load(make_study()).tasks(), tmp_path)
+
+
+def test_ray_tasks_log_their_runs_live_nested_under_the_study(make_study, tmp_path, ray_local, mlflow_uri,
+                                                              mlflow_client):
+    from robustal.study import run_study
+    from robustal.tracking import PARENT_TAG, MLflowTracker
+
+    study = Study.load(make_study(acquisitions=("random", "entropy")))
+    tracker = MLflowTracker(mlflow_uri, "ray", log_model=False)
+    run_study(study, tmp_path / "out", executor="ray", tracker=tracker)
+    runs = {r.info.run_name: r for r in mlflow_client.search_runs(
+        [mlflow_client.get_experiment_by_name("ray").experiment_id])}
+    assert set(runs) == {"tiny", *(t.name for t in study.tasks())}
+    store = Store(tmp_path / "out")
+    for task in study.tasks():
+        run = runs[task.name]
+        assert run.data.tags[PARENT_TAG] == runs["tiny"].info.run_id and run.info.status == "FINISHED"
+        # tagged with the study's folder, not the task's temporary store on the worker
+        assert run.data.tags["robustal.out"] == str((tmp_path / "out").resolve())
+        history = sorted(mlflow_client.get_metric_history(run.info.run_id, "clean"), key=lambda m: m.step)
+        stages = store.stages(task.name)
+        assert [(m.step, m.value) for m in history] == [(s.labeled, s.clean) for s in stages]
+        for before, after, stage in zip(history, history[1:], stages[1:], strict=False):  # logged as they finished
+            assert after.timestamp - before.timestamp >= 1000 * stage.train_seconds - 5
+        assert [a.path for a in mlflow_client.list_artifacts(run.info.run_id, "checkpoint")] == [
+            "checkpoint/stage-002.pt"]

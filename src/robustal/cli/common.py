@@ -223,28 +223,59 @@ def add_loop_args(p: argparse.ArgumentParser, budget: int = 1000) -> None:
                         "better) (default: %(default)s)")
 
 
-def add_tracking_args(p: argparse.ArgumentParser, default: str | None = "none") -> None:
-    from robustal.tracking import DEFAULT_URI, TRACKERS
+def add_tracking_args(p: argparse.ArgumentParser, study: bool = False) -> None:
+    from robustal.tracking import DEFAULT_URI, TRACKERS, URI_VARIABLE
 
     g = p.add_argument_group("experiment tracking")
-    g.add_argument("--track", choices=TRACKERS, default=default,
-                   help="mirror runs into an experiment tracker: mlflow logs each run's settings as params and "
-                        "clean/robust accuracy per stage with the label count as the step (needs pip install "
-                        "'robustal[mlflow]')" + (" (default: %(default)s)" if default else
-                                                 " (default: the study file's [tracking], else none)"))
+    g.add_argument("--track", choices=TRACKERS, default=None,
+                   help="mirror runs into an experiment tracker: mlflow logs each run's settings as params, "
+                        "clean/robust accuracy per stage as it finishes (step: the label count), the final "
+                        "checkpoint and model (needs pip install 'robustal[mlflow]') (default: "
+                        + ("the study file's [tracking], else " if study else "") + "none; --tracking-uri or "
+                        "--tracking-experiment imply mlflow)")
     g.add_argument("--tracking-uri", default=None, metavar="URI",
-                   help=f"MLflow tracking store: a SQLite file or an http:// server (default: {DEFAULT_URI})")
+                   help="MLflow tracking store: a SQLite file or an http:// server (default: "
+                        + ("the study file's [tracking] uri, else " if study else "")
+                        + f"${URI_VARIABLE}, else {DEFAULT_URI})")
     g.add_argument("--tracking-experiment", default=None, metavar="NAME",
-                   help="MLflow experiment (default: robustal)")
+                   help="MLflow experiment (default: " + ("the study file's, else " if study else "") + "robustal)")
+    g.add_argument("--no-log-model", dest="log_model", action="store_false", default=None,
+                   help="MLflow: log the final checkpoint only, not also the model in MLflow's PyTorch flavour "
+                        "(torch.export: under a second for small nets, seconds for ResNet-18)")
 
 
-def tracker_from(args: argparse.Namespace, kind: str | None = None, uri: str | None = None,
-                 experiment: str | None = None):
-    """The tracker the options ask for (a study file's settings as fallbacks); fails at once on a missing extra."""
+def tracker_from(args: argparse.Namespace, study=None):
+    """The tracker the options ask for, a study file's ``[tracking]`` table as fallback; fails at once (before any
+    work) on a missing extra or a tracking store that cannot be used, naming where its URI came from.
+
+    ``--tracking-uri`` (or ``--tracking-experiment``) without ``--track`` means ``--track mlflow``: MLflow is the
+    only tracker that takes them, and a URI typed on the command line is meant to be used. ``--track none`` with
+    either is a contradiction, refused. ``MLFLOW_TRACKING_URI`` alone never turns tracking on (it is often set for
+    other work), but tracking that is on uses it.
+    """
+    from robustal.errors import ConfigError
     from robustal.tracking import create_tracker
 
-    return create_tracker(args.track or kind or "none", args.tracking_uri or uri,
-                          args.tracking_experiment or experiment or "robustal")
+    table = study.tracking if study is not None else {}
+    where = f"the [tracking] table of {study.source}" if study is not None else None
+    given = [flag for flag, value in (("--tracking-uri", args.tracking_uri),
+                                      ("--tracking-experiment", args.tracking_experiment)) if value is not None]
+    if args.track == "none" and given:
+        raise ConfigError(f"{given[0]} has no effect with --track none: leave out one or the other.")
+    kind = args.track
+    if kind is None and given:
+        kind = "mlflow"
+        log(f"tracking with MLflow ({given[0]} implies --track mlflow)")
+    if kind is None:
+        kind = table.get("kind") or ("mlflow" if {"uri", "experiment"} & set(table) else "none")
+    uri, source = None, None
+    if args.tracking_uri is not None:
+        uri, source = args.tracking_uri, "--tracking-uri"
+    elif "uri" in table:
+        uri, source = table["uri"], f"uri in {where}"
+    experiment = args.tracking_experiment or table.get("experiment") or "robustal"
+    log_model = args.log_model if args.log_model is not None else table.get("log_model", True)
+    return create_tracker(kind, uri, experiment, source=source, log_model=log_model)
 
 
 def loop_config(args: argparse.Namespace, train=None, eval_attack=None):

@@ -25,23 +25,44 @@ def cmd_study(args: argparse.Namespace) -> int:
     from robustal.study import Study
 
     started = time.perf_counter()
+    _check_executor_options(args)
     study = Study.load(args.file)
     study.check_data()
     out = Path(args.out if args.out is not None else Path("runs") / study.name)
+    if args.executor == "ray":  # Ray installed, the cluster answering and accepting us: before any work
+        from robustal.ray_cluster import check_address
+
+        check_address(args.address)
+    tracker = tracker_from(args, study)  # before the folder is touched: a bad URI leaves nothing behind
     with output_folder(str(out)):
         store = Store(out, create=False) if (out / "results.db").is_file() else None
-        return _study(args, study, out, store, started)
+        return _study(args, study, out, store, started, tracker)
 
 
-def _study(args: argparse.Namespace, study, out: Path, store, started: float) -> int:
+def _check_executor_options(args: argparse.Namespace) -> None:
+    """Refuse options the chosen executor would ignore."""
+    from robustal.errors import ConfigError
+
+    if args.executor == "local":
+        for flag, value in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run)):
+            if value is not None:
+                raise ConfigError(f"{flag} is for Ray (--executor ray); the local executor runs --workers processes "
+                                  f"on this machine's --device. Add --executor ray, or leave {flag} out.")
+    elif args.gpus_per_run is not None and not str(args.device).startswith("cuda"):
+        raise ConfigError(f"--gpus-per-run {args.gpus_per_run:g} asks Ray for a share of a GPU per run, which "
+                          f"--device {args.device} would not use: add --device cuda, or leave --gpus-per-run out.")
+
+
+def _study(args: argparse.Namespace, study, out: Path, store, started: float, tracker) -> int:
     from robustal.stats import mean_std
     from robustal.study import run_study
     from robustal.tables import format_table
 
     tasks = study.tasks()
     finished = {t.name for t in tasks if store is not None and store.status(t.name) == "finished"}
-    log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {args.executor} executor, "
-        f"{args.workers} workers; results in {out}")
+    where = (f"Ray cluster at {args.address}" if args.executor == "ray" and args.address is not None
+             else f"{args.executor} executor, {args.workers} workers")
+    log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {where}; results in {out}")
     bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
     bar.n = bar.initial = len(finished)  # the rate and ETA count only the runs done now
     bar.refresh()
@@ -53,23 +74,21 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float) ->
         robust = "-" if stages[-1].robust is None else f"{stages[-1].robust:.3f}"
         bar.write(f"{name}: {stages[-1].labeled} labels, clean {stages[-1].clean:.3f}, robust {robust}")
 
-    tracker = tracker_from(args, **study.tracking)
+    named = {t.spec.model for t in tasks if t.spec.model and ":" in t.spec.model}  # named in the study file
+
+    def report() -> Path:  # attached to the study's MLflow run
+        from robustal.report import write_report
+
+        path = write_report(out, factories=sorted(named))
+        log(f"report {path} attached to the study's MLflow run")
+        return path.parent
+
     try:
         results = run_study(study, out, executor=args.executor, workers=args.workers, device=args.device,
                             data_dir=args.data_dir, address=args.address, on_done=on_done, study_file=args.file,
-                            tracker=tracker, gpus_per_run=args.gpus_per_run)
+                            tracker=tracker, gpus_per_run=args.gpus_per_run, report=report)
     finally:
         bar.close()
-    if tracker.enabled:  # attach the report to a study-level run
-        from robustal.report import write_report
-
-        named = {t.spec.model for t in tasks if t.spec.model and ":" in t.spec.model}  # named in the study file
-        path = write_report(out, factories=sorted(named))
-        tracker.start(f"study {study.name}", {"study": study.name, "runs": len(tasks)},
-                      {"robustal.out": str(out.resolve()), "robustal.study": study.name})
-        tracker.log_artifact(path.parent)
-        tracker.finish("finished")
-        log(f"report {path} attached to the study's tracking run")
     cells: dict[tuple, list] = {}
     for task in tasks:
         loop = task.spec.loop
@@ -125,14 +144,16 @@ def register(sub) -> None:
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local worker processes, or Ray tasks (pip install 'robustal[ray]') (default: %(default)s)")
     p.add_argument("--address", default=None,
-                   help="Ray cluster address (e.g. auto or ray://host:10001; default: start a local instance)")
+                   help="Ray cluster address: the host:port that `ray start --head` prints (a token-authenticated "
+                        "cluster needs its token here: RAY_AUTH_TOKEN or ~/.ray/auth_token), auto, or "
+                        "ray://host:10001 (default: $RAY_ADDRESS, else start a local instance)")
     p.add_argument("--gpus-per-run", type=POSITIVE_UNIT, default=None, metavar="SHARE",
                    help="Ray with --device cuda: the share of a GPU each run asks for, so that several runs share "
                         "a card (default: by model size: 0.25 under 1 M parameters, 0.5 under 20 M, else 1)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help=DATA_DIR_HELP)
     add_runtime_args(p, seed=False)
-    add_tracking_args(p, default=None)
+    add_tracking_args(p, study=True)
     p.set_defaults(func=cmd_study)
     p = sub.add_parser("report", help="tables, curves and statistical tests of a study's results",
                        description="Write DIR/report/report.md with final and area-under-curve accuracies (mean +- "
