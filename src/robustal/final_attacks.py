@@ -1,9 +1,10 @@
 """The report's optional section on the final models under a stronger attack, read from ``DIR/final-attacks.csv``.
 
-The file (written by a script that attacks each run's final checkpoint) has one row per run: ``run, n, clean, pgd,
-autoattack``: clean, PGD (the paper's PGD-50) and AutoAttack (standard) robust accuracy on the same first ``n`` test
-images. It may be partial: runs not attacked yet are simply absent (or have empty cells), and the section says how
-many final models it covers. A file that cannot be read leaves the section out with the reason
+The file (written by ``scripts/final_attacks.py``, which attacks each run's final checkpoint) has one row per run:
+``run, n, clean, pgd, autoattack`` (other columns are ignored): clean, PGD (the run's own evaluation attack, the
+paper's PGD-50 in its studies) and AutoAttack (standard) robust accuracy on the same first ``n`` test images. It may
+be partial: runs not attacked yet are simply absent (or have empty cells), and the section says how many final
+models it covers. A file that cannot be read leaves the section out with the reason
 (:class:`~robustal.errors.ReportWarning`).
 """
 
@@ -96,9 +97,9 @@ def final_attacks_section(runs: Sequence[RunResults], ds: str, model: str, attac
     lines = ["", "### Final models under AutoAttack", "",
              f"From [{FINAL_ATTACKS}]({FINAL_ATTACKS}) ({len(group)} of the {finished} finished runs' final models"
              + (f"; {incomplete} row(s) with an empty cell left out" if incomplete else "") + "): clean accuracy, "
-             "PGD robust accuracy (pgd: the paper's PGD-50) and AutoAttack (standard) robust accuracy on the same "
-             f"first {images} test images; mean ± std over the seeds attacked. Gap: PGD − AutoAttack, the "
-             "robustness PGD overstates. Rank: among the functions of the training mode, by mean."
+             "PGD robust accuracy (pgd: each run's own evaluation attack, as above) and AutoAttack (standard) robust "
+             f"accuracy on the same first {images} test images; mean ± std over the seeds attacked. Gap: PGD − "
+             "AutoAttack, the robustness PGD overstates. Rank: among the functions of the training mode, by mean."
              + (f" Left out, not a finished run of this folder: {', '.join(unknown)}." if unknown else ""), ""]
     rows = []
     for mode in dict.fromkeys(m for m, _, _ in cells):
