@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from robustal.report import collect
+    from robustal.results import collect
 
     out = args.dir / "final-attacks.csv"
     rows = read_rows(out)

@@ -21,8 +21,10 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from robustal.errors import ConfigError, ReportWarning, StoreError
-from robustal.report import RunResults, file_slug, finished_cells, format_table, pyplot
+from robustal.figures import file_slug, plot_entropies
+from robustal.results import RunResults, finished_cells
 from robustal.store import Store
+from robustal.tables import format_table
 
 
 def selection_entropies(root: str | Path, run: RunResults, dataset=None, data_dir: str | Path | None = None,
@@ -69,37 +71,6 @@ def class_counts(root: str | Path, run: RunResults, pool_labels, num_classes: in
     if given:
         labels[torch.tensor(list(given))] = torch.tensor(list(given.values()))
     return torch.bincount(labels[picked], minlength=num_classes).numpy()
-
-
-def plot_entropies(data: dict[str, tuple], title: str, path: Path) -> Path:
-    """Per function, density histograms of the pool's entropies and the selected samples' entropies."""
-    import math
-
-    import numpy as np
-
-    plt = pyplot()
-    names = list(data)
-    cols = min(4, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    hi = max(float(np.max(p)) for p, _ in data.values()) or 1.0
-    bins = np.linspace(0, hi, 31)
-    for ax, name in zip(axes.flat, names, strict=False):
-        pool, sel = data[name]
-        ax.hist(pool, bins=bins, density=True, alpha=0.5, label="pool", color="tab:gray")
-        if len(sel):
-            ax.hist(sel, bins=bins, density=True, alpha=0.6, label="selected", color="tab:red")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("entropy (bits)", fontsize=8)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def picks_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, out: Path, data_dir,
@@ -173,4 +144,4 @@ def picks_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, o
     return lines + [""]
 
 
-__all__ = ["class_counts", "picks_section", "plot_entropies", "selection_entropies"]
+__all__ = ["class_counts", "picks_section", "selection_entropies"]

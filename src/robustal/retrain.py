@@ -326,7 +326,7 @@ def _num(v) -> float | None:
 def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
     """Markdown tables: per metric and size, mean ± std (over seeds) of clean and robust accuracy after retraining;
     then each metric vs ``random`` paired by seed (:func:`paired_table`)."""
-    from robustal.report import format_table
+    from robustal.tables import format_table
 
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
@@ -356,8 +356,8 @@ def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> s
 def paired_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
     """Each metric minus ``random`` after retraining, seed by seed, per selection size: clean and robust accuracy
     (mean difference, seeds higher / lower, exact Wilcoxon p). Empty without ``random`` rows."""
-    from robustal.report import format_table
     from robustal.stats import compare_paired
+    from robustal.tables import format_table
 
     by: dict[tuple[str, int], dict[int, dict]] = {}
     for r in rows:

@@ -1,11 +1,11 @@
 """Statistics across seeds that hold up with few of them: the exact Mann–Whitney U test, the exact Wilcoxon
-signed-rank test for runs paired by seed, the Vargha–Delaney Â12 effect size, mean ± standard deviation, and the
-normalised area under a learning curve."""
+signed-rank test for runs paired by seed, the smallest p either can give a number of seeds, the Vargha–Delaney Â12
+effect size, mean ranks across seeds, mean ± standard deviation, and the normalised area under a learning curve."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -121,6 +121,23 @@ def compare_paired(x: Sequence[float], y: Sequence[float]) -> PairedComparison:
                             sum(v < 0 for v in diffs), p)
 
 
+def smallest_p_mann_whitney(n: int, m: int) -> float:
+    """The smallest two-sided p the exact Mann–Whitney test can give ``n`` values against ``m``: ``2 / C(n + m, n)``
+    (every one of ``x`` above every one of ``y``, or below). 3 seeds against 3: 0.1, so p < 0.05 is out of reach
+    however large the difference."""
+    if n < 1 or m < 1:
+        raise ValueError("smallest_p_mann_whitney needs two non-empty samples.")
+    return min(1.0, 2 / math.comb(n + m, n))
+
+
+def smallest_p_signed_rank(k: int) -> float:
+    """The smallest two-sided p the exact Wilcoxon signed-rank test can give ``k`` non-zero paired differences:
+    ``2 / 2^k`` (all of one sign). 5 pairs: 0.0625; 1 for none."""
+    if k < 0:
+        raise ValueError("smallest_p_signed_rank needs a count of pairs >= 0.")
+    return min(1.0, 2 / 2**k)
+
+
 def normalized_auc(labels: Sequence[float], values: Sequence[float]) -> float:
     """Area under ``values`` vs ``labels`` by the trapezoid rule, divided by the label range (one point: its value)."""
     if len(labels) != len(values) or not labels:
@@ -129,6 +146,19 @@ def normalized_auc(labels: Sequence[float], values: Sequence[float]) -> float:
         return float(values[-1])
     area = sum((labels[i + 1] - labels[i]) * (values[i + 1] + values[i]) / 2 for i in range(len(labels) - 1))
     return float(area / (labels[-1] - labels[0]))
+
+
+def mean_ranks(values: Mapping[str, Mapping[int, float]]) -> tuple[list[int], dict[str, float]]:
+    """Each name's mean rank over the seeds every name has a value for: in each seed, rank 1 is the highest value,
+    ties share their average rank. Returns ``(those seeds, mean rank by name)``."""
+    from scipy.stats import rankdata
+
+    names = list(values)
+    seeds = sorted(set.intersection(*(set(values[n]) for n in names))) if names else []
+    if not seeds:
+        return [], {}
+    ranks = [rankdata([-values[n][s] for n in names], method="average") for s in seeds]
+    return seeds, {n: float(sum(r[i] for r in ranks) / len(seeds)) for i, n in enumerate(names)}
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -140,4 +170,5 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 __all__ = ["EXACT_LIMIT", "EXACT_PAIRS", "Comparison", "PairedComparison", "compare", "compare_paired", "mann_whitney",
-           "mean_std", "normalized_auc", "vargha_delaney_a12", "wilcoxon_signed_rank"]
+           "mean_ranks", "mean_std", "normalized_auc", "smallest_p_mann_whitney", "smallest_p_signed_rank",
+           "vargha_delaney_a12", "wilcoxon_signed_rank"]

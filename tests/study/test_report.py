@@ -7,13 +7,17 @@ import math
 
 import pytest
 
-from robustal.report import attack_text, checkpoint_labels, collect, summarize, write_report
+from robustal.report import attack_text, checkpoint_labels, write_report
+from robustal.results import collect, fit_steps, summarize
 from robustal.stats import (
     compare,
     compare_paired,
     mann_whitney,
+    mean_ranks,
     mean_std,
     normalized_auc,
+    smallest_p_mann_whitney,
+    smallest_p_signed_rank,
     vargha_delaney_a12,
     wilcoxon_signed_rank,
 )
@@ -194,6 +198,7 @@ def test_report_numbers_equal_the_store(finished_study, tmp_path):
     assert "4 of 8" not in text and "8 of 8 runs finished" in text
     assert "Robust accuracy under PGD-2 (ε = 0.2, step 0.25, random start)." in text  # 2.5·ε/2
     assert "### Runs at chance level" in text
+    assert "gap to the all-label reference" not in text and "### References" not in text  # no reference runs
     rand = [store.stages(f"digits-small-cnn-pgd-random-s{seed}")[-1] for seed in (0, 1)]
     paired = compare_paired([f.robust for f in finals], [f.robust for f in rand])
     line = next(ln for ln in text.splitlines() if ln.startswith("| pgd") and "entropy" in ln and "/" in ln)
@@ -244,7 +249,7 @@ def test_class_balance_prefers_the_labels_a_person_gave(tmp_path):
     import torch
 
     from robustal.picks import class_counts
-    from robustal.report import RunResults
+    from robustal.results import RunResults
     from robustal.store import StageRecord
 
     store = Store(tmp_path)
@@ -318,7 +323,7 @@ def test_the_report_says_what_the_curves_band_is_and_the_figure_draws_it(finishe
     import matplotlib.axes
     import numpy as np
 
-    from robustal.report import CURVES_CAPTION, plot_curves
+    from robustal.figures import CURVES_CAPTION, plot_curves
 
     text = write_report(finished_study, tmp_path / "rep", entropies=False).read_text()
     curves = text[text.index("### Curves"):]
@@ -336,3 +341,440 @@ def test_the_report_says_what_the_curves_band_is_and_the_figure_draws_it(finishe
     assert x == [s.labeled for s in entropy[0].stages]
     np.testing.assert_allclose(lo, robust.mean(0) - robust.std(0, ddof=1))
     np.testing.assert_allclose(hi, robust.mean(0) + robust.std(0, ddof=1))
+
+
+# --- the smallest attainable p, ranks, optimizer steps ----------------------------------------------------------------
+@pytest.mark.parametrize("n, m", [(3, 3), (3, 4), (2, 5), (4, 4)])
+def test_the_smallest_mann_whitney_p_is_the_least_p_of_any_arrangement(n, m):
+    """No ordering of n values against m gives a smaller exact p than 2 / C(n + m, n); complete separation gives it."""
+    import itertools
+
+    least = min(mann_whitney([float(i) for i in split], [float(i) for i in range(n + m) if i not in split])[1]
+                for split in itertools.combinations(range(n + m), n))
+    assert smallest_p_mann_whitney(n, m) == pytest.approx(least) == pytest.approx(2 / math.comb(n + m, n))
+
+
+def test_smallest_p_values_for_the_seed_counts_of_the_studies():
+    assert smallest_p_mann_whitney(3, 3) == pytest.approx(0.1)
+    assert smallest_p_mann_whitney(10, 10) == pytest.approx(2 / 184_756)
+    assert smallest_p_mann_whitney(1, 1) == 1.0
+    assert smallest_p_signed_rank(3) == 0.25 and smallest_p_signed_rank(5) == 0.0625
+    assert smallest_p_signed_rank(10) == pytest.approx(2 / 1024) and smallest_p_signed_rank(0) == 1.0
+    with pytest.raises(ValueError):
+        smallest_p_mann_whitney(0, 3)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 6, 8])
+def test_the_smallest_signed_rank_p_is_the_least_p_of_any_sign_pattern(k):
+    import itertools
+
+    magnitudes = [0.01 * (i + 1) for i in range(k)]
+    least = min(wilcoxon_signed_rank([m if up else -m for m, up in zip(magnitudes, signs, strict=True)])[1]
+                for signs in itertools.product([False, True], repeat=k))
+    assert smallest_p_signed_rank(k) == pytest.approx(least)
+
+
+def test_mean_ranks_by_hand():
+    values = {"a": {0: 0.5, 1: 0.7}, "b": {0: 0.6, 1: 0.7, 2: 0.1}, "c": {0: 0.4, 1: 0.2}}
+    seeds, ranks = mean_ranks(values)
+    # seed 0: b 1, a 2, c 3; seed 1: a and b tie for first (1.5 each), c 3; seed 2: not every name has it
+    assert seeds == [0, 1] and ranks == {"a": 1.75, "b": 1.25, "c": 3.0}
+    assert mean_ranks({"a": {0: 1.0}, "b": {1: 1.0}}) == ([], {})
+
+
+@pytest.mark.parametrize("n, batch_size, epochs, min_steps", [
+    (8000, 128, 30, 100), (100, 128, 10, 100), (1000, 128, 10, 100), (1297, 32, 2, 0), (65, 32, 3, 0),
+    (7, 1, 2, 0), (300, 64, 4, 50),
+    pytest.param(129, 128, 1, 0, marks=pytest.mark.xfail(
+        raises=IndexError, strict=True, reason="training._batches: with two batches, the last of one joins a batch "
+        "the list no longer has (parts.pop() runs before parts[-2] is assigned)"))])
+def test_fit_steps_follow_the_training_rule(n, batch_size, epochs, min_steps):
+    """Counted against the batches training really makes (a last batch of one joins the previous; min_steps)."""
+    import torch
+
+    from robustal.training import TrainConfig, _epoch_batches
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, min_steps=min_steps)
+    batches = _epoch_batches(n, cfg, torch.Generator().manual_seed(0))
+    assert sum(map(len, batches)) >= n
+    assert fit_steps(n, cfg.to_dict()) == epochs * len(batches)
+    assert fit_steps(8000, {"epochs": 30, "batch_size": 128, "min_steps": 100}) == 1890  # paper-mnist's references
+
+
+# --- all-label references, ranking, AUC tests, final attacks ----------------------------------------------------------
+REFERENCE_STUDY = """\
+[study]
+name = "tiny-refs"
+
+[[grid]]
+datasets = ["digits"]
+models = ["small-cnn"]
+training = ["pgd"]
+acquisitions = ["random", "entropy", "margin"]
+seeds = [0, 1, 2]
+
+[[grid]]
+datasets = ["digits"]
+models = ["small-cnn"]
+training = ["standard"]
+acquisitions = ["random", "entropy"]
+seeds = [0, 1]
+
+[[grid]]
+datasets = ["digits"]
+models = ["small-cnn"]
+training = ["standard", "pgd"]
+acquisitions = ["all-labels"]
+seeds = [0, 1]
+loop = { initial = 1297, budget = 1297 }
+train = { epochs = 2, validate_last = 2 }
+
+[loop]
+initial = 30
+per_stage = 30
+budget = 90
+eval_steps = 2
+
+[train]
+epochs = 1
+min_steps = 0
+batch_size = 32
+attack_steps = 2
+epsilon_warmup = 0
+
+[acquisition.all-labels]
+function = "random"
+"""
+
+
+@pytest.fixture(scope="module")
+def reference_study(tmp_path_factory):
+    """Active learning under PGD (3 functions, 3 seeds) and standard training (2 functions, 2 seeds), and all-label
+    references (digits' whole pool of 1 297, one stage) of both modes, 2 seeds."""
+    folder = tmp_path_factory.mktemp("refs")
+    path = folder / "refs.toml"
+    path.write_text(REFERENCE_STUDY)
+    out = folder / "out"
+    save_study_copy(path, out)
+    run_study(Study.load(path), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_report(reference_study, tmp_path_factory):
+    return write_report(reference_study, tmp_path_factory.mktemp("rep")).read_text()
+
+
+def _section(text: str, title: str) -> str:
+    """The Markdown from heading ``title`` to the next heading of the same or a higher level."""
+    level = title.split(" ")[0]
+    start = text.index(title + "\n")
+    ends = [text.find(f"\n{h} ", start + 1) for h in ("#" * i for i in range(1, len(level) + 1))]
+    return text[start:min([e for e in ends if e > 0] or [len(text)])]
+
+
+def _row(section: str, *lead: str) -> list[str]:
+    """The cells of the table row of ``section`` whose leading cells are ``lead``."""
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[:len(lead)] == list(lead):
+            return cells
+    raise AssertionError(f"no row {lead} in:\n{section}")
+
+
+def _finals(store, names):
+    return [store.stages(n)[-1] for n in names]
+
+
+def _pm(values):
+    import statistics
+
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def test_a_run_on_the_whole_pool_is_a_reference(reference_study):
+    runs = collect(reference_study)
+    refs = {r.name for r in runs if r.is_reference}
+    assert refs == {f"digits-small-cnn-{mode}-all-labels-s{s}" for mode in ("standard", "pgd") for s in (0, 1)}
+    assert all(r.config["pool"] == 1297 == r.final.labeled and len(r.stages) == 1 for r in runs if r.is_reference)
+    summaries = {(s.training, s.acquisition): s for s in summarize(runs)}
+    assert summaries[("pgd", "all-labels")].reference and not summaries[("pgd", "random")].reference
+
+
+def test_references_are_rows_of_the_final_table_with_the_gap_to_them(reference_study, reference_report):
+    store = Store(reference_study)
+    table = _section(reference_report, "### Final accuracy and area under the curves")
+    lines = [ln for ln in table.splitlines() if ln.startswith("| pgd") or ln.startswith("| standard")]
+    order = [[c.strip() for c in ln.strip("|").split("|")][:2] for ln in lines]
+    assert order == [["pgd", "random"], ["pgd", "entropy"], ["pgd", "margin"], ["pgd", "all-labels (reference)"],
+                     ["standard", "random"], ["standard", "entropy"], ["standard", "all-labels (reference)"]]
+    for mode in ("pgd", "standard"):
+        ref = _finals(store, [f"digits-small-cnn-{mode}-all-labels-s{s}" for s in (0, 1)])
+        row = _row(table, mode, "all-labels (reference)")
+        assert row[2:] == ["2", "1297", _pm([f.clean for f in ref]), _pm([f.robust for f in ref]), "-", "-", "-"]
+        seeds = (0, 1, 2) if mode == "pgd" else (0, 1)
+        for acq in ("random", "entropy"):
+            finals = _finals(store, [f"digits-small-cnn-{mode}-{acq}-s{s}" for s in seeds])
+            gap = sum(f.robust for f in finals) / len(finals) - sum(f.robust for f in ref) / 2
+            assert _row(table, mode, acq)[-1] == f"{gap:+.3f}"
+
+
+def test_references_are_never_compared_with_random(reference_report):
+    for title in ("### Ranking of the functions", "### Runs at chance level",
+                  "### Each function vs random (two-sided Mann–Whitney U",
+                  "### Each function vs random, paired by seed", "### Each training mode vs pgd",
+                  "### Entropy of the selected samples vs the pool", "### Class balance of the labeled set"):
+        start = reference_report.index(title)
+        end = reference_report.find("\n### ", start + 1)
+        section = reference_report[start:end if end > 0 else None]
+        assert "all-labels" not in section and "| pgd" in section, title
+
+
+def test_the_references_section_counts_steps_and_kept_epochs(reference_study, reference_report):
+    import statistics
+
+    import torch
+
+    from robustal.training import TrainConfig, _epoch_batches
+
+    store = Store(reference_study)
+    section = _section(reference_report, "### References: all labels")
+
+    def steps(n, epochs):
+        return epochs * len(_epoch_batches(n, TrainConfig(epochs=epochs, batch_size=32, min_steps=0),
+                                           torch.Generator().manual_seed(0)))
+
+    al = {mode: [sum(steps(s.labeled, 1) for s in store.stages(f"digits-small-cnn-{mode}-{a}-s{seed}"))
+                 for a, seed in runs]
+          for mode, runs in (("pgd", [(a, s) for a in ("random", "entropy", "margin") for s in (0, 1, 2)]),
+                             ("standard", [(a, s) for a in ("random", "entropy") for s in (0, 1)]))}
+    for mode in ("standard", "pgd"):
+        ref = _finals(store, [f"digits-small-cnn-{mode}-all-labels-s{s}" for s in (0, 1)])
+        best = [f.best_epoch for f in ref]
+        row = _row(section, mode, "all-labels")
+        assert row[2:7] == ["2", "1297", "2", str(steps(1297, 2)), f"{statistics.median(al[mode]):g}"]
+        assert row[7] == f"{min(best)} / {statistics.median(best):g} / {max(best)}"
+        assert row[8:] == [_pm([f.clean for f in ref]), _pm([f.robust for f in ref])]
+        last = sum(b == 2 for b in best)
+        sentence = next(ln for ln in section.splitlines() if ln.startswith(f"- {mode}:"))
+        assert (f"best in {last} of 2 seeds" in sentence) if last else ("never the last" in sentence)
+        assert ("more training might help" in sentence) == (last >= 1)  # 1 of 2 is half: often
+    assert "validated epochs: all)" in section  # validate_last = epochs = 2
+
+
+def test_the_curves_draw_each_reference_as_a_dotted_line(reference_study, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from robustal.figures import plot_curves
+
+    figures = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
+    store = Store(reference_study)
+    ref = _finals(store, [f"digits-small-cnn-pgd-all-labels-s{s}" for s in (0, 1)])
+    plot_curves(collect(reference_study), "digits", "small-cnn", "pgd", tmp_path / "c.png")
+    (fig,) = figures
+    for ax, key in zip(fig.axes, ("clean", "robust"), strict=True):
+        dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+        assert len(dotted) == 1 and dotted[0].get_label() == "all-labels (1297 labels)"
+        assert list(dotted[0].get_ydata()) == pytest.approx([sum(getattr(f, key) for f in ref) / 2] * 2)
+        assert {ln.get_label() for ln in ax.get_lines() if ln.get_linestyle() != ":"} == {"random", "entropy",
+                                                                                         "margin"}
+
+
+def test_the_kept_epoch_says_whether_more_training_would_help():
+    from robustal.report import _kept_epoch_sentence
+
+    assert "more training might help" in _kept_epoch_sentence("pgd", [30, 30, 12, 30], 30)
+    assert "best in 3 of 4 seeds" in _kept_epoch_sentence("pgd", [30, 30, 12, 30], 30)
+    assert "more training would likely help little" in _kept_epoch_sentence("pgd", [30, 12, 14, 20], 30)
+    never = _kept_epoch_sentence("trades", [18, 22, 25], 30)
+    assert "never the last (median 22, latest 25 of 30)" in never and "unlikely to help" in never
+
+
+def test_the_entropy_histogram_is_labelled_and_readable(tmp_path, monkeypatch):
+    import matplotlib.figure
+    import numpy as np
+
+    from robustal.figures import plot_entropies
+
+    figures = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
+    rng = np.random.default_rng(0)
+    data = {f"f{i}": (rng.random(500) * 3, rng.random(40) * 3) for i in range(5)}
+    plot_entropies(data, "title", tmp_path / "e.png")
+    (fig,) = figures
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in panels] == list(data)
+    for ax in panels:
+        assert "entropy" in ax.get_xlabel() and "bits" in ax.get_xlabel() and ax.get_ylabel() == "density"
+        assert ax.xaxis.label.get_fontsize() >= 11 and ax.title.get_fontsize() >= 12
+        assert min(t.get_fontsize() for t in ax.get_xticklabels()) >= 10
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["pool (all samples)", "selected"]
+    width, height = fig.get_size_inches()
+    assert width / 3 >= 4 and height / 2 >= 3.5  # 3 columns, 2 rows of panels
+
+
+def test_picks_does_not_import_the_report():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import robustal
+
+    src = str(Path(robustal.__file__).parents[1])
+    code = ("import sys, robustal.picks; assert 'robustal.report' not in sys.modules, 'picks imported the report'; "
+            "import robustal.report")
+    result = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": src}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def _rank_by_hand(values: dict[str, float]) -> dict[str, float]:
+    """Rank 1 for the highest; ties: the mean of the ranks they span."""
+    return {k: sum(w > v for w in values.values()) + (sum(w == v for w in values.values()) + 1) / 2
+            for k, v in values.items()}
+
+
+def test_the_ranking_table_by_hand(reference_study, reference_report):
+    store = Store(reference_study)
+    section = _section(reference_report, "### Ranking of the functions")
+    functions = ("random", "entropy", "margin")
+    finals = {a: {s: store.stages(f"digits-small-cnn-pgd-{a}-s{s}")[-1] for s in (0, 1, 2)} for a in functions}
+    means = {}
+    for key in ("robust", "clean"):
+        ranks = [_rank_by_hand({a: getattr(finals[a][s], key) for a in functions}) for s in (0, 1, 2)]
+        means[key] = {a: sum(r[a] for r in ranks) / 3 for a in functions}
+    rows = [ln for ln in section.splitlines() if ln.startswith("| pgd")]
+    listed = [[c.strip() for c in ln.strip("|").split("|")] for ln in rows]
+    assert [row[1] for row in listed] == sorted(functions, key=lambda a: (means["robust"][a], means["clean"][a]))
+    for row in listed:
+        assert row[2:] == ["3 (3 functions)", f"{means['robust'][row[1]]:.2f}", f"{means['clean'][row[1]]:.2f}"]
+    assert _row(section, "standard", "random")[2] == "2 (2 functions)"
+
+
+def test_tables_say_when_the_seeds_cannot_reach_significance(reference_report):
+    mw = _section(reference_report, "### Each function vs random (two-sided Mann–Whitney U across seeds, exact where "
+                                    "the seeds allow; Â12 = P(function > random))")
+    assert _row(mw, "pgd", "entropy")[2:4] == ["3 vs 3", "0.100"]  # 2 / C(6, 3)
+    assert _row(mw, "standard", "entropy")[2:4] == ["2 vs 2", "0.333"]  # 2 / C(4, 2)
+    note = next(ln for ln in mw.splitlines() if "cannot reach" in ln or "can reach" in ln)
+    assert mw.index(note) < mw.index("| training") and "No row of this table can reach p < 0.05" in note
+    paired = _section(reference_report, "#### Final accuracy")
+    row = _row(paired, "pgd", "entropy")
+    for higher_lower, least in ((row[4], row[6]), (row[8], row[10])):
+        k = sum(int(v) for v in higher_lower.split(" / "))
+        assert least == f"{2 / 2 ** k:.3f}"
+    assert "can reach p < 0.05" in paired.split("| training")[0]
+
+
+def test_a_table_lists_only_the_rows_that_cannot_reach_significance():
+    from robustal.comparisons import paired, paired_table
+
+    many = {s: (0.5 + 0.01 * s, 0.31) for s in range(6)}  # 6 seeds, higher in each: min p 2 / 2^6
+    few = {s: (0.5 + 0.01 * s, 0.3) for s in range(3)}  # 3 seeds; robust equal in each: no non-zero pair, min p 1
+    base = {s: (0.4, 0.3) for s in range(6)}
+    rows = paired([(["pgd", "a"], many, base), (["pgd", "b"], few, base)])
+    lines = paired_table(rows, ["training", "acquisition"], ["clean", "robust"])
+    assert lines[0].startswith("1 of 2 rows cannot reach p < 0.05") and "pgd / b (min p 1.000)" in lines[0]
+    assert "pgd / a" not in lines[0]
+    assert _row(lines[-1], "pgd", "a")[2:] == ["6", "+0.125", "6 / 0", f"{2 / 64:.3f}", f"{2 / 64:.3f}", "+0.010",
+                                               "6 / 0", f"{2 / 64:.3f}", f"{2 / 64:.3f}"]
+    assert _row(lines[-1], "pgd", "b")[2:] == ["3", "+0.110", "3 / 0", "0.250", "0.250", "+0.000", "0 / 0", "1.000",
+                                               "1.000"]
+
+
+def test_the_area_under_the_curves_paired_with_random(reference_study, reference_report):
+    import numpy as np
+
+    store = Store(reference_study)
+    section = _section(reference_report, "#### Area under the curves")
+
+    def auc(name, key):
+        stages = store.stages(name)
+        x, y = [s.labeled for s in stages], [getattr(s, key) for s in stages]
+        return float(np.sum(np.diff(x) * (np.array(y[1:]) + np.array(y[:-1])) / 2) / (x[-1] - x[0]))
+
+    for acq in ("entropy", "margin"):
+        row = _row(section, "pgd", acq)
+        for key, cells in (("clean", row[3:7]), ("robust", row[7:11])):
+            d = [round(auc(f"digits-small-cnn-pgd-{acq}-s{s}", key) - auc(f"digits-small-cnn-pgd-random-s{s}", key),
+                       12) for s in (0, 1, 2)]
+            assert cells[0] == f"{sum(d) / 3:+.3f}"
+            assert cells[1] == f"{sum(v > 0 for v in d)} / {sum(v < 0 for v in d)}"
+            assert cells[2] == f"{_brute_force_signed_rank_p(d):.3f}"
+    assert "No function is higher than random on both final robust accuracy and its area under the curve" in \
+        reference_report
+
+
+def test_a_function_that_beats_random_on_both_robust_measures_is_named():
+    from robustal.comparisons import _beats_random, paired
+
+    base = {s: (0.9, 0.5) for s in range(8)}
+    better = {s: (0.9 + 0.001 * (s % 2), 0.52 + 0.002 * s) for s in range(8)}  # robust +0.020 to +0.034
+    finals = paired([(["pgd", "x"], better, base)])
+    aucs = paired([(["pgd", "x"], better, base)])
+    (sentence,) = _beats_random(finals, aucs)
+    assert sentence.startswith("Higher than random on both") and "pgd / x (robust +0.027, p = 0.008" in sentence
+    assert "clean +0.001, p = 0.125" in sentence  # 4 seeds higher, 4 equal: 2 / 2^4
+    worse = paired([(["pgd", "x"], {s: (0.9, 0.48) for s in range(8)}, base)])
+    assert _beats_random(finals, worse)[0].startswith("No function is higher")
+
+
+def _attacks_csv(path, rows):
+    path.write_text("run,n,clean,pgd,autoattack\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+
+
+def test_final_models_under_autoattack_from_a_partial_file(reference_study, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_study, copy)
+    name = "digits-small-cnn-pgd-{}-s{}".format
+    rows = [(name("random", 0), 200, 0.9, 0.60, 0.50), (name("random", 1), 200, 0.91, 0.62, 0.55),
+            (name("random", 2), 200, 0.92, 0.58, 0.52), (name("entropy", 0), 200, 0.88, 0.64, 0.49),
+            (name("entropy", 1), 200, 0.87, 0.65, 0.52), (name("entropy", 2), "", "", "", ""),  # not attacked yet
+            (name("all-labels", 0), 200, 0.95, 0.70, 0.61), ("some-other-run", 200, 0.5, 0.4, 0.3)]
+    _attacks_csv(copy / "final-attacks.csv", rows)
+    text = write_report(copy, tmp_path / "rep", entropies=False).read_text()
+    section = _section(text, "### Final models under AutoAttack")
+    assert "6 of the 17 finished runs' final models; 1 row(s) with an empty cell left out" in section
+    assert "Left out, not a finished run of this folder: some-other-run." in section
+    assert "first 200 test images" in section and (tmp_path / "rep" / "final-attacks.csv").is_file()
+    cells = {"random": rows[:3], "entropy": rows[3:5]}
+    means = {a: [sum(r[i] for r in rs) / len(rs) for i in (3, 4)] for a, rs in cells.items()}  # PGD, AutoAttack
+    for acq, rs in cells.items():
+        ranks = [str(1 + sum(means[b][i] > means[acq][i] for b in means)) for i in (0, 1)]
+        assert _row(section, "pgd", acq)[2:] == [str(len(rs)), _pm([r[2] for r in rs]), _pm([r[3] for r in rs]),
+                                                 _pm([r[4] for r in rs]),
+                                                 f"{sum(r[3] - r[4] for r in rs) / len(rs):+.3f}", *ranks]
+    assert _row(section, "pgd", "entropy")[-2:] == ["1", "2"]  # first by PGD, second by AutoAttack
+    assert _row(section, "pgd", "all-labels (reference)")[2:4] == ["1", "0.950 ± 0.000"]
+    assert not any(ln.startswith("| pgd") and "margin" in ln for ln in section.splitlines())
+    paired = section[section.index("Each function vs random under both attacks"):]
+    row = _row(paired, "pgd", "entropy")
+    d_pgd, d_aa = [0.64 - 0.60, 0.65 - 0.62], [0.49 - 0.50, 0.52 - 0.55]  # seeds 0 and 1: both attacked
+    assert row[2:] == ["2", f"{sum(d_pgd) / 2:+.3f}", "2 / 0", f"{_brute_force_signed_rank_p(d_pgd):.3f}", "0.500",
+                         f"{sum(d_aa) / 2:+.3f}", "0 / 2", f"{_brute_force_signed_rank_p(d_aa):.3f}", "0.500"]
+    assert "all-labels" not in paired
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("run,n,clean,pgd\nx,200,0.9,0.6\n", "missing column(s) autoattack"),
+    ("run,n,clean,pgd,autoattack\nx,200,0.9,0.6,0.5\nx,200,0.9,0.6,0.5\n", "line 3: run 'x' is listed twice"),
+    ("run,n,clean,pgd,autoattack\nx,200,90,60,50\n", "line 2: n must be at least 1 and the accuracies in [0, 1]"),
+    ("run,n,clean,pgd,autoattack\nx,two hundred,0.9,0.6,0.5\n", "line 2: n must be a whole number"),
+])
+def test_a_bad_final_attacks_file_leaves_its_section_out_with_the_reason(finished_study, tmp_path, content, problem):
+    import shutil
+
+    from robustal.errors import ReportWarning
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_study, copy)
+    (copy / "final-attacks.csv").write_text(content)
+    with pytest.warns(ReportWarning, match="final-attacks.csv") as caught:
+        text = write_report(copy, tmp_path / "rep", entropies=False).read_text()
+    assert problem in str(caught[0].message)
+    section = _section(text, "### Final models under AutoAttack")
+    assert "Skipped:" in section and problem in section
+    assert "### Final accuracy and area under the curves" in text  # the rest of the report stands

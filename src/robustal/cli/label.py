@@ -113,8 +113,8 @@ def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str
     from robustal.acquisition.inference import predict
     from robustal.labeling import RUN_NAME
     from robustal.loop import ActiveLearningLoop
-    from robustal.report import format_table
     from robustal.store import Store
+    from robustal.tables import format_table
 
     s = project.settings
     store = Store(project.out)
@@ -219,7 +219,7 @@ def _live_status(status: str, holder: str | None) -> str:
 
 
 def _study_status(store, runs: list[dict]) -> None:
-    from robustal.report import format_table
+    from robustal.tables import format_table
 
     rows = []
     for run in runs:
@@ -232,7 +232,7 @@ def _study_status(store, runs: list[dict]) -> None:
 
 
 def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
-    from robustal.report import format_table
+    from robustal.tables import format_table
 
     name = run["name"]
     stages = store.stages(name)

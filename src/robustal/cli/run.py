@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from robustal.errors import ConfigError
     from robustal.experiment import run_experiment
     from robustal.outputs import check_output_file
-    from robustal.report import format_table
+    from robustal.tables import format_table
 
     save = check_output_file(args.save, "--save")
     spec = loop_spec(args)
@@ -97,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from robustal.executors import RunTask, run_local
     from robustal.experiment import RunSpec
     from robustal.loop import LoopConfig
-    from robustal.report import format_table
+    from robustal.tables import format_table
     from robustal.training import TrainConfig
 
     started = time.perf_counter()

@@ -54,9 +54,9 @@ def _check_executor_options(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace, study, out: Path, store, started: float, tracker) -> int:
-    from robustal.report import format_table
     from robustal.stats import mean_std
     from robustal.study import run_study
+    from robustal.tables import format_table
 
     tasks = study.tasks()
     finished = {t.name for t in tasks if store is not None and store.status(t.name) == "finished"}
