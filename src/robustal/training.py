@@ -224,7 +224,8 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     """A shuffled partition of ``range(n)``; a last batch of one joins the previous (BatchNorm needs two)."""
     parts = list(torch.randperm(n, generator=generator).split(batch_size))
     if len(parts) > 1 and len(parts[-1]) == 1:
-        parts[-2] = torch.cat([parts[-2], parts.pop()])
+        last = parts.pop()  # before the assignment: parts[-1] is then the batch it joins
+        parts[-1] = torch.cat([parts[-1], last])
     return parts
 
 

@@ -246,3 +246,14 @@ def test_bf16_trains_in_bfloat16_and_validates_in_fp32(digits, monkeypatch):
     assert 0 <= result.best_score <= 1
     with pytest.raises(ConfigError, match="'precision' parameter of TrainConfig must be one of 'fp32', 'bf16'"):
         TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("n, batch_size", [(129, 128), (257, 128), (1, 128), (65, 32), (300, 64), (3, 2)])
+def test_an_epoch_is_a_partition_and_a_last_batch_of_one_joins_the_previous(n, batch_size):
+    """Every sample once per pass, no batch of one (BatchNorm needs two) -- with two, three or more batches."""
+    from robustal.training import _batches
+
+    parts = _batches(n, batch_size, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(parts).tolist()) == list(range(n))
+    assert all(len(p) >= 2 for p in parts) or n == 1
+    assert len(parts) == max(1, n // batch_size if n % batch_size == 1 else -(-n // batch_size))
