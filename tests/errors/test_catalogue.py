@@ -856,6 +856,9 @@ CASES: list[Case] = [
     Case("train --dataset image folder with a test class absent from train/",
          lambda c: TRAIN("--dataset", digit_folders(c, test_only="nine"), *FOLDER_FLAGS),
          ("digits-dir/test", "nine/", "no counterpart in", "could never learn")),
+    Case("train --image-size 2 for an image folder",
+         lambda c: TRAIN("--dataset", c.dir("imgs"), "--image-size", "2", "--channels", "1", "--epsilon", "0.1"),
+         ARG("--image-size", "an integer >= 4 (pixels)")),
     # --- a checkpoint never makes robustal import code (issue 19.1) -------------------------------------------------
     Case("evaluate a checkpoint that names a module's factory",
          lambda c: ["evaluate", "--model", evil_factory_ckpt(c), "--eval-steps", "0"],

@@ -74,7 +74,7 @@ def add_data_args(p: argparse.ArgumentParser, default: str | None = "digits") ->
                         "--image-size, --channels and --epsilon) (default: %(default)s)")
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help=DATA_DIR_HELP)
-    g.add_argument("--image-size", type=POSITIVE_INT, default=None, metavar="PIXELS",
+    g.add_argument("--image-size", type=IMAGE_SIZE, default=None, metavar="PIXELS",
                    help="image folders: the side images are resized to (the aspect ratio is not kept)")
     g.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="image folders: 1 (grey) or 3 (colour)")
