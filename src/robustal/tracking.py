@@ -285,8 +285,10 @@ class MLflowTracker(Tracker):
             "keeps everything: running the same command again mirrors what is missing."), stacklevel=3)
 
     @contextlib.contextmanager
-    def _logging(self, what: str) -> Iterator[bool]:
-        """Yields whether to log; a failure inside is reported once, and nothing more is logged for this run."""
+    def _logging(self, what: str, optional: bool = False) -> Iterator[bool]:
+        """Yields whether to log; a failure inside is reported once, and nothing more is logged for this run --
+        unless ``optional`` (an extra the run can do without, the model): then the failure is warned about and the
+        rest (the run's status) is still logged."""
         self._require_run()
         if self._broken:
             yield False
@@ -294,19 +296,9 @@ class MLflowTracker(Tracker):
         try:
             yield True
         except Exception as e:
-            self._give_up(what, e)
-
-    @contextlib.contextmanager
-    def _optional(self, what: str) -> Iterator[bool]:
-        """Like :meth:`_logging` for an extra the run can do without (the model): a failure is warned about and
-        the rest (the run's status) is still logged."""
-        self._require_run()
-        if self._broken:
-            yield False
-            return
-        try:
-            yield True
-        except Exception as e:
+            if not optional:
+                self._give_up(what, e)
+                return
             warnings.warn(TrackingWarning(f"MLflow tracking at {self.uri}: {what} ({why(e)}); the final checkpoint "
                                           "is attached all the same."), stacklevel=3)
 
@@ -353,7 +345,7 @@ class MLflowTracker(Tracker):
                 if live:
                     self.client.log_artifact(self.run_id, str(checkpoint), artifact_path=CHECKPOINT_ARTIFACT)
         if self.log_model and model is not None and example is not None:
-            with self._optional("cannot log the model in MLflow's PyTorch flavour") as live:
+            with self._logging("cannot log the model in MLflow's PyTorch flavour", optional=True) as live:
                 if live:
                     self._log_model(model, example)
 
