@@ -29,6 +29,7 @@ import copy
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,19 +59,13 @@ def mnist_npz(path: Path) -> Path:
     return path
 
 
-def last_iterate_robust(self: AttackConfig, model, x, y, generator=None) -> torch.Tensor:
-    """robustal 0.2's rule: the attack runs all its steps on every image, and only its last iterate is judged."""
-    x_adv = self.run(model, x, y, generator)
-    with torch.no_grad():
-        return model(x_adv).argmax(1) == y
-
-
 @contextlib.contextmanager
 def rule(any_iterate: bool):
-    """Evaluation attacks under the any-iterate rule (robustal's) or the last-iterate rule (0.2's)."""
+    """Every evaluation attack -- validation's (built by TrainConfig) and the test's -- under the any-iterate rule
+    (robustal's) or the last-iterate rule (0.2's: every image runs every step, only the last iterate is judged)."""
     saved = AttackConfig.robust
     if not any_iterate:
-        AttackConfig.robust = last_iterate_robust
+        AttackConfig.robust = lambda self, *a, **k: saved(replace(self, rule="last-iterate"), *a, **k)
     try:
         yield
     finally:

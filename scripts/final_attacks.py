@@ -4,8 +4,10 @@ For every finished run of ``DIR`` whose training mode and acquisition function a
 (its last stored checkpoint, loaded with ``weights_only=True``) is evaluated on the first ``--n`` test images: clean
 accuracy, robust accuracy under the run's own evaluation attack (PGD-50, step 0.01, random start, each image judged
 by the worst of its iterates), and under AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square; Croce & Hein
-2020, through pyautoattack). Rows go to ``DIR/final-attacks.csv`` (run, n, clean, pgd, autoattack, seconds),
+2020, through pyautoattack). Rows go to ``DIR/final-attacks.csv`` (run, n, clean, pgd, pgd_last, autoattack, seconds),
 rewritten atomically after each run, so an interrupted evaluation resumes; ``robustal report DIR`` reads the file.
+``pgd_last`` is the same PGD-50 judged on its last iterate only (the paper's and robustal 0.2's rule), to show what
+the any-iterate rule changes.
 
     python scripts/final_attacks.py runs/paper-mnist --training pgd trades \\
         --acquisitions random dre badge typiclust dre-balanced robust-boundary --n 200
@@ -18,11 +20,12 @@ import csv
 import io
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-COLUMNS = ("run", "n", "clean", "pgd", "autoattack", "seconds")
+COLUMNS = ("run", "n", "clean", "pgd", "pgd_last", "autoattack", "seconds")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -60,10 +63,11 @@ def evaluate_run(root: Path, run, n: int, seed: int) -> dict:
     apply_memory_format(model, "cpu", train.get("memory_format", "contiguous"))
     test = dataset.splits().test.subset(torch.arange(n))
     pgd = AttackConfig(**run.config["loop"]["eval_attack"])
-    res_pgd = evaluate(model, test, pgd, seed=seed)
+    res_pgd = evaluate(model, test, replace(pgd, rule=run.eval_rule), seed=seed)
+    res_last = evaluate(model, test, replace(pgd, rule="last-iterate"), seed=seed)
     res_aa = evaluate(model, test, AttackConfig("autoattack", epsilon=pgd.epsilon), seed=seed)
-    return {"run": run.name, "n": n, "clean": res_pgd.clean, "pgd": res_pgd.robust, "autoattack": res_aa.robust,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {"run": run.name, "n": n, "clean": res_pgd.clean, "pgd": res_pgd.robust, "pgd_last": res_last.robust,
+            "autoattack": res_aa.robust, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,25 +15,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustal._registry import Registry
-from robustal._validation import check_float, check_int
+from robustal._validation import check_choice, check_float, check_int
 from robustal.models.base import frozen
 
 Attack = Callable[..., torch.Tensor]
 ATTACKS: Registry[Attack] = Registry("attack")
 
 
+#: How an attack's iterates are judged (:meth:`AttackConfig.robust`): ``any-iterate`` -- an image fooled by any
+#: point the attack tries is not robust (robustal's, as AutoAttack counts) -- or ``last-iterate`` (robustal 0.2's and
+#: the paper's reference code: only the attack's last point is judged; every image runs every step).
+RULES = ("any-iterate", "last-iterate")
+
+
 @dataclass(frozen=True)
 class AttackConfig:
-    """An L∞ attack: ``name`` from :data:`ATTACKS`, budget ``epsilon``, ``steps`` of ``step_size``."""
+    """An L∞ attack: ``name`` from :data:`ATTACKS`, budget ``epsilon``, ``steps`` of ``step_size``; ``rule``: how
+    robust accuracy judges its iterates (:data:`RULES`)."""
 
     name: str = "pgd"
     epsilon: float = 0.3
     step_size: float = 0.01
     steps: int = 50
     random_start: bool = True
+    rule: str = "any-iterate"
 
     def __post_init__(self) -> None:
         ATTACKS.get(self.name)
+        check_choice(self.rule, "rule", "AttackConfig", RULES)
         check_float(self.epsilon, "epsilon", "AttackConfig", min_value=0, max_value=1)
         check_float(self.step_size, "step_size", "AttackConfig", min_value=0, max_value=1)
         check_int(self.steps, "steps", "AttackConfig", min_value=1)
@@ -46,23 +55,16 @@ class AttackConfig:
 
     def robust(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Whether each of ``(x, y)`` withstands this attack, ``(n,)`` bool, under the any-iterate rule: an image
-        fooled by any point the attack tries counts as not robust (:func:`pgd_robust`; AutoAttack and Square count
-        the same way internally). Other attacks: whether their adversarial example is still classified ``y``."""
-        if self.name == "pgd":
+        """Whether each of ``(x, y)`` withstands this attack, ``(n,)`` bool. Under the ``any-iterate`` rule an image
+        fooled by any point PGD tries counts as not robust (:func:`pgd_robust`; AutoAttack and Square count the same
+        way internally); otherwise (and for the other attacks): whether the adversarial example the attack returns is
+        still classified ``y``."""
+        if self.name == "pgd" and self.rule == "any-iterate":
             return pgd_robust(model, x, y, epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
                               random_start=self.random_start, generator=generator)
         x_adv = self.run(model, x, y, generator)
         with torch.no_grad():
             return model(x_adv).argmax(1) == y
-
-    @property
-    def settings(self) -> dict:
-        """The settings this attack uses (the parameter-free AutoAttack and Square use only ε)."""
-        if self.name in ("autoattack", "square"):
-            return {"name": self.name, "epsilon": self.epsilon}
-        return {"name": self.name, "epsilon": self.epsilon, "steps": self.steps, "step_size": self.step_size,
-                "random_start": self.random_start}
 
 
 def _project(x_adv: torch.Tensor, x: torch.Tensor, epsilon: float) -> torch.Tensor:

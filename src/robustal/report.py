@@ -49,15 +49,21 @@ from robustal.results import (
 from robustal.stats import mean_std
 from robustal.tables import format_table
 
+#: The rules of :data:`robustal.attacks.RULES` in words.
+RULE_TEXT = {"any-iterate": "an image counts as not robust once any iterate fools it",
+             "last-iterate": "only the last iterate judged"}
 
-def attack_text(attack: dict | None) -> str:
-    """A stored evaluation attack in words: ``PGD-50 (ε = 0.3, step 0.01, random start)``; ``none``."""
+
+def attack_text(attack: dict | None, rule: str | None = None) -> str:
+    """A stored evaluation attack in words: ``PGD-50 (ε = 0.3, step 0.01, random start; an image counts as not
+    robust once any iterate fools it)``; ``none``. ``rule``: the run's (:attr:`RunResults.eval_rule`)."""
     if not attack:
         return "none (clean accuracy only)"
     eps = f"ε = {attack.get('epsilon', float('nan')):.4g}"
     if attack.get("name") == "pgd":
         start = ", random start" if attack.get("random_start", True) else ""
-        return f"PGD-{attack.get('steps')} ({eps}, step {attack.get('step_size', float('nan')):.4g}{start})"
+        judged = f"; {RULE_TEXT[rule]}" if rule in RULE_TEXT else ""
+        return f"PGD-{attack.get('steps')} ({eps}, step {attack.get('step_size', float('nan')):.4g}{start}{judged})"
     return f"{attack.get('name')} ({eps})"
 
 
@@ -119,7 +125,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
               "[stages.csv](stages.csv).", ""]
     for ds, model in dict.fromkeys((s.dataset, s.model) for s in summaries):
         cell = [s for s in summaries if (s.dataset, s.model) == (ds, model)]
-        used = list(dict.fromkeys(attack_text(r.config.get("loop", {}).get("eval_attack")) for r in runs
+        used = list(dict.fromkeys(attack_text(r.config.get("loop", {}).get("eval_attack"), r.eval_rule) for r in runs
                                   if (r.dataset, r.model) == (ds, model)))
         lines += [f"## {ds} / {model}", "", f"Robust accuracy under {' / '.join(used)}"
                   + (" (the runs differ: see stages.csv and each run's configuration)." if len(used) > 1 else "."),

@@ -52,6 +52,17 @@ class RunResults:
         return self.config.get("loop", {}).get("train", {})
 
     @property
+    def eval_rule(self) -> str:
+        """How the run's robust accuracy judged the attack's iterates (:data:`robustal.attacks.RULES`): as stored;
+        for a run stored before the rule was (robustal 0.2, and 0.3's first runs, paper-mnist), inferred from its
+        training settings -- the any-iterate rule and ``validate_last`` came in together, so a run that records
+        ``validate_last`` used it, and one that does not judged the last iterate."""
+        stored = (self.config.get("loop", {}).get("eval_attack") or {}).get("rule")
+        if stored:
+            return stored
+        return "any-iterate" if "validate_last" in self.train_config else "last-iterate"
+
+    @property
     def is_reference(self) -> bool:
         """Trained on every sample of the pool in one stage (``initial == budget ==`` the stored pool size)."""
         loop, pool = self.config.get("loop", {}), self.config.get("pool")

@@ -151,7 +151,12 @@ def test_the_any_iterate_rule_is_never_weaker_than_the_last_iterate_and_drops_fo
     assert len(sizes) == kwargs["steps"] + 1
 
 
-def test_attack_settings_name_what_each_attack_uses():
-    assert AttackConfig("pgd", 0.3, 0.01, 50).settings == {"name": "pgd", "epsilon": 0.3, "steps": 50,
-                                                           "step_size": 0.01, "random_start": True}
-    assert AttackConfig("square", 0.3).settings == {"name": "square", "epsilon": 0.3}
+def test_the_last_iterate_rule_judges_only_the_attacks_last_point():
+    """robustal 0.2's (and the reference's) rule, kept as an option: the image fooled at an intermediate iterate
+    counts as robust when the last iterate is right."""
+    x, y = torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.int64)
+    last = AttackConfig("pgd", epsilon=0.1, step_size=0.05, steps=5, rule="last-iterate")
+    assert last.robust(FooledAtOneCall(at=2), x, y, generator=torch.Generator().manual_seed(0)).tolist() == [True,
+                                                                                                               True]
+    with pytest.raises(ConfigError, match="'rule' parameter of AttackConfig must be one of 'any-iterate'"):
+        AttackConfig(rule="first")

@@ -147,6 +147,10 @@ def test_attack_text_and_checkpoints():
         "PGD-50 (ε = 0.3, step 0.01, random start)"
     assert attack_text({"name": "autoattack", "epsilon": 8 / 255}) == "autoattack (ε = 0.03137)"
     assert attack_text(None).startswith("none")
+    pgd = {"name": "pgd", "epsilon": 0.3, "step_size": 0.01, "steps": 50, "random_start": True}
+    assert attack_text(pgd, "any-iterate").endswith("random start; an image counts as not robust once any iterate "
+                                                    "fools it)")
+    assert attack_text(pgd, "last-iterate").endswith("; only the last iterate judged)")
     assert checkpoint_labels(list(range(100, 1001, 100))) == [300, 500, 1000]
     assert checkpoint_labels([30, 60, 90]) == [30, 60, 90]
 
@@ -775,3 +779,17 @@ def test_a_bad_final_attacks_file_leaves_its_section_out_with_the_reason(finishe
     section = _section(text, "### Final models under AutoAttack")
     assert "Skipped:" in section and problem in section
     assert "### Final accuracy and area under the curves" in text  # the rest of the report stands
+
+
+def test_the_evaluation_rule_of_a_run_is_stored_or_inferred():
+    """The rule a run's robust accuracy used: as stored; else robustal 0.2's last-iterate rule, unless the run
+    records validate_last (the any-iterate rule came with it)."""
+    from robustal.results import RunResults
+
+    def run(attack: dict, train: dict) -> RunResults:
+        return RunResults("r", "d", "m", "pgd", "random", 0, "finished", [], {"loop": {"eval_attack": attack,
+                                                                                    "train": train}})
+
+    assert run({"name": "pgd", "rule": "last-iterate"}, {"validate_last": 5}).eval_rule == "last-iterate"
+    assert run({"name": "pgd"}, {"validate_last": 5}).eval_rule == "any-iterate"
+    assert run({"name": "pgd"}, {"epochs": 10}).eval_rule == "last-iterate"

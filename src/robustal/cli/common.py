@@ -168,9 +168,10 @@ def eval_attack(args: argparse.Namespace, dataset):
 
 
 def attack_label(attack) -> str:
-    """``PGD-50, eps=0.3, step=0.01`` / ``autoattack, eps=0.3``."""
+    """``PGD-50, eps=0.3, step=0.01, any iterate`` / ``autoattack, eps=0.3``."""
     if attack.name == "pgd":
-        return f"PGD-{attack.steps}, eps={attack.epsilon:.4g}, step={attack.step_size:.4g}"
+        return (f"PGD-{attack.steps}, eps={attack.epsilon:.4g}, step={attack.step_size:.4g}, "
+                f"{attack.rule.replace('-', ' ')}")
     return f"{attack.name}, eps={attack.epsilon:.4g}"
 
 
@@ -182,7 +183,7 @@ def attack_settings(attack) -> dict:
     settings = {"name": attack.name, "epsilon": attack.epsilon, "norm": "Linf"}
     if attack.name == "pgd":
         return {**settings, "steps": attack.steps, "step_size": attack.step_size,
-                "random_start": attack.random_start}
+                "random_start": attack.random_start, "rule": attack.rule}
     if attack.name == "square":
         return {**settings, "n_queries": SQUARE_QUERIES, "restarts": 1}
     if attack.name == "autoattack":
