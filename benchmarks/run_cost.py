@@ -114,28 +114,38 @@ def robustal_run(npz: str, budget: int, seed: int, *, channels_last: bool, any_i
 
 
 # --- the plain loop ---------------------------------------------------------------------------------------------------
-def plain_pgd(model, x, y, eps, step, steps, gen, stop_on_fooled):
-    """PGD from a random start; training: the last iterate; evaluation: which images every iterate leaves right."""
+def plain_pgd_train(model, x, y, eps, step, steps, gen):
+    """PGD from a random start, the last iterate returned (adversarial training)."""
+    lo, hi = x - eps, x + eps
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps, generator=gen)).clamp(0, 1)
+    for _ in range(steps):
+        xa = x_adv.requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
+        x_adv = torch.min(torch.max(xa.detach() + step * g.sign(), lo), hi).clamp(0, 1)
+    return x_adv
+
+
+def plain_pgd_robust(model, x, y, eps, step, steps, gen):
+    """PGD from a random start that drops an image as soon as an iterate misclassifies it: which images withstand
+    every iterate (evaluation)."""
     x_adv = (x + torch.empty_like(x).uniform_(-eps, eps, generator=gen)).clamp(0, 1)
     robust = torch.ones(len(x), dtype=torch.bool)
     idx = torch.arange(len(x))
-    for k in range(steps + 1 if stop_on_fooled else steps):
-        xa = x_adv.detach().requires_grad_(k < steps)
+    for k in range(steps + 1):
+        xa = x_adv.requires_grad_(k < steps)
         logits = model(xa)
-        if stop_on_fooled:
-            fooled = logits.argmax(1) != y[idx]
-            robust[idx[fooled]] = False
-        if k == steps:  # evaluation judges the last iterate too
+        fooled = logits.argmax(1) != y[idx]
+        robust[idx[fooled]] = False
+        if k == steps:
             break
         (g,) = torch.autograd.grad(F.cross_entropy(logits, y[idx], reduction="sum"), xa)
-        nxt = xa.detach() + step * g.sign()
-        if stop_on_fooled:
-            keep = ~fooled
-            idx, nxt = idx[keep], nxt[keep]
-            if not len(idx):
-                break
-        x_adv = torch.min(torch.max(nxt, x[idx] - eps), x[idx] + eps).clamp(0, 1)
-    return robust if stop_on_fooled else x_adv.detach()
+        keep = ~fooled
+        idx = idx[keep]
+        if not len(idx):
+            break
+        xo = x[idx]
+        x_adv = torch.min(torch.max(xa.detach()[keep] + step * g[keep].sign(), xo - eps), xo + eps).clamp(0, 1)
+    return robust
 
 
 def plain_robust_accuracy(model, x, y, eps, step, steps, gen) -> float:
@@ -148,7 +158,7 @@ def plain_robust_accuracy(model, x, y, eps, step, steps, gen) -> float:
         with torch.no_grad():
             ok = model(xb).argmax(1) == yb
         if ok.any():
-            robust += int(plain_pgd(model, xb[ok], yb[ok], eps, step, steps, gen, True).sum())
+            robust += int(plain_pgd_robust(model, xb[ok], yb[ok], eps, step, steps, gen).sum())
     for p in model.parameters():
         p.requires_grad_(True)
     return robust / len(x)
@@ -185,7 +195,7 @@ def plain_loop(npz: str, picks: list[torch.Tensor], validate_last: int | None) -
                                                                                                len(x)))])
             for b in range(per_epoch):
                 idx = order[b * batch:(b + 1) * batch]
-                xb = plain_pgd(model, x[idx], y[idx], eps * frac, 2.5 * eps * frac / 10, 10, gen, False)
+                xb = plain_pgd_train(model, x[idx], y[idx], eps * frac, 2.5 * eps * frac / 10, 10, gen)
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(model(xb), y[idx]).backward()
                 opt.step()
