@@ -191,10 +191,10 @@ def plain_loop(npz: str, picks: list[torch.Tensor], validate_last: int | None) -
             t = time.process_time()
             frac = epoch / 3 if stage == 0 and epoch <= 2 else 1.0  # the ε warm-up of a fresh model
             model.train()
-            order = torch.cat([torch.randperm(len(x), generator=gen) for _ in range(math.ceil(per_epoch * batch /
-                                                                                               len(x)))])
-            for b in range(per_epoch):
-                idx = order[b * batch:(b + 1) * batch]
+            batches: list[torch.Tensor] = []  # shuffled passes in batches, as robustal's epochs are made
+            while len(batches) < per_epoch:
+                batches += list(torch.randperm(len(x), generator=gen).split(batch))
+            for idx in batches[:per_epoch]:
                 xb = plain_pgd_train(model, x[idx], y[idx], eps * frac, 2.5 * eps * frac / 10, 10, gen)
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(model(xb), y[idx]).backward()
