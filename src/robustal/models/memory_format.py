@@ -4,7 +4,8 @@ On the CPU, channels-last (NHWC) convolution and max-pooling kernels are much fa
 LeNet-5 at batch 128 runs twice as fast (its NCHW max-pooling costs as much as its convolutions) -- make no
 difference for others (ResNet-18) and are slower for some (VGG16: 0.77 times). So the choice is made per
 architecture from ``benchmarks/channels_last.py``: a registered model says ``channels_last_on_cpu = True`` where
-that benchmark measured a PGD step at least 1.1 times faster; a user's model stays contiguous unless asked. On CUDA,
+that benchmark measured both a PGD step and a training step at least 1.1 times faster; a user's model stays
+contiguous unless asked. On CUDA,
 ``auto`` keeps robustal 0.2's rule (channels-last for conv nets under bf16, contiguous in fp32) until
 ``scripts/gpu-check`` has measured more.
 
