@@ -200,7 +200,9 @@ def test_report_numbers_equal_the_store(finished_study, tmp_path):
     c = compare(s.final_robust, summaries[("pgd", "random")].final_robust)
     assert f"{c.a12:.3f}" in text
     assert "4 of 8" not in text and "8 of 8 runs finished" in text
-    assert "Robust accuracy under PGD-2 (ε = 0.2, step 0.25, random start)." in text  # 2.5·ε/2
+    # 2.5·ε/2, and the rule that judged robustness named
+    assert ("Robust accuracy under PGD-2 (ε = 0.2, step 0.25, random start; an image counts as not robust once "
+            "any iterate fools it).") in text
     assert "### Runs at chance level" in text
     assert "gap to the all-label reference" not in text and "### References" not in text  # no reference runs
     rand = [store.stages(f"digits-small-cnn-pgd-random-s{seed}")[-1] for seed in (0, 1)]
