@@ -184,13 +184,18 @@ def no_marker(c: Ctx) -> None:
     assert not c.path("PWNED").exists(), "loading the checkpoint ran the pickled os.system call"
 
 
-def still_interrupted(c: Ctx) -> None:
-    """The damaged run keeps the status it had: a refused resume did not start it."""
-    con = sqlite3.connect(c.path("run") / "results.db")
+def _run_status(db: Path, name: str) -> str:
+    """The status stored for run ``name`` in the results database ``db``."""
+    con = sqlite3.connect(db)
     try:
-        status = con.execute("SELECT status FROM runs WHERE name = 'run'").fetchone()[0]
+        return con.execute("SELECT status FROM runs WHERE name = ?", (name,)).fetchone()[0]
     finally:
         con.close()
+
+
+def still_interrupted(c: Ctx) -> None:
+    """The damaged run keeps the status it had: a refused resume did not start it."""
+    status = _run_status(c.path("run") / "results.db", "run")
     assert status == "interrupted", f"the refused resume left the run's status {status!r} (it was 'interrupted')"
 
 
@@ -281,11 +286,7 @@ def label_studio_export(c: Ctx, labels: dict[str, str]) -> Path:
 
 def still_waiting(c: Ctx) -> None:
     """The project's run keeps the status it had: refused answers did not mark it interrupted."""
-    con = sqlite3.connect(c.path("project") / "results.db")
-    try:
-        status = con.execute("SELECT status FROM runs WHERE name = 'label'").fetchone()[0]
-    finally:
-        con.close()
+    status = _run_status(c.path("project") / "results.db", "label")
     assert status == "waiting", f"the refused answers left the run's status {status!r} (it was 'waiting')"
 
 

@@ -6,17 +6,8 @@ from pathlib import Path
 
 import pytest
 
-TINY = """\
-[study]
-name = "tiny"
-
-[grid]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = {training}
-acquisitions = {acquisitions}
-seeds = {seeds}
-
+# The loop and training settings of every tiny study: three stages of 30 digits, one cheap epoch each.
+TINY_SETTINGS = """\
 [loop]
 initial = 30
 per_stage = 30
@@ -29,7 +20,20 @@ min_steps = 0
 batch_size = 32
 attack_steps = 2
 epsilon_warmup = 0
+"""
 
+TINY = """\
+[study]
+name = "tiny"
+
+[grid]
+datasets = ["digits"]
+models = ["small-cnn"]
+training = {training}
+acquisitions = {acquisitions}
+seeds = {seeds}
+
+{settings}
 [acquisition.dre]
 bins = 10
 """
@@ -37,12 +41,19 @@ bins = 10
 
 def write_tiny(folder: Path, training=("standard",), acquisitions=("random", "dre"), seeds=(0,)) -> Path:
     """A tiny digits study file in ``folder``."""
-    text = TINY.format(training=list(training), acquisitions=list(acquisitions), seeds=list(seeds))
+    text = TINY.format(training=list(training), acquisitions=list(acquisitions), seeds=list(seeds),
+                       settings=TINY_SETTINGS)
     if "dre" not in acquisitions:
         text = text.replace("[acquisition.dre]\nbins = 10\n", "")
     path = folder / "tiny.toml"
     path.write_text(text.replace("'", '"'))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_settings() -> str:
+    """The ``[loop]`` and ``[train]`` sections of the tiny studies, for test files that write their own grids."""
+    return TINY_SETTINGS
 
 
 @pytest.fixture

@@ -432,31 +432,19 @@ seeds = [0, 1]
 loop = { initial = 1297, budget = 1297 }
 train = { epochs = 2, validate_last = 2 }
 
-[loop]
-initial = 30
-per_stage = 30
-budget = 90
-eval_steps = 2
-
-[train]
-epochs = 1
-min_steps = 0
-batch_size = 32
-attack_steps = 2
-epsilon_warmup = 0
-
+{settings}
 [acquisition.all-labels]
 function = "random"
 """
 
 
 @pytest.fixture(scope="module")
-def reference_study(tmp_path_factory):
+def reference_study(tmp_path_factory, tiny_settings):
     """Active learning under PGD (3 functions, 3 seeds) and standard training (2 functions, 2 seeds), and all-label
     references (digits' whole pool of 1 297, one stage) of both modes, 2 seeds."""
     folder = tmp_path_factory.mktemp("refs")
     path = folder / "refs.toml"
-    path.write_text(REFERENCE_STUDY)
+    path.write_text(REFERENCE_STUDY.replace("{settings}", tiny_settings))
     out = folder / "out"
     save_study_copy(path, out)
     run_study(Study.load(path), out)
