@@ -17,6 +17,7 @@ from robustal.stats import (
     PairedComparison,
     compare,
     compare_paired,
+    holm,
     mean_ranks,
     smallest_p_mann_whitney,
     smallest_p_signed_rank,
@@ -174,21 +175,41 @@ def paired_sections(runs: Sequence[RunResults], ds: str, model: str) -> list[str
 
 def _beats_random(finals: Sequence[PairedRow], aucs: Sequence[PairedRow]) -> list[str]:
     """One sentence: the functions higher than random with p < :data:`LEVEL` on both final robust accuracy and its
-    area under the curve, with what they do to clean accuracy."""
+    area under the curve, with what they do to clean accuracy; then whether each stays below the level after Holm's
+    correction for the number of functions compared with random in its training mode (per measure)."""
     auc_by = {tuple(r.lead): r.metrics[1] for r in aucs}
-    winners = []
-    for row in finals:
-        robust, auc, clean = row.metrics[1], auc_by.get(tuple(row.lead)), row.metrics[0]
-        if robust and auc and robust.mean_diff > 0 and auc.mean_diff > 0 and robust.p < LEVEL and auc.p < LEVEL:
-            winners.append(f"{' / '.join(row.lead)} (robust {robust.mean_diff:+.3f}, p = {robust.p:.3f}; AUC robust "
-                           f"{auc.mean_diff:+.3f}, p = {auc.p:.3f}; clean {clean.mean_diff:+.3f}, p = {clean.p:.3f})")
-    if not any(r.metrics[1] for r in finals):
+    tested = [(row, row.metrics[1], auc_by.get(tuple(row.lead))) for row in finals]
+    tested = [(row, robust, auc) for row, robust, auc in tested if robust and auc]
+    if not tested:
         return []
+    adjusted: dict[tuple[str, ...], tuple[float, float]] = {}
+    for mode in dict.fromkeys(row.lead[0] for row, _, _ in tested):
+        family = [(row, robust, auc) for row, robust, auc in tested if row.lead[0] == mode]
+        for (row, _, _), p_robust, p_auc in zip(family, holm([r.p for _, r, _ in family]),
+                                                holm([a.p for _, _, a in family]), strict=True):
+            adjusted[tuple(row.lead)] = (p_robust, p_auc)
+    winners, survivors = [], []
+    for row, robust, auc in tested:
+        if robust.mean_diff > 0 and auc.mean_diff > 0 and robust.p < LEVEL and auc.p < LEVEL:
+            clean = row.metrics[0]
+            name = " / ".join(row.lead)
+            p_robust, p_auc = adjusted[tuple(row.lead)]
+            winners.append(f"{name} (robust {robust.mean_diff:+.3f}, p = {robust.p:.3f}; AUC robust "
+                           f"{auc.mean_diff:+.3f}, p = {auc.p:.3f}; clean {clean.mean_diff:+.3f}, p = {clean.p:.3f}; "
+                           f"Holm-adjusted p = {p_robust:.3f} and {p_auc:.3f})")
+            if p_robust < LEVEL and p_auc < LEVEL:
+                survivors.append(name)
     if not winners:
         return [f"No function is higher than random on both final robust accuracy and its area under the curve with "
                 f"p < {LEVEL} (paired, {len(finals)} compared)."]
-    return [f"Higher than random on both final robust accuracy and its area under the curve, p < {LEVEL} paired: "
-            f"{'; '.join(winners)}."]
+    families = {row.lead[0]: sum(r.lead[0] == row.lead[0] for r, _, _ in tested) for row, _, _ in tested}
+    counted = ", ".join(f"{k} under {mode}" for mode, k in families.items())
+    held = (f"After Holm's correction for the functions compared with random ({counted}), p < {LEVEL} on both "
+            f"holds for: {', '.join(survivors)}." if survivors else
+            f"After Holm's correction for the functions compared with random ({counted}), none of them stays below "
+            f"p < {LEVEL} on both: at this number of seeds the differences may be luck of the many comparisons.")
+    return [f"Higher than random on both final robust accuracy and its area under the curve, p < {LEVEL} paired "
+            f"(each test on its own): {'; '.join(winners)}.", "", held]
 
 
 def ranking_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str]:

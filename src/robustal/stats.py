@@ -138,6 +138,20 @@ def smallest_p_signed_rank(k: int) -> float:
     return min(1.0, 2 / 2**k)
 
 
+def holm(ps: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values, in their order: the i-th smallest is multiplied by
+    ``m - i + 1`` (i from 1), kept at least as large as the ones before it, capped at 1. Calling a test significant
+    where its adjusted p < level keeps the chance of any false call in the family at most the level, whereas ``m``
+    functions each tested against random at 0.05 find one by luck far more often."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    adjusted = [1.0] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def normalized_auc(labels: Sequence[float], values: Sequence[float]) -> float:
     """Area under ``values`` vs ``labels`` by the trapezoid rule, divided by the label range (one point: its value)."""
     if len(labels) != len(values) or not labels:

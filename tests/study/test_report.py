@@ -12,6 +12,7 @@ from robustal.results import collect, fit_steps, summarize
 from robustal.stats import (
     compare,
     compare_paired,
+    holm,
     mann_whitney,
     mean_ranks,
     mean_std,
@@ -380,6 +381,14 @@ def test_the_smallest_signed_rank_p_is_the_least_p_of_any_sign_pattern(k):
     assert smallest_p_signed_rank(k) == pytest.approx(least)
 
 
+def test_holm_adjustment_by_hand():
+    # sorted 0.01, 0.02, 0.03, 0.04: x4, x3, x2, x1 = 0.04, 0.06, 0.06 (kept >= the one before), 0.06 (likewise)
+    assert holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm([0.5, 0.4]) == pytest.approx([0.8, 0.8])  # 0.5 x 1 < 0.4 x 2: kept at 0.8
+    assert holm([0.7, 0.6]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.002]) == [0.002] and holm([]) == []
+
+
 def test_mean_ranks_by_hand():
     values = {"a": {0: 0.5, 1: 0.7}, "b": {0: 0.6, 1: 0.7, 2: 0.1}, "c": {0: 0.4, 1: 0.2}}
     seeds, ranks = mean_ranks(values)
@@ -704,11 +713,28 @@ def test_a_function_that_beats_random_on_both_robust_measures_is_named():
     better = {s: (0.9 + 0.001 * (s % 2), 0.52 + 0.002 * s) for s in range(8)}  # robust +0.020 to +0.034
     finals = paired([(["pgd", "x"], better, base)])
     aucs = paired([(["pgd", "x"], better, base)])
-    (sentence,) = _beats_random(finals, aucs)
+    sentence, _, corrected = _beats_random(finals, aucs)
+    assert "holds for: pgd / x" in corrected  # one function compared: Holm changes nothing
     assert sentence.startswith("Higher than random on both") and "pgd / x (robust +0.027, p = 0.008" in sentence
     assert "clean +0.001, p = 0.125" in sentence  # 4 seeds higher, 4 equal: 2 / 2^4
     worse = paired([(["pgd", "x"], {s: (0.9, 0.48) for s in range(8)}, base)])
     assert _beats_random(finals, worse)[0].startswith("No function is higher")
+
+
+def test_a_winner_that_may_be_luck_of_many_comparisons_is_said_to_be():
+    """p = 0.008 against random is below 0.05 on its own, not once corrected for six functions compared (x 6)."""
+    from robustal.comparisons import _beats_random, paired
+
+    base = {s: (0.9, 0.5) for s in range(8)}
+    better = {s: (0.9, 0.52 + 0.002 * s) for s in range(8)}  # all 8 seeds higher: p = 2 / 2^8
+    level = {s: (0.9, 0.5 + 0.01 * (-1) ** s) for s in range(8)}  # 4 higher, 4 lower
+    rows = [(["pgd", "x"], better, base)] + [(["pgd", f"other{i}"], level, base) for i in range(5)]
+    lines = _beats_random(paired(rows), paired(rows))
+    assert "pgd / x (robust +0.027, p = 0.008" in lines[0] and "Holm-adjusted p = 0.047 and 0.047" in lines[0]
+    assert "(6 under pgd)" in lines[-1] and "holds for: pgd / x" in lines[-1]
+    rows += [(["pgd", "other5"], level, base)] * 2  # eight functions: 0.0078 x 8 = 0.0625
+    lines = _beats_random(paired(rows), paired(rows))
+    assert "(8 under pgd)" in lines[-1] and "none of them stays below" in lines[-1]
 
 
 def _attacks_csv(path, rows):
