@@ -208,6 +208,8 @@ def _beats_random(finals: Sequence[PairedRow], aucs: Sequence[PairedRow]) -> lis
             f"holds for: {', '.join(survivors)}." if survivors else
             f"After Holm's correction for the functions compared with random ({counted}), none of them stays below "
             f"p < {LEVEL} on both: at this number of seeds the differences may be luck of the many comparisons.")
+    held += (" The correction is for picking winners among many; a single comparison chosen before the runs (the "
+             "paper's DRE against random, say) is judged by its own p.")
     return [f"Higher than random on both final robust accuracy and its area under the curve, p < {LEVEL} paired "
             f"(each test on its own): {'; '.join(winners)}.", "", held]
 
