@@ -55,8 +55,9 @@ class RunResults:
     def eval_rule(self) -> str:
         """How the run's robust accuracy judged the attack's iterates (:data:`robustal.attacks.RULES`): as stored;
         for a run stored before the rule was (robustal 0.2, and 0.3's first runs, paper-mnist), inferred from its
-        training settings -- the any-iterate rule and ``validate_last`` came in together, so a run that records
-        ``validate_last`` used it, and one that does not judged the last iterate."""
+        training settings: a run that records ``validate_last`` was made after the any-iterate rule came in, one
+        that does not is robustal 0.2's (last iterate). Runs from the few development commits that had the rule
+        but not yet ``validate_last`` would read as last-iterate; no committed study holds one."""
         stored = (self.config.get("loop", {}).get("eval_attack") or {}).get("rule")
         if stored:
             return stored
