@@ -1,6 +1,6 @@
 """The report's comparisons across seeds: each function against ``random`` unpaired (Mann–Whitney U) and paired by
-seed (Wilcoxon signed-rank), on final accuracy and on the area under the curves; each training mode against the
-first; and each function's mean rank among the functions of its mode.
+seed (Wilcoxon signed-rank), on final accuracy and on the area under the curves; DRE against each other function;
+each training mode against the first; and each function's mean rank among the functions of its mode.
 
 Every test table says the smallest p its seeds can give (``min p``): with few seeds an exact test cannot reach
 p < 0.05 however large the difference, and the table says which rows are in that case. All-label references are
@@ -26,6 +26,10 @@ from robustal.tables import format_table
 
 #: The significance level the report's sentences refer to.
 LEVEL = 0.05
+
+#: The project's own function (DRE): the report also sets it against every other function of its training mode, the
+#: paper's claim that it beats them all (:func:`versus_section`).
+PROJECT_FUNCTION = "dre"
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,25 @@ def _beats_random(finals: Sequence[PairedRow], aucs: Sequence[PairedRow]) -> lis
             f"(each test on its own): {'; '.join(winners)}.", "", held]
 
 
+def versus_section(runs: Sequence[RunResults], ds: str, model: str,
+                   function: str = PROJECT_FUNCTION) -> list[str]:
+    """``function`` minus each other function of its training mode, seed by seed, on final accuracy (positive:
+    ``function`` ahead); nothing where the group has no finished run of ``function``."""
+    cells = {k[2:]: rs for k, rs in finished_cells(runs).items() if k[:2] == (ds, model)}
+
+    def by_seed(key):
+        return {r.seed: _finals(r) for r in cells[key]}
+
+    rows = paired([([mode, acq], by_seed((mode, function)), by_seed((mode, acq)))
+                   for mode, acq in cells if acq != function and (mode, function) in cells])
+    if not rows:
+        return []
+    return ["", f"### {function} vs each other function, paired by seed (two-sided Wilcoxon signed-rank test)", "",
+            f"The difference {function} − the function in the row, seed by seed, on the seeds both finished "
+            f"(positive: {function} ahead; higher / lower: in how many seeds {function} is higher / lower).", "",
+            *paired_table(rows, ["training", "vs"], ["clean", "robust"])]
+
+
 def ranking_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str]:
     """Per training mode, each function's mean rank over the seeds where every function of the mode finished (rank
     1: the highest final accuracy of that seed), for robust and clean accuracy, best robust rank first."""
@@ -244,5 +267,5 @@ def ranking_section(runs: Sequence[RunResults], ds: str, model: str) -> list[str
     return lines + [line for note in notes for line in ("", note)]
 
 
-__all__ = ["LEVEL", "PairedRow", "mann_whitney_section", "paired", "paired_sections", "paired_table",
-           "ranking_section", "reach_note", "smallest_p"]
+__all__ = ["LEVEL", "PROJECT_FUNCTION", "PairedRow", "mann_whitney_section", "paired", "paired_sections",
+           "paired_table", "ranking_section", "reach_note", "smallest_p", "versus_section"]

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from robustal.comparisons import mann_whitney_section, paired_sections, ranking_section
+from robustal.comparisons import mann_whitney_section, paired_sections, ranking_section, versus_section
 from robustal.errors import ConfigError, DataError, ReportWarning
 from robustal.figures import CURVES_CAPTION, file_slug, plot_curves
 from robustal.final_attacks import FINAL_ATTACKS, final_attacks_section, read_final_attacks
@@ -135,6 +135,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
         lines += _chance_section(runs, ds, model)
         lines += mann_whitney_section(cell)
         lines += paired_sections(runs, ds, model)
+        lines += versus_section(runs, ds, model)
         lines += ["", "### Curves", "", CURVES_CAPTION, ""]
         for mode in dict.fromkeys(s.training for s in cell if not s.reference):
             png = plot_curves(runs, ds, model, mode, out / f"curves-{file_slug(ds, model, mode)}.png")

@@ -706,6 +706,23 @@ def test_the_area_under_the_curves_paired_with_random(reference_study, reference
         reference_report
 
 
+def test_one_function_against_each_other_of_its_mode_paired_by_seed(reference_study):
+    from robustal.comparisons import versus_section
+
+    store, runs = Store(reference_study), collect(reference_study)
+    section = "\n".join(versus_section(runs, "digits", "small-cnn", function="margin"))
+    assert section.startswith("\n### margin vs each other function, paired by seed")
+    for acq in ("random", "entropy"):
+        row = _row(section, "pgd", acq)
+        for i, key in ((3, "clean"), (7, "robust")):
+            d = [round(getattr(store.stages(f"digits-small-cnn-pgd-margin-s{s}")[-1], key)
+                       - getattr(store.stages(f"digits-small-cnn-pgd-{acq}-s{s}")[-1], key), 12) for s in (0, 1, 2)]
+            assert row[i:i + 3] == [f"{sum(d) / 3:+.3f}", f"{sum(v > 0 for v in d)} / {sum(v < 0 for v in d)}",
+                                    f"{_brute_force_signed_rank_p(d):.3f}"]
+    assert "| standard" not in section  # margin ran under PGD only; references are never compared
+    assert versus_section(runs, "digits", "small-cnn") == []  # no dre runs in this study: no section
+
+
 def test_a_function_that_beats_random_on_both_robust_measures_is_named():
     from robustal.comparisons import _beats_random, paired
 
