@@ -325,7 +325,8 @@ def _num(v) -> float | None:
 
 def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
     """Markdown tables: per metric and size, mean ± std (over seeds) of clean and robust accuracy after retraining;
-    then each metric vs ``random`` paired by seed (:func:`paired_table`)."""
+    then each metric vs ``random``, and the project's DRE vs each other metric (the paper's claim d), paired by seed
+    (:func:`paired_table`)."""
     from robustal.tables import format_table
 
     groups: dict[tuple[str, int], list[dict]] = {}
@@ -350,12 +351,16 @@ def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> s
                  "fine-tuning's randomness; the selections differ): mean difference after retraining, in how many "
                  "seeds higher / lower, and the two-sided exact Wilcoxon signed-rank p (equal seeds left out).\n\n"
                  + paired)
+    versus = paired_table(rows, [k[0] for k in keys], against="dre")
+    if versus:
+        text += ("\n\nEach metric vs dre, paired by seed in the same way: metric − dre after retraining (negative: dre "
+                 "ahead).\n\n" + versus)
     return text
 
 
-def paired_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
-    """Each metric minus ``random`` after retraining, seed by seed, per selection size: clean and robust accuracy
-    (mean difference, seeds higher / lower, exact Wilcoxon p). Empty without ``random`` rows."""
+def paired_table(rows: Sequence[dict], metrics: Sequence[str], against: str = "random") -> str:
+    """Each metric minus ``against`` after retraining, seed by seed, per selection size: clean and robust accuracy
+    (mean difference, seeds higher / lower, exact Wilcoxon p). Empty without ``against`` rows."""
     from robustal.stats import compare_paired
     from robustal.tables import format_table
 
@@ -364,12 +369,12 @@ def paired_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
         by.setdefault((str(r["metric"]), int(r["size"])), {})[int(r["seed"])] = r
     table = []
     for size in sorted({k[1] for k in by}):
-        base = by.get(("random", size))
+        base = by.get((against, size))
         if base is None:
             continue
         for metric in dict.fromkeys(metrics):
             runs = by.get((metric, size))
-            seeds = sorted(set(runs or {}) & set(base)) if metric != "random" else []
+            seeds = sorted(set(runs or {}) & set(base)) if metric != against else []
             if len(seeds) < 2:
                 continue
             row = [metric, size, len(seeds)]

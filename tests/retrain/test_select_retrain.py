@@ -215,3 +215,9 @@ def test_retrain_study_pairs_each_metric_with_random_by_seed():
     assert entropy[3] == "-0.0300" and entropy[4] == "0 / 5" and entropy[7] == "0 / 5"  # clean -0.01..-0.05
     assert "paired by seed" in study_table(rows, ["random", "dre", "entropy"])
     assert paired_table([r for r in rows if r["metric"] != "random"], ["dre"]) == ""
+    versus = paired_table(rows, ["random", "dre", "entropy"], against="dre")
+    cells = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")] for ln in versus.splitlines()
+             if ln.startswith("| random") or ln.startswith("| entropy")}
+    assert cells["random"][6:9] == ["-0.0300", "0 / 5", "0.0625"]  # the same pairs as dre vs random, sign flipped
+    assert cells["entropy"][3:5] == ["-0.0400", "0 / 5"] and "| dre " not in versus  # (0.79 - 0.01 s) - 0.81
+    assert "Each metric vs dre, paired by seed" in study_table(rows, ["random", "dre", "entropy"])
