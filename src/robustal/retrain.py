@@ -327,6 +327,7 @@ def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> s
     """Markdown tables: per metric and size, mean ± std (over seeds) of clean and robust accuracy after retraining;
     then each metric vs ``random``, and the project's DRE vs each other metric (the paper's claim d), paired by seed
     (:func:`paired_table`)."""
+    from robustal.comparisons import PROJECT_FUNCTION
     from robustal.tables import format_table
 
     groups: dict[tuple[str, int], list[dict]] = {}
@@ -351,16 +352,20 @@ def study_table(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> s
                  "fine-tuning's randomness; the selections differ): mean difference after retraining, in how many "
                  "seeds higher / lower, and the two-sided exact Wilcoxon signed-rank p (equal seeds left out).\n\n"
                  + paired)
-    versus = paired_table(rows, [k[0] for k in keys], against="dre")
+    versus = paired_table(rows, [k[0] for k in keys], against=PROJECT_FUNCTION, against_first=True)
     if versus:
-        text += ("\n\nEach metric vs dre, paired by seed in the same way: metric − dre after retraining (negative: dre "
-                 "ahead).\n\n" + versus)
+        text += (f"\n\nEach metric vs {PROJECT_FUNCTION}, paired by seed in the same way, as the study report does: "
+                 f"{PROJECT_FUNCTION} − the metric in the row after retraining (positive: {PROJECT_FUNCTION} ahead; "
+                 f"higher / lower: in how many seeds {PROJECT_FUNCTION} is higher / lower).\n\n" + versus)
     return text
 
 
-def paired_table(rows: Sequence[dict], metrics: Sequence[str], against: str = "random") -> str:
+def paired_table(rows: Sequence[dict], metrics: Sequence[str], against: str = "random", *,
+                 against_first: bool = False) -> str:
     """Each metric minus ``against`` after retraining, seed by seed, per selection size: clean and robust accuracy
-    (mean difference, seeds higher / lower, exact Wilcoxon p). Empty without ``against`` rows."""
+    (mean difference, seeds higher / lower, exact Wilcoxon p). ``against_first``: ``against`` minus each metric
+    instead (the report's convention for DRE against the others: positive, ``against`` ahead). Empty without
+    ``against`` rows."""
     from robustal.stats import compare_paired
     from robustal.tables import format_table
 
@@ -383,7 +388,7 @@ def paired_table(rows: Sequence[dict], metrics: Sequence[str], against: str = "r
                 if None in x or None in y:
                     row += [None, None, None]
                     continue
-                c = compare_paired(x, y)
+                c = compare_paired(y, x) if against_first else compare_paired(x, y)
                 row += [f"{c.mean_diff:+.4f}", f"{c.higher} / {c.lower}", c.p]
             table.append(row)
     if not table:

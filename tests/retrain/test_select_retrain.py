@@ -221,3 +221,7 @@ def test_retrain_study_pairs_each_metric_with_random_by_seed():
     assert cells["random"][6:9] == ["-0.0300", "0 / 5", "0.0625"]  # the same pairs as dre vs random, sign flipped
     assert cells["entropy"][3:5] == ["-0.0400", "0 / 5"] and "| dre " not in versus  # (0.79 - 0.01 s) - 0.81
     assert "Each metric vs dre, paired by seed" in study_table(rows, ["random", "dre", "entropy"])
+    flipped = paired_table(rows, ["random", "dre", "entropy"], against="dre", against_first=True)
+    row = next(ln for ln in flipped.splitlines() if ln.startswith("| entropy"))
+    assert [c.strip() for c in row.strip("|").split("|")][3:5] == ["+0.0400", "5 / 0"]  # dre - entropy, dre ahead
+    assert flipped in study_table(rows, ["random", "dre", "entropy"])
