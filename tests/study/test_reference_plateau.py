@@ -1,0 +1,76 @@
+"""scripts/reference_plateau.py: the first epochs of its longer run are the study's all-label run itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from robustal.study import Study, run_study
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reference_plateau.py"
+
+STUDY = """\
+[study]
+name = "plateau"
+
+[[grid]]
+datasets = ["digits"]
+models = ["small-cnn"]
+training = ["pgd"]
+acquisitions = ["all-labels"]
+seeds = [1]
+loop = {{ initial = 300, budget = 300 }}
+train = {{ epochs = 2, validate_last = 2, min_steps = {min_steps} }}
+
+[loop]
+initial = 100
+per_stage = 100
+budget = 300
+eval_steps = 3
+
+[train]
+batch_size = 64
+attack_steps = 2
+epsilon_warmup = 1
+
+[acquisition.all-labels]
+function = "random"
+"""
+
+
+@pytest.fixture(scope="module")
+def plateau():
+    spec = importlib.util.spec_from_file_location("reference_plateau", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_longer_run_starts_as_the_stored_run(plateau, tmp_path):
+    study_file = tmp_path / "plateau.toml"
+    study_file.write_text(STUDY.format(min_steps=0))
+    run_study(Study.load(study_file), tmp_path / "out")
+    out = tmp_path / "plateau.jsonl"
+    assert plateau.main([str(study_file), "--training", "pgd", "--seed", "1", "--epochs", "4",
+                         "--store", str(tmp_path / "out"), "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["epoch"] for row in lines[:-1]] == [1, 2, 3, 4]
+    summary = lines[-1]
+    assert summary["reproduces_stored"] is True
+    assert summary["kept_within_study_epochs"] in (1, 2)
+    assert summary["test_robust_within"] == summary["stored"]["robust"]
+
+
+def test_refuses_what_it_cannot_reproduce(plateau, tmp_path):
+    study_file = tmp_path / "plateau.toml"
+    study_file.write_text(STUDY.format(min_steps=100))  # 5 batches x 2 epochs < 100 steps: epochs would differ
+    with pytest.raises(SystemExit, match="min_steps"):
+        plateau.main([str(study_file), "--epochs", "4", "--seed", "1", "--out", str(tmp_path / "p.jsonl")])
+    with pytest.raises(SystemExit, match="exactly one all-label run"):
+        plateau.main([str(study_file), "--epochs", "4", "--seed", "7", "--out", str(tmp_path / "p.jsonl")])
+    study_file.write_text(STUDY.format(min_steps=0))
+    with pytest.raises(SystemExit, match="must exceed"):
+        plateau.main([str(study_file), "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "p.jsonl")])
