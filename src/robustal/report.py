@@ -169,12 +169,14 @@ def _final_attacks(root: Path, out: Path):
 
 def _final_table(cell: Sequence[Summary]) -> list[str]:
     """Final accuracy and AUCs per training mode: the functions, then the mode's all-label references, with each
-    function's gap to the reference of its mode (the first, where a mode has several)."""
+    function's gap to the reference of its mode (the most robust, where a mode has several: the one trained long
+    enough, when the others were stopped early)."""
     modes = list(dict.fromkeys(s.training for s in sorted(cell, key=lambda s: s.reference)))
-    references = {}
+    references: dict[str, Summary] = {}
     for s in cell:
         if s.reference and s.robust is not None:
-            references.setdefault(s.training, s)
+            if s.training not in references or s.robust[0] > references[s.training].robust[0]:
+                references[s.training] = s
     rows = []
     for mode in modes:
         ref = references.get(mode)
@@ -190,23 +192,29 @@ def _final_table(cell: Sequence[Summary]) -> list[str]:
     if references:
         lines += ["Reference rows: trained on every label of the pool in one stage (no curve, so no AUC). Gap to the "
                   "all-label reference: the function's mean robust accuracy minus the reference's, same training "
-                  "mode (" + "; ".join(f"{m}: {r.acquisition}, {r.robust[0]:.3f}" for m, r in references.items())
-                  + ").", ""]
+                  "mode, the most robust reference where a mode has several ("
+                  + "; ".join(f"{m}: {r.acquisition}, {r.robust[0]:.3f}" for m, r in references.items()) + ").", ""]
         return [*lines, format_table([*headers, "gap to the all-label reference"], rows)]
     return [*lines, format_table(headers, [row[:-1] for row in rows])]
 
 
 def _kept_epoch_sentence(mode: str, best: list[int], epochs: int) -> str:
-    """Whether the references' kept (best-validating) epoch says that more training would help."""
+    """Whether the references' kept (best-validating) epoch says that more training would help.
+
+    A kept epoch late in the run means validation was still rising near the end: in paper-mnist, PGD references kept
+    epoch 29 of 30 at the median (the last in 1 seed of 10), and 60 epochs lifted one seed's robust accuracy by 9
+    points (scripts/reference_plateau.py). So a median in the last fifth counts as "still rising", like a last epoch
+    kept in half the seeds."""
     last = sum(b == epochs for b in best)
-    median = f"{statistics.median(best):g}"
-    if 2 * last >= len(best):
-        return (f"{mode}: the last epoch ({epochs}) was the best in {last} of {len(best)} seeds: validation was "
-                "still improving, more training might help.")
+    median = statistics.median(best)
+    kept = f"median kept epoch {median:g} of {epochs}, the last in {last} of {len(best)} seeds"
+    if 2 * last >= len(best) or median >= 0.8 * epochs:
+        return (f"{mode}: validation was still improving near the end ({kept}): more training might help; "
+                "scripts/reference_plateau.py trains one seed longer to check.")
     if last:
-        return (f"{mode}: the last epoch was the best in {last} of {len(best)} seeds (median kept epoch {median} of "
-                f"{epochs}): more training would likely help little.")
-    return (f"{mode}: the best epoch was never the last (median {median}, latest {max(best)} of {epochs}): "
+        return (f"{mode}: validation peaked before the end in most seeds ({kept}): more training would likely help "
+                "little.")
+    return (f"{mode}: the best epoch was never the last (median {median:g}, latest {max(best)} of {epochs}): "
             "validation peaked before the end in every seed, so more epochs are unlikely to help.")
 
 
