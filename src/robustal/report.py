@@ -203,12 +203,13 @@ def _kept_epoch_sentence(mode: str, best: list[int], epochs: int) -> str:
 
     A kept epoch late in the run means validation was still rising near the end: in paper-mnist, PGD references kept
     epoch 29 of 30 at the median (the last in 1 seed of 10), and 60 epochs lifted one seed's robust accuracy by 9
-    points (scripts/reference_plateau.py). So a median in the last fifth counts as "still rising", like a last epoch
-    kept in half the seeds."""
+    points (scripts/reference_plateau.py). So a median in the last tenth counts as "still rising", like a last epoch
+    kept in half the seeds. (Standard training's references kept epoch 26 of 30 at the median with validation clean
+    accuracy at 0.99-1.00: a plateau, where the kept epoch is noise.)"""
     last = sum(b == epochs for b in best)
     median = statistics.median(best)
     kept = f"median kept epoch {median:g} of {epochs}, the last in {last} of {len(best)} seeds"
-    if 2 * last >= len(best) or median >= 0.8 * epochs:
+    if 2 * last >= len(best) or median >= 0.9 * epochs:
         return (f"{mode}: validation was still improving near the end ({kept}): more training might help; "
                 "scripts/reference_plateau.py trains one seed longer to check.")
     if last:
