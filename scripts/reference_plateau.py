@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", help="the study file (TOML) holding the all-label grid")
     parser.add_argument("--training", default="pgd", choices=["standard", "pgd", "trades"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--acquisition", default="all-labels",
+                        help="the reference's name in the study (default: all-labels; paper-mnist also has "
+                             "all-labels-60ep)")
     parser.add_argument("--epochs", type=int, default=60, help="epochs of the longer run (default: 60)")
     parser.add_argument("--store", help="the study's output folder, to check the first epochs against its run")
     parser.add_argument("--out", required=True, help="JSON lines: one per epoch, then a summary line")
@@ -44,12 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     from robustal.study import Study
 
     study = Study.load(args.study)
-    wanted = f"-{args.training}-all-labels-s{args.seed}"
+    wanted = f"-{args.training}-{args.acquisition}-s{args.seed}"
     tasks = [t for t in study.tasks() if t.name.endswith(wanted)]
     if len(tasks) != 1:
         sys.exit(f"error: {args.study} has {len(tasks)} runs ending in {wanted!r}; expected exactly one all-label run "
                  "for this --training and --seed.")
     task = tasks[0]
+    if task.spec.loop.initial != task.spec.loop.budget:
+        sys.exit(f"error: {task.name} is not an all-label run (one stage with initial = budget labels); pick the "
+                 "reference with --acquisition.")
     study_epochs = task.spec.loop.train.epochs
     if args.epochs <= study_epochs:
         sys.exit(f"error: --epochs {args.epochs} must exceed the study's {study_epochs} epochs.")

@@ -71,6 +71,9 @@ def test_refuses_what_it_cannot_reproduce(plateau, tmp_path):
         plateau.main([str(study_file), "--epochs", "4", "--seed", "1", "--out", str(tmp_path / "p.jsonl")])
     with pytest.raises(SystemExit, match="exactly one all-label run"):
         plateau.main([str(study_file), "--epochs", "4", "--seed", "7", "--out", str(tmp_path / "p.jsonl")])
+    study_file.write_text(STUDY.format(min_steps=0).replace("loop = { initial = 300, budget = 300 }", ""))
+    with pytest.raises(SystemExit, match="not an all-label run"):  # three stages of 100
+        plateau.main([str(study_file), "--epochs", "4", "--seed", "1", "--out", str(tmp_path / "p.jsonl")])
     study_file.write_text(STUDY.format(min_steps=0))
     with pytest.raises(SystemExit, match="must exceed"):
         plateau.main([str(study_file), "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "p.jsonl")])
