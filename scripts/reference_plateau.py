@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import robustal.training as training_module
+    from robustal._runtime import derive_seed
     from robustal.evaluation import evaluate
     from robustal.experiment import model_factory, resolve, run_experiment
+    from robustal.results import fit_steps
     from robustal.study import Study
 
     study = Study.load(args.study)
@@ -62,12 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     if (task.spec.loop.train.validate_last or study_epochs) < study_epochs:
         sys.exit("error: the study validates only the last epochs of its all-label runs; the first epochs of a longer "
                  "run would then not be the study's run.")
-    train_cfg, labels = task.spec.loop.train, task.spec.loop.initial
-    if -(-labels // train_cfg.batch_size) * study_epochs < (train_cfg.min_steps or 0):
-        sys.exit(f"error: {labels} labels for {study_epochs} epochs take fewer than min_steps = {train_cfg.min_steps} "
-                 "steps, so the longer run would pass over the data differently in each epoch; set min_steps = 0.")
-    spec = replace(task.spec, loop=replace(task.spec.loop, train=replace(task.spec.loop.train, epochs=args.epochs,
-                                                                         validate_last=args.epochs)))
+    longer = replace(task.spec.loop.train, epochs=args.epochs, validate_last=args.epochs)
+    labels = task.spec.loop.initial
+    per_epoch = [fit_steps(labels, cfg.to_dict()) // cfg.epochs for cfg in (task.spec.loop.train, longer)]
+    if per_epoch[0] != per_epoch[1]:
+        sys.exit(f"error: min_steps = {longer.min_steps} makes an epoch of the study's run {per_epoch[0]} batches and "
+                 f"one of the longer run {per_epoch[1]}, so the longer run would not start as the study's run; set "
+                 "min_steps = 0 in the study's all-label grid.")
+    spec = replace(task.spec, loop=replace(task.spec.loop, train=longer))
     dataset = spec.load_data()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     model_name, loop_cfg = resolve(spec, dataset)
     model = model_factory(model_name, dataset)()
     model.load_state_dict(early["state"])
-    from robustal._runtime import derive_seed
-
     test = dataset.splits().test
     ev = evaluate(model, test, loop_cfg.eval_attack, seed=derive_seed(spec.loop.seed, "eval", 0))
     summary = {"run": task.name, "study_epochs": study_epochs, "epochs": args.epochs,

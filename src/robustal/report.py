@@ -205,7 +205,7 @@ def _kept_epoch_sentence(mode: str, best: list[int], epochs: int) -> str:
     epoch 29 of 30 at the median (the last in 1 seed of 10), and 60 epochs lifted one seed's robust accuracy by 9
     points (scripts/reference_plateau.py). So a median in the last tenth counts as "still rising", like a last epoch
     kept in half the seeds. (Standard training's references kept epoch 26 of 30 at the median with validation clean
-    accuracy at 0.99-1.00: a plateau, where the kept epoch is noise.)"""
+    accuracy of 0.993-0.998 at the kept epoch: a plateau, where the kept epoch is noise.)"""
     last = sum(b == epochs for b in best)
     median = statistics.median(best)
     kept = f"median kept epoch {median:g} of {epochs}, the last in {last} of {len(best)} seeds"
