@@ -162,8 +162,7 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
+            holder = _read_holder(f)
             raise StoreError(f"{folder} is in use by another robustal process ({holder}). Wait for it to finish, "
                              "or write to another --out folder.") from None
         f.seek(0)
@@ -173,6 +172,22 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
         yield
     finally:
         f.close()  # closing releases the lock
+
+
+#: Seconds to wait for a lock's holder to write who it is: it takes the lock first and writes just after, so a
+#: process refused in between would otherwise find the file empty (seen on a loaded machine).
+HOLDER_WAIT = 2.0
+
+
+def _read_holder(f) -> str:
+    """What the holder of ``f``'s lock wrote (pid, command, start), waiting up to :data:`HOLDER_WAIT` seconds for it."""
+    deadline = time.monotonic() + HOLDER_WAIT
+    while True:
+        f.seek(0)
+        holder = f.read().strip()
+        if holder or time.monotonic() >= deadline:
+            return holder or "another process"
+        time.sleep(0.02)
 
 
 def lock_holder(folder: str | Path) -> str | None:
@@ -194,7 +209,7 @@ def lock_holder(folder: str | Path) -> str | None:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return f.read().strip() or "another process"
+            return _read_holder(f)
         except OSError:  # a file system that cannot lock: nobody can be known to hold it
             return None
         fcntl.flock(f, fcntl.LOCK_UN)

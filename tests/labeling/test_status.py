@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import threading
+
+import pytest
+
 from robustal.cli import main
-from robustal.outputs import folder_lock, lock_holder
+from robustal.errors import StoreError
+from robustal.outputs import LOCK_FILE, folder_lock, lock_holder
 from robustal.store import Store
 
 
@@ -14,6 +20,29 @@ def test_lock_holder_names_the_live_process_and_nothing_once_it_is_gone(tmp_path
         holder = lock_holder(tmp_path)
         assert holder is not None and holder.startswith("pid ") and "robustal label --out x" in holder
     assert lock_holder(tmp_path) is None  # released (as by SIGKILL: the OS drops the lock with the process)
+
+
+def test_a_process_refused_just_after_the_holder_locked_waits_for_it_to_say_who_it_is(tmp_path):
+    # The holder takes the lock first and writes its pid just after: a refusal in between found the file empty and
+    # said "another process" (seen in CI). Here the holder is slow to write; the refusal must still name it.
+    held = open(tmp_path / LOCK_FILE, "a+")  # noqa: SIM115 - closed below
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def write_late():
+        held.write("pid 4242, robustal run --out x, since now")
+        held.flush()
+
+    timer = threading.Timer(0.3, write_late)
+    timer.start()
+    try:
+        with pytest.raises(StoreError, match="in use by another robustal process \\(pid 4242, robustal run --out x"):
+            with folder_lock(tmp_path, "robustal run --out y"):
+                pass
+        assert lock_holder(tmp_path) == "pid 4242, robustal run --out x, since now"
+    finally:
+        timer.join()
+        held.close()
+    assert lock_holder(tmp_path) is None
 
 
 def test_status_says_running_only_while_a_process_holds_the_folder(tmp_path, capsys):
