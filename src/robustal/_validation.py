@@ -32,18 +32,19 @@ def check_int(value: object, param: str, caller: str, *, min_value: int | None =
 
 
 def check_float(value: object, param: str, caller: str, *, min_value: float | None = None,
-                max_value: float | None = None, min_inclusive: bool = True) -> float:
+                max_value: float | None = None, min_inclusive: bool = True, max_inclusive: bool = True) -> float:
     """Return ``value`` as a float if it is a finite number within the bounds, else raise :class:`ConfigError`."""
     lo_br = "[" if min_inclusive else "("
+    hi_br = "]" if max_inclusive else ")"
     lo = "-inf" if min_value is None else min_value
     hi = "inf" if max_value is None else max_value
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and min_value is not None and (value < min_value or (not min_inclusive and value == min_value)):
         ok = False
-    if ok and max_value is not None and value > max_value:
+    if ok and max_value is not None and (value > max_value or (not max_inclusive and value == max_value)):
         ok = False
     if not ok:
-        raise _fail(param, caller, f"a float in {lo_br}{lo}, {hi}]", value)
+        raise _fail(param, caller, f"a float in {lo_br}{lo}, {hi}{hi_br}", value)
     return float(value)  # type: ignore[arg-type]
 
 

@@ -67,3 +67,8 @@ def nearest(name: str, choices: list[str]) -> str | None:
         return folded[0]
     matches = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
     return matches[0] if matches else None
+
+
+class PoolWarning(UserWarning):
+    """A stage could not use the unlabeled pool as configured (its teacher at chance level, no pseudo-label above the
+    confidence threshold): it trains on its labels alone, and the stage's ``pool_images`` is stored as 0."""

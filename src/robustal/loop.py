@@ -26,10 +26,12 @@ from robustal._validation import check_choice, check_int
 from robustal.acquisition import Selection, SelectionContext, create_acquisition
 from robustal.attacks import AttackConfig
 from robustal.data.dataset import Split, Splits
-from robustal.errors import ChanceLevelWarning, ConfigError
+from robustal.errors import ChanceLevelWarning, ConfigError, PoolWarning
 from robustal.evaluation import evaluate
 from robustal.models.memory_format import apply_memory_format
 from robustal.oracle import CallableOracle, DatasetOracle, Oracle
+from robustal.pool_training import PoolConfig, Unlabeled
+from robustal.pseudo_labels import PseudoLabels, pseudo_label
 from robustal.store import StageRecord, Store
 from robustal.training import FitResult, TrainConfig, fit, make_optimizer
 
@@ -59,6 +61,7 @@ class LoopConfig:
             at chance once more from freshly initialised weights and optimizer, keeping the better of the two by
             validation.
         seed: Seeds the initial set, the model's initialisation, training, selection and evaluation.
+        pool: Training on the unlabeled pool images too (:mod:`robustal.pool_training`; default: not).
     """
 
     acquisition: str = "dre"
@@ -71,9 +74,16 @@ class LoopConfig:
     from_scratch: bool = False
     chance_recovery: str = "reinit"
     seed: int = 0
+    pool: PoolConfig = field(default_factory=PoolConfig)
 
     def __post_init__(self) -> None:
         caller = "LoopConfig"
+        if isinstance(self.pool, dict):
+            object.__setattr__(self, "pool", PoolConfig(**self.pool))
+        if self.pool.enabled and not self.train.adversarial:
+            raise ConfigError(f"Training on the unlabeled pool (pool mode {self.pool.mode!r}) is for adversarial "
+                              f"training; the training mode is {self.train.mode!r}: use pgd or trades (--training), "
+                              "or leave the pool out (--pool-training none).")
         check_choice(self.chance_recovery, "chance_recovery", caller, CHANCE_RECOVERIES)
         check_int(self.initial, "initial", caller, min_value=1)
         check_int(self.per_stage, "per_stage", caller, min_value=1)
@@ -89,6 +99,10 @@ class LoopConfig:
         if self.budget > pool_size:
             raise ConfigError(f"The budget ({self.budget}) is larger than the pool ({pool_size} samples); "
                               f"lower --budget to at most {pool_size}.")
+        if self.pool.enabled and self.budget >= pool_size:
+            raise ConfigError(f"Training on the unlabeled pool (pool mode {self.pool.mode!r}) needs unlabeled images, "
+                              f"but the budget ({self.budget}) labels the whole pool ({pool_size} samples): lower "
+                              "--budget or leave the pool out (--pool-training none).")
 
     def stage_sizes(self) -> list[int]:
         """Labels added at each stage: ``[initial, per_stage, ..., remainder]`` summing to ``budget``."""
@@ -190,26 +204,35 @@ class ActiveLearningLoop:
         apply_memory_format(self.model, self.device, config.train.memory_format, config.train.precision)
         self._initial_state = copy.deepcopy(self.model.state_dict())
         self._at_chance = False  # did the last finished stage end at chance?
+        self._last_stage = len(config.stage_sizes()) - 1
 
     def _fresh_model(self, *keys: object) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.config.seed, "model-init", *keys))
             return self.reinit()
 
+    def _new_weights(self, *keys: object) -> dict:
+        """A freshly initialised model's state, seeded by the run's seed and ``keys``."""
+        if self.reinit is not None:
+            return self._fresh_model(*keys).state_dict()
+        model = copy.deepcopy(self.model).cpu()  # a model given through the API: reset every layer that can be
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.config.seed, "model-init", *keys))
+            for m in model.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+        return model.state_dict()
+
     def _reinitialise(self, stage: int) -> torch.optim.Optimizer:
         """New weights (seeded by the run's seed and ``stage``) in place, and a new optimizer for them."""
-        if self.reinit is not None:
-            state = self._fresh_model("reinit", stage).state_dict()
-        else:  # a model given through the API: reset every layer that can be
-            model = copy.deepcopy(self.model).cpu()
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(self.config.seed, "model-init", "reinit", stage))
-                for m in model.modules():
-                    if hasattr(m, "reset_parameters"):
-                        m.reset_parameters()
-            state = model.state_dict()
-        self.model.load_state_dict(state)
+        self.model.load_state_dict(self._new_weights("reinit", stage))
         return make_optimizer(self.model, self.config.train)
+
+    def _teacher(self, stage: int) -> nn.Module:
+        """A new model (weights seeded by the run's seed and ``stage``) for the stage's self-training teacher."""
+        teacher = copy.deepcopy(self.model)
+        teacher.load_state_dict(self._new_weights("teacher", stage))
+        return teacher
 
     def _seed(self, *keys: object) -> int:
         return derive_seed(self.config.seed, *keys)
@@ -337,19 +360,21 @@ class ActiveLearningLoop:
             self.store.set_pending(self.name, stage, picked, selection.scores)
         self._label(stage, picked)
         t1 = time.perf_counter()
+        all_labeled = torch.cat([labeled, picked])
+        train = Split(self.splits.pool.x[all_labeled], self.label_of[all_labeled])
+        unlabeled, pseudo = self._pool(stage, all_labeled, train)  # before a reset: the teacher may be the model
         if cfg.from_scratch and stage > 0:
             self.model.load_state_dict(self._initial_state)
             optimizer = make_optimizer(self.model, cfg.train)
-        all_labeled = torch.cat([labeled, picked])
-        train = Split(self.splits.pool.x[all_labeled], self.label_of[all_labeled])
         # The ε warm-up helps a model that has not learned yet: a fresh one, or (with recovery) one at chance.
         recovery = "warmup" if self._at_chance and cfg.chance_recovery != "none" else ""
         warm = stage == 0 or cfg.from_scratch or bool(recovery)
         train_cfg = cfg.train if warm else replace(cfg.train, epsilon_warmup=0)
         result = fit(self.model, train, self.splits.val, train_cfg, optimizer=optimizer, device=self.device,
-                     seed=self._seed("train", stage), progress=self.progress, desc=f"stage {stage} train")
+                     seed=self._seed("train", stage), progress=self.progress, desc=f"stage {stage} train",
+                     unlabeled=unlabeled)
         if result.at_chance and cfg.chance_recovery == "reinit":
-            result, optimizer, reinitialised = self._retry_from_scratch(stage, train, result, optimizer)
+            result, optimizer, reinitialised = self._retry_from_scratch(stage, train, result, optimizer, unlabeled)
             recovery = "reinit" if reinitialised else recovery
         t2 = time.perf_counter()
         ev = evaluate(self.model, self.splits.test, cfg.eval_attack, device=self.device, seed=self._seed("eval", stage))
@@ -360,17 +385,46 @@ class ActiveLearningLoop:
         record = StageRecord(stage=stage, labeled=len(all_labeled), clean=ev.clean, robust=ev.robust,
                              train_seconds=t2 - t1, select_seconds=t1 - t0, eval_seconds=t3 - t2,
                              best_epoch=result.best_epoch, val_score=result.best_score, val_clean=result.best_clean,
-                             at_chance=result.at_chance, recovery=recovery)
+                             at_chance=result.at_chance, recovery=recovery,
+                             pool_images=None if pseudo is None else len(pseudo.indices) if unlabeled else 0,
+                             pseudo_accuracy=None if pseudo is None else pseudo.accuracy,
+                             teacher_clean=None if pseudo is None else pseudo.teacher_clean)
         return StageResult(record, picked, selection.scores), optimizer
 
-    def _retry_from_scratch(self, stage: int, train: Split, first: FitResult, optimizer: torch.optim.Optimizer
-                            ) -> tuple[FitResult, torch.optim.Optimizer, bool]:
+    def _pool(self, stage: int, labeled: torch.Tensor, train: Split) -> tuple[Unlabeled | None, PseudoLabels | None]:
+        """The pool images stage ``stage`` trains on (with their pseudo-labels), if it uses the pool."""
+        pool = self.config.pool
+        if not pool.used_at(stage, self._last_stage):
+            return None, None
+        unlabeled = torch.ones(len(self.splits.pool), dtype=torch.bool)
+        unlabeled[labeled] = False
+        true_labels = self.splits.pool.y if isinstance(self.oracle, DatasetOracle) else None
+        pseudo = pseudo_label(pool, pool_x=self.splits.pool.x, unlabeled=unlabeled.nonzero().squeeze(1), labeled=train,
+                              val=self.splits.val, model=self.model if stage > 0 else None,
+                              fresh_model=lambda: self._teacher(stage), train=self.config.train, device=self.device,
+                              seed=self._seed("teacher", stage), true_labels=true_labels)
+        if len(pseudo.indices) == 0:
+            why = (f"its teacher is at chance level (validation clean accuracy {pseudo.teacher_clean:.3f})"
+                   if pseudo.teacher_at_chance else
+                   f"no pseudo-label reaches the confidence threshold {pool.confidence}")
+            fix = ("lower the confidence threshold (--pool-confidence)" if not pseudo.teacher_at_chance else
+                   "use the standard teacher (--teacher standard)" if pool.teacher == "model" else
+                   "raise the teacher's epochs (--teacher-epochs)")
+            warnings.warn(f"Run {self.name!r}, stage {stage}: the unlabeled pool is not used, as {why}; the stage "
+                          f"trains on its {len(labeled)} labels alone ({fix}).", PoolWarning, stacklevel=2)
+            return None, pseudo
+        return Unlabeled(self.splits.pool.x[pseudo.indices], pseudo.labels,
+                         pool.pool_batch(self.config.train.batch_size), pool.weight,
+                         self.config.train.trades_beta), pseudo
+
+    def _retry_from_scratch(self, stage: int, train: Split, first: FitResult, optimizer: torch.optim.Optimizer,
+                            unlabeled: Unlabeled | None) -> tuple[FitResult, torch.optim.Optimizer, bool]:
         """Train the stage again from new weights (with the ε warm-up); keep whichever validates better."""
         kept = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(optimizer.state_dict()))
         new_optimizer = self._reinitialise(stage)
         second = fit(self.model, train, self.splits.val, self.config.train, optimizer=new_optimizer,
                      device=self.device, seed=self._seed("train", stage, "reinit"), progress=self.progress,
-                     desc=f"stage {stage} retrain")
+                     desc=f"stage {stage} retrain", unlabeled=unlabeled)
         if (second.best_score, second.best_clean or 0.0) >= (first.best_score, first.best_clean or 0.0):
             return second, new_optimizer, True
         self.model.load_state_dict(kept[0])

@@ -21,7 +21,7 @@ from robustal.store import StageRecord, Store
 
 CSV_FIELDS = ("run", "dataset", "model", "training", "acquisition", "seed", "status", "stage", "labeled", "clean",
               "robust", "train_seconds", "select_seconds", "eval_seconds", "best_epoch", "val_score", "val_clean",
-              "at_chance", "recovery")
+              "at_chance", "recovery", "pool_images", "pseudo_accuracy", "teacher_clean")
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ def optimizer_steps(run: RunResults) -> int:
 
 def collect(root: str | Path, names: Sequence[str] | None = None) -> list[RunResults]:
     """The runs stored in ``root`` (only ``names``, in that order, when given), with their stages."""
+    from robustal.pool_training import training_label
     from robustal.study import dataset_label
 
     store = Store(root, create=False)
@@ -101,7 +102,8 @@ def collect(root: str | Path, names: Sequence[str] | None = None) -> list[RunRes
         loop = cfg.get("loop", {})
         out.append(RunResults(name=name, dataset=dataset_label(str(cfg.get("dataset", "?"))),
                               model=str(cfg.get("model_name", cfg.get("model", "?"))),
-                              training=loop.get("train", {}).get("mode", "?"),
+                              training=training_label(loop.get("train", {}).get("mode", "?"),
+                                                      (loop.get("pool") or {}).get("mode")),
                               acquisition=cfg.get("acquisition_label") or loop.get("acquisition", "?"),
                               seed=int(r["seed"]), status=r["status"], stages=store.stages(name), config=cfg))
     return out
@@ -114,7 +116,8 @@ def stage_rows(runs: Sequence[RunResults]) -> list[dict]:
              "clean": s.clean, "robust": s.robust, "train_seconds": s.train_seconds,
              "select_seconds": s.select_seconds, "eval_seconds": s.eval_seconds, "best_epoch": s.best_epoch,
              "val_score": s.val_score, "val_clean": s.val_clean, "at_chance": int(s.at_chance),
-             "recovery": s.recovery}
+             "recovery": s.recovery, "pool_images": s.pool_images, "pseudo_accuracy": s.pseudo_accuracy,
+             "teacher_clean": s.teacher_clean}
             for r in runs for s in r.stages]
 
 

@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS stages (
     val_clean REAL,
     at_chance INTEGER NOT NULL DEFAULT 0,
     recovery TEXT NOT NULL DEFAULT '',
+    pool_images INTEGER,
+    pseudo_accuracy REAL,
+    teacher_clean REAL,
     PRIMARY KEY (run, stage)
 );
 CREATE TABLE IF NOT EXISTS selections (
@@ -82,6 +85,9 @@ CREATE TABLE IF NOT EXISTS labels (
 #: Configuration keys that may differ between the run that started and the one that resumes it.
 NON_SEMANTIC_KEYS = frozenset({"device", "progress", "workers", "data_dir", "batch_size_eval",
                                "project"})  # a labeling project's folder name (robustal 0.2): renaming it is fine
+#: Configuration keys added since the first release whose absence in a stored run means a known value: a run stored
+#: before them compares as if it had recorded that value (a run without the pool is never resumed with it).
+ADDED_KEY_DEFAULTS = {"loop.pool": {"mode": "none"}}
 #: SQLite's application id of a robustal results store ("RBAL"), set when the store is created.
 APPLICATION_ID = 0x5242414C
 #: The tables every robustal store has.
@@ -93,10 +99,12 @@ ENVIRONMENT_KEYS = ("device", "threads", "torch", "robustal")
 
 #: The columns of ``stages``, in :class:`StageRecord`'s field order after ``run``.
 STAGE_COLUMNS = ("stage", "labeled", "clean", "robust", "train_seconds", "select_seconds", "eval_seconds",
-                 "best_epoch", "val_score", "val_clean", "at_chance", "recovery")
+                 "best_epoch", "val_score", "val_clean", "at_chance", "recovery", "pool_images", "pseudo_accuracy",
+                 "teacher_clean")
 #: Columns added to ``stages`` since the first release, with their SQL type (older stores get them on open).
 _ADDED_STAGE_COLUMNS = {"val_clean": "REAL", "at_chance": "INTEGER NOT NULL DEFAULT 0",
-                        "recovery": "TEXT NOT NULL DEFAULT ''"}
+                        "recovery": "TEXT NOT NULL DEFAULT ''", "pool_images": "INTEGER", "pseudo_accuracy": "REAL",
+                        "teacher_clean": "REAL"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,9 @@ class StageRecord:
     ``val_score`` is the kept epoch's validation score (robust accuracy under adversarial training), ``val_clean``
     its validation clean accuracy; ``at_chance``: that model was no better than a constant prediction;
     ``recovery``: what the loop did about a model at chance in this stage (``""``, ``"warmup"`` or ``"reinit"``).
+    With training on the unlabeled pool (:mod:`robustal.pool_training`): ``pool_images``, the pool images trained on
+    (None: the pool was not used); ``teacher_clean``, the self-training teacher's validation clean accuracy;
+    ``pseudo_accuracy``, its pseudo-labels' accuracy against the true labels, where known.
     """
 
     stage: int
@@ -120,6 +131,9 @@ class StageRecord:
     val_clean: float | None = None
     at_chance: bool = False
     recovery: str = ""
+    pool_images: int | None = None
+    pseudo_accuracy: float | None = None
+    teacher_clean: float | None = None
 
     def row(self) -> tuple:
         """Values in :data:`STAGE_COLUMNS` order, as stored."""
@@ -146,12 +160,15 @@ def config_diff(old: dict, new: dict, prefix: str = "", *, same_data: bool | Non
     Where both sides record the data's fingerprint, the data are identified by it, not by the path they were read
     from (the same file given by a relative and an absolute path is the same data; changed contents are not).
     Keys the stored side lacks were added by a later robustal and are not compared (a run stored before them can
-    be resumed; resuming under another robustal version warns, see :data:`ENVIRONMENT_KEYS`).
+    be resumed; resuming under another robustal version warns, see :data:`ENVIRONMENT_KEYS`), except those of
+    :data:`ADDED_KEY_DEFAULTS`, compared with the value they stand for.
     """
     if same_data is None:
         same_data = bool(old.get("data_fingerprint")) and old.get("data_fingerprint") == new.get("data_fingerprint")
     out = []
     for key in sorted(set(old) | set(new)):
+        if key not in old and f"{prefix}{key}" in ADDED_KEY_DEFAULTS:
+            old = {**old, key: ADDED_KEY_DEFAULTS[f"{prefix}{key}"]}
         if key in NON_SEMANTIC_KEYS or (same_data and key == "dataset") or key not in old:
             continue
         a, b = old.get(key), new.get(key)

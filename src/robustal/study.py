@@ -18,6 +18,8 @@ shared by every run::
     [acquisition.dre-proportional]     # a named variant: `function` says which function it is
     function = "dre"
     rounding = "proportional"
+    [pool]                             # training on the unlabeled pool: PoolConfig's settings but its mode
+    share = 0.5                        # (a grid's `pool = ["none", "self-training"]` runs each mode)
 
 A grid may override the study's ``[loop]`` and ``[train]`` settings for its own runs with ``loop = {...}`` and
 ``train = {...}`` (e.g. a reference trained on every label: ``loop = {initial = 8000, budget = 8000}``).
@@ -52,10 +54,12 @@ STUDY_SOURCE = "study-source.txt"
 
 
 # --- study files ----------------------------------------------------------------------------------------------------
-SECTIONS = ("study", "grid", "loop", "train", "acquisition", "tracking")
+SECTIONS = ("study", "grid", "loop", "train", "acquisition", "tracking", "pool")
 TRACKING_KEYS = ("kind", "uri", "experiment", "log_model")
 STUDY_KEYS = ("name", "description")
-GRID_KEYS = ("datasets", "models", "training", "acquisitions", "seeds", "loop", "train")
+GRID_KEYS = ("datasets", "models", "training", "acquisitions", "seeds", "loop", "train", "pool")
+#: ``[pool]`` keys: :class:`~robustal.pool_training.PoolConfig`'s settings; its mode is a grid dimension.
+POOL_KEYS = ("share", "weight", "teacher", "teacher_epochs", "confidence", "stages")
 LOOP_KEYS = ("initial", "per_stage", "budget", "from_scratch", "chance_recovery", "eval_steps", "eval_attack")
 
 
@@ -119,6 +123,8 @@ class Grid:
         acquisitions: Acquisition function names (or named variants, see :class:`Study`).
         seeds: Seeds; one run per seed and grid cell.
         loop, train: This grid's overrides of the study's ``[loop]`` and ``[train]`` settings.
+        pool: Modes of training on the unlabeled pool (:data:`~robustal.pool_training.POOL_MODES`), one run each;
+            a mode other than ``none`` names the run's training ``pgd+self-training`` (and so on).
     """
 
     datasets: tuple[str, ...]
@@ -128,6 +134,7 @@ class Grid:
     seeds: tuple[int, ...]
     loop: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
+    pool: tuple[str, ...] = ("none",)
 
     @classmethod
     def parse(cls, grid: object, where: str, source: object) -> Grid:
@@ -165,9 +172,15 @@ class Grid:
                               f"[0, {MAX_SEED}]. Got {seeds!r} instead.")
         loop = _loop_section(grid.get("loop", {}), f"{where}.loop", source)
         train = _train_section(grid.get("train", {}), f"{where}.train", source)
+        from robustal._validation import check_choice
+        from robustal.pool_training import POOL_MODES
+
+        pool = _str_list(grid.get("pool", ["none"]), "pool", source)
+        for mode in pool:
+            check_choice(mode, "pool", f"[{where}] of {source}", POOL_MODES)
         return cls(datasets=datasets, models=models, training=_str_list(grid["training"], "training", source),
                    acquisitions=_str_list(grid["acquisitions"], "acquisitions", source), seeds=tuple(seeds),
-                   loop=loop, train=train)
+                   loop=loop, train=train, pool=pool)
 
 
 def _union(values) -> tuple:
@@ -189,6 +202,7 @@ class Study:
         loop: ``[loop]`` settings (initial, per_stage, budget, from_scratch, chance_recovery, eval_steps, eval_attack).
         train: ``[train]`` settings, :class:`~robustal.training.TrainConfig` fields.
         acquisition_options: Per acquisition function (or named variant), its options.
+        pool: ``[pool]``: the settings of training on the unlabeled pool (its modes are the grids' ``pool``).
         tracking: ``[tracking]``: ``kind`` (``mlflow``; implied by ``uri`` or ``experiment``), ``uri``,
             ``experiment``, ``log_model`` (false: the final checkpoint only) -- the study gets one MLflow run, its
             runs are nested under it and logged live, and the report of ``robustal study`` is attached to it.
@@ -201,6 +215,7 @@ class Study:
     train: dict = field(default_factory=dict)
     acquisition_options: dict = field(default_factory=dict)
     tracking: dict = field(default_factory=dict)
+    pool: dict = field(default_factory=dict)
     base: Path = Path(".")
     source: str = "study"
 
@@ -272,6 +287,7 @@ class Study:
         train = _train_section(data.get("train", {}), "train", source)
         options = data.get("acquisition", {})
         tracking = dict(_check_keys(data.get("tracking", {}), TRACKING_KEYS, "tracking", source))
+        pool = dict(_check_keys(data.get("pool", {}), POOL_KEYS, "pool", source))
         if "kind" in tracking:
             from robustal._validation import check_choice
             from robustal.tracking import TRACKERS
@@ -298,25 +314,27 @@ class Study:
                 raise ConfigError(f"{source}: [acquisition.{acq}] function must be the name of an acquisition "
                                   f"function. Got {opts['function']!r} instead.")
         self = cls(name=name, grids=grids, loop=loop, train=train, acquisition_options=dict(options),
-                   tracking=tracking, base=Path(base), source=str(source))
+                   tracking=tracking, pool=pool, base=Path(base), source=str(source))
         # Build every loop configuration once: bad values fail now, with the configuration classes' messages.
         for grid in grids:
             for mode in grid.training:
                 TrainConfig(mode=mode, **{**train, **grid.train})
-            for acq in grid.acquisitions:
-                self._loop_config(acq, grid.training[0], grid.seeds[0], grid)
+            for acq, mode, pool_mode in itertools.product(grid.acquisitions, grid.training, grid.pool):
+                self._loop_config(acq, mode, grid.seeds[0], grid, pool_mode)
         self.tasks()  # run names must be unique across the grids
         return self
 
-    def _loop_config(self, acquisition: str, mode: str, seed: int, grid: Grid):
+    def _loop_config(self, acquisition: str, mode: str, seed: int, grid: Grid, pool: str = "none"):
         from robustal.loop import LoopConfig
+        from robustal.pool_training import PoolConfig
         from robustal.training import TrainConfig
 
         loop = {k: v for k, v in {**self.loop, **grid.loop}.items() if k not in ("eval_steps", "eval_attack")}
         options = dict(self.acquisition_options.get(acquisition, {}))
         function = options.pop("function", acquisition)
         return LoopConfig(acquisition=function, acquisition_options=options,
-                          train=TrainConfig(mode=mode, **{**self.train, **grid.train}), seed=seed, **loop)
+                          train=TrainConfig(mode=mode, **{**self.train, **grid.train}), seed=seed,
+                          pool=PoolConfig(mode=pool, **self.pool) if pool != "none" else PoolConfig(), **loop)
 
     def dataset_path(self, dataset: str) -> str:
         """A registered name as is; an .npz path made absolute against :attr:`base` (or the working folder)."""
@@ -328,8 +346,10 @@ class Study:
         return str((self.base / dataset).resolve())
 
     def tasks(self) -> list[RunTask]:
-        """Every run of the grids, in grid order, named ``dataset-model-training-acquisition-sSEED``."""
+        """Every run of the grids, in grid order, named ``dataset-model-training-acquisition-sSEED`` (training:
+        e.g. ``pgd+self-training`` with the pool, :func:`~robustal.pool_training.training_label`)."""
         from robustal.data.registry import default_model_for
+        from robustal.pool_training import training_label
 
         out = []
         for grid in self.grids:
@@ -338,11 +358,13 @@ class Study:
             for ds in grid.datasets:
                 for model in grid.models[ds]:
                     model_label = model or default_model_for(ds) or "default"
-                    for mode, acq, seed in itertools.product(grid.training, grid.acquisitions, grid.seeds):
-                        loop = self._loop_config(acq, mode, seed, grid)
+                    for pool, mode, acq, seed in itertools.product(grid.pool, grid.training, grid.acquisitions,
+                                                                   grid.seeds):
+                        loop = self._loop_config(acq, mode, seed, grid, pool)
                         spec = RunSpec(dataset=self.dataset_path(ds), model=model, loop=loop,
                                        acquisition_label=acq if acq != loop.acquisition else None, **eval_keys)
-                        out.append(RunTask(f"{dataset_label(ds)}-{model_label}-{mode}-{acq}-s{seed}", spec))
+                        training = training_label(mode, pool)
+                        out.append(RunTask(f"{dataset_label(ds)}-{model_label}-{training}-{acq}-s{seed}", spec))
         names = [t.name for t in out]
         if len(set(names)) != len(names):
             twice = sorted({n for n in names if names.count(n) > 1})

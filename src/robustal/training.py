@@ -30,6 +30,7 @@ from robustal.attacks import AttackConfig, trades_adversary
 from robustal.data.dataset import Dataset, Split, to_float
 from robustal.evaluation import evaluate
 from robustal.models.memory_format import MEMORY_FORMATS, apply_memory_format
+from robustal.pool_training import Unlabeled, pool_loss
 
 TRAINING_MODES = ("standard", "pgd", "trades")
 OPTIMIZERS = ("adam", "sgd")
@@ -255,7 +256,7 @@ def _trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Att
 
 def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, *,
         optimizer: torch.optim.Optimizer | None = None, device: torch.device | str = "cpu", seed: int = 0,
-        progress: bool = False, desc: str = "train") -> FitResult:
+        progress: bool = False, desc: str = "train", unlabeled: Unlabeled | None = None) -> FitResult:
     """Train ``model`` on ``train`` for ``config.epochs`` epochs and restore the epoch with the best validation score.
 
     The best epoch has the highest validation score; equal scores go to the higher validation clean accuracy, then
@@ -271,6 +272,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
         optimizer: Continue with this optimizer (and its state); a new one from ``config`` otherwise.
         seed: Seeds shuffling, augmentation and attack random starts.
         progress: Show a progress bar on stderr.
+        unlabeled: Pool images trained on beside the labeled batches (:mod:`robustal.pool_training`): each step
+            adds ``unlabeled.per_batch`` of them to its labeled batch; the steps are the same as without them.
 
     Returns:
         A :class:`FitResult`; ``model`` and ``optimizer`` hold the best epoch's state.
@@ -292,6 +295,12 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
     channels_last = apply_memory_format(model, device, config.memory_format, config.precision)
     if val is not None:  # validated every epoch: move it once
         val = Split(val.x.to(device), val.y.to(device))
+    if unlabeled is not None:
+        if not config.adversarial:
+            raise ValueError("Training on the unlabeled pool needs adversarial training (pgd or trades).")
+        xu_all = unlabeled.x.to(device)
+        tu_all = unlabeled.targets.to(device) if unlabeled.targets is not None else None
+        pool_batches = unlabeled.batches(make_generator(seed, "fit-pool"))
     batches_per_epoch = len(_epoch_batches(len(train), config, torch.Generator().manual_seed(0)))
     bar = _progress_bar(config.epochs * batches_per_epoch, desc) if progress else None
     best = FitResult(best_epoch=0, best_score=float("-inf"), chance_level=chance_level(val.y) if val else None)
@@ -312,7 +321,14 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast():
-                if config.mode == "trades":
+                if unlabeled is not None:
+                    u = next(pool_batches).to(device)
+                    xu = augment_batch(to_float(xu_all[u]), augment, device_gen)
+                    if channels_last:
+                        xu = xu.contiguous(memory_format=torch.channels_last)
+                    loss, logits = pool_loss(model, config.mode, x, y, xu, unlabeled,
+                                             None if tu_all is None else tu_all[u], epoch_attack, device_gen)
+                elif config.mode == "trades":
                     loss, logits = _trades_loss(model, x, y, epoch_attack, config.trades_beta, device_gen)
                 else:
                     if epoch_attack is not None:

@@ -37,6 +37,7 @@ UNIT = _typed(float, lambda v: math.isfinite(v) and 0 <= v <= 1, "a number in [0
 POSITIVE_UNIT = _typed(float, lambda v: math.isfinite(v) and 0 < v <= 1, "a number in (0, 1]")
 POSITIVE = _typed(float, lambda v: math.isfinite(v) and v > 0, "a number > 0")
 NON_NEGATIVE = _typed(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+UNIT_OPEN = _typed(float, lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1)")
 
 
 def _is_device(text: str) -> bool:
@@ -222,6 +223,41 @@ def add_loop_args(p: argparse.ArgumentParser, budget: int = 1000) -> None:
                         "warned about and flagged in the results): none, warmup (train the next stage with the "
                         "epsilon warm-up) or reinit (also retrain that stage once from new weights, keeping the "
                         "better) (default: %(default)s)")
+    add_pool_args(p)
+
+
+def add_pool_args(p: argparse.ArgumentParser) -> None:
+    """Training on the unlabeled pool (robustal.pool_training): the images a run has not labeled."""
+    from robustal.pool_training import POOL_MODES, POOL_STAGES, TEACHERS, PoolConfig
+
+    d = PoolConfig()
+    g = p.add_argument_group("training on the unlabeled pool (pgd and trades; pseudo-labels are never stored as labels)")
+    g.add_argument("--pool-training", choices=POOL_MODES, default=d.mode,
+                   help="none; self-training (a teacher pseudo-labels the unlabeled images, adversarial training "
+                        "uses them like labels: Carmon et al. 2019); consistency (TRADES's robustness term alone on "
+                        "the unlabeled images, no pseudo-labels: Uesato et al. 2019) (default: %(default)s)")
+    g.add_argument("--pool-share", type=UNIT_OPEN, default=d.share, metavar="S",
+                   help="the pool's share of each training batch, in [0, 1); the run's cost grows by 1/(1-S) "
+                        "(default: %(default)s)")
+    g.add_argument("--pool-weight", type=NON_NEGATIVE, default=d.weight, metavar="W",
+                   help="weight of the pool images' loss against the labeled ones' (default: %(default)s)")
+    g.add_argument("--teacher", choices=TEACHERS, default=d.teacher,
+                   help="self-training's teacher: standard (a model trained without attack on the stage's labels) or "
+                        "model (the run's model as the previous stage left it) (default: %(default)s)")
+    g.add_argument("--teacher-epochs", type=POSITIVE_INT, default=d.teacher_epochs,
+                   help="epochs of the standard teacher's training (default: %(default)s)")
+    g.add_argument("--pool-confidence", type=UNIT_OPEN, default=d.confidence, metavar="C",
+                   help="use only pseudo-labels whose teacher probability is at least C (default: %(default)s)")
+    g.add_argument("--pool-stages", choices=POOL_STAGES, default=d.stages,
+                   help="use the pool at every stage, or at the last one only (default: %(default)s)")
+
+
+def pool_config(args: argparse.Namespace):
+    """The :class:`~robustal.pool_training.PoolConfig` of the pool options."""
+    from robustal.pool_training import PoolConfig
+
+    return PoolConfig(mode=args.pool_training, share=args.pool_share, weight=args.pool_weight, teacher=args.teacher,
+                      teacher_epochs=args.teacher_epochs, confidence=args.pool_confidence, stages=args.pool_stages)
 
 
 def add_tracking_args(p: argparse.ArgumentParser, study: bool = False) -> None:
@@ -288,7 +324,7 @@ def loop_config(args: argparse.Namespace, train=None, eval_attack=None):
     return LoopConfig(acquisition=args.acquisition, acquisition_options=options, initial=args.initial,
                       per_stage=args.per_stage, budget=args.budget, train=train or train_config(args),
                       eval_attack=eval_attack, from_scratch=args.from_scratch,
-                      chance_recovery=args.chance_recovery, seed=args.seed)
+                      chance_recovery=args.chance_recovery, seed=args.seed, pool=pool_config(args))
 
 
 def train_config(args: argparse.Namespace):

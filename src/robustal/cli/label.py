@@ -218,17 +218,29 @@ def _live_status(status: str, holder: str | None) -> str:
     return status
 
 
+#: Status columns of a run that trains on its unlabeled pool: pool images used, pseudo-label and teacher accuracy.
+POOL_HEADERS = ["pool images", "pseudo-label acc", "teacher clean"]
+
+
+def _pool_cells(stage) -> list:
+    """A stage's :data:`POOL_HEADERS` cells (pseudo-labels are measured only where the true labels are known)."""
+    return [stage.pool_images, stage.pseudo_accuracy, stage.teacher_clean]
+
+
 def _study_status(store, runs: list[dict]) -> None:
     from robustal.tables import format_table
 
-    rows = []
+    rows, pool = [], False
     for run in runs:
         stages = store.stages(run["name"])
         last = stages[-1] if stages else None
+        pool = pool or any(s.pool_images is not None for s in stages)
         rows.append([run["name"], run["status"].split(" (")[0], len(stages), last.labeled if last else 0,
-                     last.clean if last else None, last.robust if last else None, sum(s.at_chance for s in stages)])
-    print(format_table(["run", "status", "stages", "labels", "clean", "robust", "stages at chance"], rows,
-                       floatfmt=".4f"))
+                     last.clean if last else None, last.robust if last else None, sum(s.at_chance for s in stages),
+                     *(_pool_cells(last) if last else [None] * 3)])
+    rows = [r if pool else r[:-3] for r in rows]
+    print(format_table(["run", "status", "stages", "labels", "clean", "robust", "stages at chance"]
+                       + POOL_HEADERS * pool, rows, floatfmt=".4f"))
 
 
 def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
@@ -240,9 +252,10 @@ def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
     labels = len(labeled) or (stages[-1].labeled if stages else 0)
     print(f"\nrun {name!r}: {run['status']}, {len(stages)} stages, {labels} labels so far")
     if stages:
-        print(format_table(["stage", "labeled", "clean", "robust", "val score", "at chance"],
+        pool = any(s.pool_images is not None for s in stages)
+        print(format_table(["stage", "labeled", "clean", "robust", "val score", "at chance"] + POOL_HEADERS * pool,
                            [[s.stage, s.labeled, s.clean, s.robust, s.val_score, "yes" if s.at_chance else ""]
-                            for s in stages], floatfmt=".4f"))
+                            + _pool_cells(s) * pool for s in stages], floatfmt=".4f"))
     for stage in store.pending_stages(name):
         picks = store.pending(name, stage)
         picked = picks[0].tolist() if picks is not None else []

@@ -89,11 +89,14 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float, tr
                             tracker=tracker, gpus_per_run=args.gpus_per_run, report=report)
     finally:
         bar.close()
+    from robustal.pool_training import training_label
+
     cells: dict[tuple, list] = {}
     for task in tasks:
         loop = task.spec.loop
         acq = task.spec.acquisition_label or loop.acquisition
-        key = (task.name.removesuffix(f"-{loop.train.mode}-{acq}-s{loop.seed}"), loop.train.mode, acq)
+        training = training_label(loop.train.mode, loop.pool.mode)
+        key = (task.name.removesuffix(f"-{training}-{acq}-s{loop.seed}"), training, acq)
         cells.setdefault(key, []).append(results[task.name][-1])
     rows = []
     for (prefix, mode, acq), finals in cells.items():
