@@ -33,16 +33,23 @@ def file_slug(*parts: str) -> str:
     return "-".join("".join(c if c.isalnum() or c in "-_." else "_" for c in p) for p in parts)
 
 
-def plot_curves(runs: Sequence[RunResults], dataset: str, model: str, training: str, path: Path) -> Path:
+def plot_curves(runs: Sequence[RunResults], dataset: str, model: str, training: str | Sequence[str],
+                path: Path) -> Path:
     """Clean and robust accuracy vs labels, one line per function: the mean over seeds with a band of ± one sample
     standard deviation; each all-label reference of the mode a dotted horizontal line at its mean
-    (:data:`CURVES_CAPTION`)."""
+    (:data:`CURVES_CAPTION`). Several training modes (``pgd`` and ``pgd+self-training``) share one figure, each
+    line labelled with its mode."""
     import numpy as np
 
     plt = pyplot()
-    key = (dataset, model, training)
-    cells = {k[3]: v for k, v in finished_cells(runs).items() if k[:3] == key}
-    references = {k[3]: v for k, v in finished_cells(runs, references=True).items() if k[:3] == key}
+    modes = [training] if isinstance(training, str) else list(training)
+
+    def named(key: tuple) -> str:
+        return key[3] if len(modes) == 1 else f"{key[3]}, {key[2]}"
+
+    cells = {named(k): v for k, v in finished_cells(runs).items() if k[:2] == (dataset, model) and k[2] in modes}
+    references = {named(k): v for k, v in finished_cells(runs, references=True).items()
+                  if k[:2] == (dataset, model) and k[2] in modes}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     palette = plt.get_cmap("tab20").colors  # 12 functions: tab10 would repeat colours
     for i, (acq, rs) in enumerate(cells.items()):
@@ -55,8 +62,9 @@ def plot_curves(runs: Sequence[RunResults], dataset: str, model: str, training: 
                 continue
             mean, std = vals.mean(0), vals.std(0, ddof=1) if len(rs) > 1 else np.zeros(n)
             color = palette[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
-            ax.plot(labels, mean, marker="o", ms=3, label=acq, lw=1.5 if acq != "random" else 2.5,
-                    ls="--" if acq == "random" else "-", color=color)
+            random = acq.split(", ")[0] == "random"
+            ax.plot(labels, mean, marker="o", ms=3, label=acq, lw=2.5 if random else 1.5, ls="--" if random else "-",
+                    color=color)
             ax.fill_between(labels, mean - std, mean + std, color=color, alpha=0.12)
     for i, (acq, rs) in enumerate(references.items()):
         for ax, name in zip(axes, ("clean", "robust"), strict=True):
@@ -68,7 +76,7 @@ def plot_curves(runs: Sequence[RunResults], dataset: str, model: str, training: 
     for ax, title in zip(axes, ("clean accuracy", "robust accuracy"), strict=True):
         ax.set_xlabel("labeled samples")
         ax.set_ylabel(title)
-        ax.set_title(f"{dataset} / {model} / {training}: {title}")
+        ax.set_title(f"{dataset} / {model} / {' vs '.join(modes)}: {title}")
         ax.grid(alpha=0.3)
     for ax in reversed(axes):  # on the robust panel, unless robust accuracy was not measured
         if ax.get_legend_handles_labels()[0]:

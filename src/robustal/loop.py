@@ -32,6 +32,7 @@ from robustal.models.memory_format import apply_memory_format
 from robustal.oracle import CallableOracle, DatasetOracle, Oracle
 from robustal.pool_training import PoolConfig, Unlabeled
 from robustal.pseudo_labels import PseudoLabels, pseudo_label
+from robustal.stopping import StoppingRule
 from robustal.store import StageRecord, Store
 from robustal.training import FitResult, TrainConfig, fit, make_optimizer
 
@@ -62,6 +63,8 @@ class LoopConfig:
             validation.
         seed: Seeds the initial set, the model's initialisation, training, selection and evaluation.
         pool: Training on the unlabeled pool images too (:mod:`robustal.pool_training`; default: not).
+        stop: End the run before its budget once this :class:`~robustal.stopping.StoppingRule` says labeling has
+            stopped paying (None: run to the budget).
     """
 
     acquisition: str = "dre"
@@ -75,11 +78,14 @@ class LoopConfig:
     chance_recovery: str = "reinit"
     seed: int = 0
     pool: PoolConfig = field(default_factory=PoolConfig)
+    stop: StoppingRule | None = None
 
     def __post_init__(self) -> None:
         caller = "LoopConfig"
         if isinstance(self.pool, dict):
             object.__setattr__(self, "pool", PoolConfig(**self.pool))
+        if isinstance(self.stop, dict):
+            object.__setattr__(self, "stop", StoppingRule(**self.stop))
         if self.pool.enabled and not self.train.adversarial:
             raise ConfigError(f"Training on the unlabeled pool (pool mode {self.pool.mode!r}) is for adversarial "
                               f"training; the training mode is {self.train.mode!r}: use pgd or trades (--training), "
@@ -116,6 +122,10 @@ class LoopConfig:
         d = asdict(self)
         d["train"] = self.train.to_dict()
         return d
+
+    def stopped(self, records: list[StageRecord]) -> bool:
+        """Whether the stopping rule (if any) says the stages so far are enough."""
+        return self.stop is not None and self.stop.stop_stage([r.val_score for r in records]) is not None
 
 
 @dataclass(frozen=True)
@@ -266,7 +276,7 @@ class ActiveLearningLoop:
                 self._at_chance = bool(done[-1].at_chance)
             if status not in ("new", "finished"):  # resumable: only now, once its checkpoint has been read
                 self.store.set_status(self.name, "running")
-            if status == "finished" and start_stage >= len(sizes):
+            if status == "finished" and (start_stage >= len(sizes) or cfg.stopped(records)):
                 if self._track_start(records):  # it may have been run without tracking: mirror it whole
                     self._track_result(records)
                     self.tracker.finish("finished")
@@ -274,6 +284,8 @@ class ActiveLearningLoop:
         self._track_start(records)
         try:
             for stage in range(start_stage, len(sizes)):
+                if cfg.stopped(records):
+                    break
                 result, optimizer = self._stage(stage, sizes[stage], labeled, optimizer)
                 labeled = torch.cat([labeled, result.picked])
                 records.append(result.record)

@@ -36,6 +36,7 @@ from robustal.figures import CURVES_CAPTION, file_slug, plot_curves
 from robustal.final_attacks import FINAL_ATTACKS, final_attacks_section, read_final_attacks
 from robustal.outputs import atomic_write_bytes
 from robustal.picks import picks_section
+from robustal.pool_report import pool_section, stopping_section
 from robustal.results import (
     RunResults,
     Summary,
@@ -133,6 +134,8 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
         lines += _references_section(runs, ds, model)
         lines += ranking_section(runs, ds, model)
         lines += _chance_section(runs, ds, model)
+        lines += pool_section(runs, ds, model, out)
+        lines += stopping_section(runs, ds, model)
         lines += mann_whitney_section(cell)
         lines += paired_sections(runs, ds, model)
         lines += versus_section(runs, ds, model)

@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS labels (
 
 #: Configuration keys that may differ between the run that started and the one that resumes it.
 NON_SEMANTIC_KEYS = frozenset({"device", "progress", "workers", "data_dir", "batch_size_eval",
-                               "project"})  # a labeling project's folder name (robustal 0.2): renaming it is fine
+                               "project",  # a labeling project's folder name (robustal 0.2): renaming it is fine
+                               "stop"})  # the stopping rule decides where a run ends, not what its stages are
 #: Configuration keys added since the first release whose absence in a stored run means a known value: a run stored
 #: before them compares as if it had recorded that value (a run without the pool is never resumed with it).
 ADDED_KEY_DEFAULTS = {"loop.pool": {"mode": "none"}}

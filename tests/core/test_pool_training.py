@@ -221,3 +221,51 @@ def test_a_run_stored_before_the_pool_setting_counts_as_without_it():
     assert config_diff(old, {"loop": {"budget": 60, "pool": PoolConfig().to_dict()}}) == []
     assert config_diff(old, {"loop": {"budget": 60, "pool": POOL.to_dict()}}) == [
         "loop.pool.mode: stored 'none', now 'self-training'"]
+
+
+# --- when to stop labeling ------------------------------------------------------------------------------------------
+from robustal.stopping import StoppingRule  # noqa: E402
+
+
+def test_the_stopping_rule_fires_on_a_plateau_of_the_best_validation_score():
+    rule = StoppingRule(min_gain=0.01, patience=2)
+    assert rule.stop_stage([0.2, 0.3, 0.4, 0.405, 0.41]) == 4  # 0.41 - 0.40 < 0.01 over the last two stages
+    assert rule.stop_stage([0.2, 0.3, 0.4, 0.5]) is None
+    assert rule.stop_stage([0.5, 0.1, 0.2]) == 2  # a dip counts from the best so far: no gain over 0.5
+    assert rule.gain([0.2, 0.3], 1) is None  # too early to say
+    assert rule.gain([0.2, None, 0.5], 2) is None  # an unscored stage says nothing
+    with pytest.raises(ConfigError, match="'patience' parameter of StoppingRule"):
+        StoppingRule(patience=0)
+
+
+def test_a_run_stops_early_under_its_rule_and_goes_on_without_it(digits, tmp_path):
+    always = StoppingRule(min_gain=1.0, patience=1)  # no stage can gain a whole accuracy: stops at stage 1
+    stopped = run_experiment(spec(PoolConfig(), budget=120, stop=always), tmp_path, name="r", dataset=digits)
+    assert [s.labeled for s in stopped.stages] == [30, 60]
+    assert Store(tmp_path).status("r") == "finished"
+    again = run_experiment(spec(PoolConfig(), budget=120, stop=always), tmp_path, name="r", dataset=digits)
+    assert [s.labeled for s in again.stages] == [30, 60]  # nothing more
+    full = run_experiment(spec(PoolConfig(), budget=120), tmp_path, name="r", dataset=digits)  # the rule is no setting
+    assert [s.labeled for s in full.stages] == [30, 60, 90, 120]
+    assert [s.robust for s in full.stages[:2]] == [s.robust for s in stopped.stages]
+
+
+def test_status_and_report_show_the_pool_and_the_stopping_rule(digits, tmp_path, capsys):
+    from robustal.cli import main
+    from robustal.report import write_report
+
+    run_experiment(spec(budget=90), tmp_path, name="pool", dataset=digits)
+    run_experiment(spec(PoolConfig(), budget=90), tmp_path, name="plain", dataset=digits)
+    assert main(["status", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "pseudo-label acc" in text and "teacher clean" in text
+    assert text.count("stopping rule (stop once validation gained less than 1 point(s) over the last 2 stage(s))") == 2
+    report = write_report(tmp_path, entropies=False).read_text()
+    stages = Store(tmp_path).stages("pool")
+    assert "### Training on the unlabeled pool" in report
+    section = report.split("### Training on the unlabeled pool")[1].split("###")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| pgd+self-training | random"))
+    assert f"{stages[0].pseudo_accuracy:.3f}" in row and f"{stages[-1].teacher_clean:.3f}" in row
+    assert "curves-pool-digits-small-cnn-pgd.png" in report and (tmp_path / "report" /
+                                                                 "curves-pool-digits-small-cnn-pgd.png").is_file()
+    assert "### When to stop labeling" in report

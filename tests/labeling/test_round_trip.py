@@ -276,3 +276,34 @@ def test_killed_at_any_moment_the_same_command_loses_nothing_and_asks_nothing_tw
     metrics = lambda s: [(r.labeled, r.clean, r.robust, r.val_score) for r in s.stages("label")]
     assert metrics(Store(clean))[:2] == metrics(store)
     assert np.isfinite([r.clean for r in store.stages("label")]).all()
+
+
+def test_pseudo_labels_never_reach_a_persons_labels_or_requests(mnist_folder, tmp_path, capsys):
+    """A project that trains on its unlabeled images: the store, the requests and the Label Studio tasks hold the
+    person's answers and the images asked for, never a pseudo-label."""
+    from robustal.store import Store
+
+    pool, truth = mnist_folder
+    out = tmp_path / "project"
+    extra = ("--pool-training", "self-training", "--teacher-epochs", "50")
+    answered: dict[str, int] = {}
+    for _ in range(5):
+        assert main(label_args(pool, out, *extra)) == 0
+        text = capsys.readouterr().out
+        if "waiting for" not in text:
+            break
+        request = _waiting_for(text)
+        for name in fill(request, truth):
+            answered[name] = truth[name]
+        tasks = json.loads(request.with_name(request.stem + "-label-studio.json").read_text())
+        assert all(not t.get("annotations") for t in tasks)  # predictions at most, never an annotation
+        with request.open(newline="") as f:
+            asked = [row["id"] for row in csv.DictReader(f)]
+        assert len(asked) == 40 if request.name == "heldout.csv" else len(asked) == 20
+    store = Store(out)
+    stages = store.stages("label")
+    assert [s.labeled for s in stages] == [20, 40, 60]
+    assert all(s.pool_images and s.pool_images > 0 for s in stages)  # the unlabeled images were trained on
+    assert all(s.pseudo_accuracy is None for s in stages)  # a person's pool: no true labels, no claimed accuracy
+    assert len(store.labels("label")) == 60 and len(answered) == 100  # held-out 40 + 60: only what was answered
+    assert "pool images" in (main(["status", str(out)]) == 0 and capsys.readouterr().out)

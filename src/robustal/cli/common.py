@@ -223,6 +223,12 @@ def add_loop_args(p: argparse.ArgumentParser, budget: int = 1000) -> None:
                         "warned about and flagged in the results): none, warmup (train the next stage with the "
                         "epsilon warm-up) or reinit (also retrain that stage once from new weights, keeping the "
                         "better) (default: %(default)s)")
+    g.add_argument("--stop-gain", type=NON_NEGATIVE, default=None, metavar="G",
+                   help="stop before the budget once validation (robust accuracy under adversarial training) gained "
+                        "less than G (0.01 = one point) over the last --stop-patience stages (default: run to the "
+                        "budget; robustal status says where the rule would stop either way)")
+    g.add_argument("--stop-patience", type=POSITIVE_INT, default=2, metavar="K",
+                   help="stages over which --stop-gain is measured (default: %(default)s)")
     add_pool_args(p)
 
 
@@ -231,7 +237,7 @@ def add_pool_args(p: argparse.ArgumentParser) -> None:
     from robustal.pool_training import POOL_MODES, POOL_STAGES, TEACHERS, PoolConfig
 
     d = PoolConfig()
-    g = p.add_argument_group("training on the unlabeled pool (pgd and trades; pseudo-labels are never stored as labels)")
+    g = p.add_argument_group("training on the unlabeled pool (pgd, trades; pseudo-labels are never stored as labels)")
     g.add_argument("--pool-training", choices=POOL_MODES, default=d.mode,
                    help="none; self-training (a teacher pseudo-labels the unlabeled images, adversarial training "
                         "uses them like labels: Carmon et al. 2019); consistency (TRADES's robustness term alone on "
@@ -319,12 +325,14 @@ def loop_config(args: argparse.Namespace, train=None, eval_attack=None):
     """The :class:`~robustal.loop.LoopConfig` of the active-learning options (``train``: default from the training
     options)."""
     from robustal.loop import LoopConfig
+    from robustal.stopping import StoppingRule
 
     options = {"bins": args.dre_bins} if args.dre_bins is not None and args.acquisition == "dre" else {}
     return LoopConfig(acquisition=args.acquisition, acquisition_options=options, initial=args.initial,
                       per_stage=args.per_stage, budget=args.budget, train=train or train_config(args),
                       eval_attack=eval_attack, from_scratch=args.from_scratch,
-                      chance_recovery=args.chance_recovery, seed=args.seed, pool=pool_config(args))
+                      chance_recovery=args.chance_recovery, seed=args.seed, pool=pool_config(args),
+                      stop=None if args.stop_gain is None else StoppingRule(args.stop_gain, args.stop_patience))
 
 
 def train_config(args: argparse.Namespace):

@@ -218,6 +218,24 @@ def _live_status(status: str, holder: str | None) -> str:
     return status
 
 
+def _stopping_advice(run: dict, stages: list) -> str:
+    """What the run's stopping rule (robustal's default rule if it has none) says about its stages so far."""
+    from robustal.stopping import StoppingRule
+
+    stored = run["config"].get("loop", {}).get("stop")
+    rule = StoppingRule(**stored) if stored else StoppingRule()
+    scores = [s.val_score for s in stages]
+    stop = rule.stop_stage(scores)
+    if stop is not None:
+        return (f"stopping rule ({rule.describe()}): enough at stage {stop} ({stages[stop].labeled} labels); "
+                "more labels have not paid since")
+    gain = rule.gain(scores, len(scores) - 1)
+    if gain is None:
+        return f"stopping rule ({rule.describe()}): too early to say ({len(stages)} stage(s))"
+    return (f"stopping rule ({rule.describe()}): keep labeling; validation gained {100 * gain:.1f} points over the "
+            f"last {rule.patience} stage(s)")
+
+
 #: Status columns of a run that trains on its unlabeled pool: pool images used, pseudo-label and teacher accuracy.
 POOL_HEADERS = ["pool images", "pseudo-label acc", "teacher clean"]
 
@@ -256,6 +274,7 @@ def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
         print(format_table(["stage", "labeled", "clean", "robust", "val score", "at chance"] + POOL_HEADERS * pool,
                            [[s.stage, s.labeled, s.clean, s.robust, s.val_score, "yes" if s.at_chance else ""]
                             + _pool_cells(s) * pool for s in stages], floatfmt=".4f"))
+        print(_stopping_advice(run, stages))
     for stage in store.pending_stages(name):
         picks = store.pending(name, stage)
         picked = picks[0].tolist() if picks is not None else []

@@ -74,6 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_table(["stage", "labeled", "clean", "robust", "train s", "select s"],
                        [[r.stage, r.labeled, r.clean, r.robust, round(r.train_seconds, 1),
                          round(r.select_seconds, 2)] for r in result.stages], floatfmt=".4f"))
+    if result.stages and result.waiting is None and result.stages[-1].labeled < spec.loop.budget:
+        log(f"stopped at {result.stages[-1].labeled} of {spec.loop.budget} labels: {spec.loop.stop.describe()} "
+            "(run again without --stop-gain to go on to the budget)")
     if save is not None:
         from robustal.experiment import resolve
 
