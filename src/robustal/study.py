@@ -288,6 +288,9 @@ class Study:
         options = data.get("acquisition", {})
         tracking = dict(_check_keys(data.get("tracking", {}), TRACKING_KEYS, "tracking", source))
         pool = dict(_check_keys(data.get("pool", {}), POOL_KEYS, "pool", source))
+        from robustal.pool_training import PoolConfig
+
+        PoolConfig(mode="self-training", **pool)  # bad values fail now, even where no grid uses the pool
         if "kind" in tracking:
             from robustal._validation import check_choice
             from robustal.tracking import TRACKERS
@@ -358,8 +361,9 @@ class Study:
             for ds in grid.datasets:
                 for model in grid.models[ds]:
                     model_label = model or default_model_for(ds) or "default"
-                    for pool, mode, acq, seed in itertools.product(grid.pool, grid.training, grid.acquisitions,
-                                                                   grid.seeds):
+                    # the pool innermost: a run with it follows the same run without it
+                    for mode, acq, seed, pool in itertools.product(grid.training, grid.acquisitions, grid.seeds,
+                                                                   grid.pool):
                         loop = self._loop_config(acq, mode, seed, grid, pool)
                         spec = RunSpec(dataset=self.dataset_path(ds), model=model, loop=loop,
                                        acquisition_label=acq if acq != loop.acquisition else None, **eval_keys)

@@ -258,3 +258,27 @@ def test_ray_gpu_share_follows_the_model_size(model, share):
     from robustal.loop import LoopConfig
 
     assert gpu_share(RunSpec(dataset="mnist", model=model, loop=LoopConfig())) == share  # None: mnist's lenet5
+
+
+def test_a_grid_runs_each_pool_mode_with_the_studys_pool_settings():
+    s = study(grid={"training": ["pgd"], "pool": ["none", "self-training"], "seeds": [0, 1]},
+              pool={"share": 0.25, "teacher": "model"})
+    names = [t.name for t in s.tasks()]
+    assert names == ["digits-small-cnn-pgd-random-s0", "digits-small-cnn-pgd+self-training-random-s0",
+                     "digits-small-cnn-pgd-random-s1", "digits-small-cnn-pgd+self-training-random-s1"]
+    plain, pooled = s.tasks()[:2]
+    assert plain.spec.loop.pool.mode == "none"
+    assert (pooled.spec.loop.pool.mode, pooled.spec.loop.pool.share, pooled.spec.loop.pool.teacher) == (
+        "self-training", 0.25, "model")
+
+
+@pytest.mark.parametrize("sections, match", [
+    ({"pool": {"mode": "self-training"}}, r"unknown key 'mode' in \[pool\]"),
+    ({"pool": {"sharee": 0.5}}, "Did you mean 'share'"),
+    ({"pool": {"share": 1.5}}, "'share' parameter of PoolConfig"),
+    ({"grid": {"training": ["pgd"], "pool": ["self-train"]}}, "'pool' parameter"),
+    ({"grid": {"pool": ["self-training"]}}, "is for adversarial training; the training mode is 'standard'"),
+])
+def test_bad_pool_settings_in_a_study_name_the_file(sections, match):
+    with pytest.raises(ConfigError, match=match):
+        study(**sections)
