@@ -12,7 +12,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from robustal.outputs import atomic_write_bytes
@@ -37,6 +37,7 @@ class RunResults:
     status: str
     stages: list[StageRecord]
     config: dict
+    versions: dict = field(default_factory=dict)  # where it was computed (:mod:`robustal.provenance`)
 
     @property
     def group(self) -> tuple[str, str]:
@@ -103,7 +104,8 @@ def collect(root: str | Path, names: Sequence[str] | None = None) -> list[RunRes
                               model=str(cfg.get("model_name", cfg.get("model", "?"))),
                               training=loop.get("train", {}).get("mode", "?"),
                               acquisition=cfg.get("acquisition_label") or loop.get("acquisition", "?"),
-                              seed=int(r["seed"]), status=r["status"], stages=store.stages(name), config=cfg))
+                              seed=int(r["seed"]), status=r["status"], stages=store.stages(name), config=cfg,
+                              versions=r["versions"]))
     return out
 
 

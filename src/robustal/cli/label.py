@@ -206,6 +206,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         for run in runs:
             _run_status(store, run, folder, is_project)
+    _provenance_status(store, runs)
     if holder is not None:
         print(f"\nin use by {holder}")
     return 0
@@ -229,6 +230,24 @@ def _study_status(store, runs: list[dict]) -> None:
                      last.clean if last else None, last.robust if last else None, sum(s.at_chance for s in stages)])
     print(format_table(["run", "status", "stages", "labels", "clean", "robust", "stages at chance"], rows,
                        floatfmt=".4f"))
+
+
+def _provenance_status(store, runs: list[dict]) -> None:
+    """Where the runs were computed (one line per machine, saying so when there are several), their versions, and
+    the final attacks stored."""
+    from robustal.final_eval import row_line
+    from robustal.provenance import machine_lines, version_label
+
+    if not runs:
+        return
+    print("\n" + "\n".join(ln.replace("**", "") for ln in machine_lines((r["name"], r["versions"]) for r in runs)
+                           if ln))
+    print("versions: " + " / ".join(dict.fromkeys(version_label(r["versions"]) or "not recorded" for r in runs)))
+    rows = store.final_attacks()
+    if rows:
+        print(f"final attacks: {len(rows)} stored (robustal report shows them)")
+        for row in rows[:5] if len(runs) > 3 else rows:
+            print(f"  {row_line(row)}")
 
 
 def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
