@@ -143,3 +143,33 @@ def test_the_cli_offers_the_final_attacks_of_the_library():
     from robustal.final_eval import FINAL_ATTACKS
 
     assert FINAL_ATTACK_NAMES == tuple(FINAL_ATTACKS)
+
+
+def test_final_attack_rows_travel_with_an_exported_run(finished, tmp_path, fake_fast):
+    """The Ray executor moves runs between stores with export_run / import_run: the rows go along."""
+    _, original = finished
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    assert main(["attack", str(out), "--attack", "autoattack-fast", "--n", "5"]) == 0
+    source = Store(out)
+    (name,) = [r["name"] for r in source.runs()]
+    target = Store(tmp_path / "other")
+    target.import_run(source.export_run(name))
+    assert target.final_attacks(name) == source.final_attacks(name) and len(target.final_attacks()) == 1
+
+
+def test_resuming_under_another_instruction_set_warns(tmp_path):
+    import json
+    import sqlite3
+
+    from robustal.errors import ReproducibilityWarning
+
+    store = Store(tmp_path)
+    store.start_run("r", {"a": 1}, 0, device="cpu")
+    con = sqlite3.connect(tmp_path / "results.db")
+    stored = json.loads(con.execute("SELECT versions FROM runs").fetchone()[0])
+    con.execute("UPDATE runs SET versions = ?, status = 'interrupted'", (json.dumps({**stored, "isa": "OTHER"}),))
+    con.commit()
+    con.close()
+    with pytest.warns(ReproducibilityWarning, match=f"isa OTHER -> {torch.backends.cpu.get_cpu_capability()}"):
+        store.start_run("r", {"a": 1}, 0, device="cpu")
