@@ -4,8 +4,8 @@ Tables: ``runs`` (name, configuration, seed, library versions and numeric enviro
 count, clean and robust accuracy, times, chance-level flag), ``selections`` (the pool indices picked at each
 stage, with scores), ``pending`` (a stage's picks while their labels are awaited) and ``labels`` (every label the
 oracle gave, so that nothing is asked twice) and ``final_attacks`` (each run's final model under a final evaluation
-attack, such as AutoAttack, with the machine that ran it). Every write is one transaction; WAL mode and a long busy timeout let
-several processes share one store without losing rows. Checkpoints are written to a temporary file and renamed into
+attack, such as AutoAttack, with the machine that ran it). Every write is one transaction; WAL mode and a long busy
+timeout let several processes share one store without losing rows. Checkpoints are written to a temporary file and renamed into
 place, so a crash never leaves a half-written one. A database file that is not robustal's is never modified: it is
 refused with what it is.
 """
@@ -419,7 +419,7 @@ class Store:
             out.setdefault(stage, []).append(score)
         return out
 
-    # --- final attacks -----------------------------------------------------------------------------------------------
+    # --- final attacks --------------------------------------------------------------------------------------------
     def add_final_attack(self, row: dict) -> None:
         """Record (or replace) a run's final model under a final attack: a dict with :data:`FINAL_ATTACK_COLUMNS`
         (``provenance`` a dict), in one transaction."""
