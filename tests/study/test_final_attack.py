@@ -173,3 +173,19 @@ def test_resuming_under_another_instruction_set_warns(tmp_path):
     con.close()
     with pytest.warns(ReproducibilityWarning, match=f"isa OTHER -> {torch.backends.cpu.get_cpu_capability()}"):
         store.start_run("r", {"a": 1}, 0, device="cpu")
+
+
+def test_the_study_command_says_what_it_will_attack_and_logs_each_attack(finished, tmp_path, fake_fast, capsys,
+                                                                        caplog):
+    path, original = finished
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    study_file = tmp_path / "tiny.toml"
+    shutil.copy(path, study_file)
+    _with_final(study_file, 5)
+    with caplog.at_level("INFO", logger="robustal"):
+        assert main(["study", str(study_file), "--out", str(out), "--no-progress"]) == 0
+    assert "autoattack-fast on the first 5 test images after each run (1 finished runs to attack, without " \
+           "retraining)" in capsys.readouterr().err
+    (name,) = [r["name"] for r in Store(out).runs()]
+    assert f"final attack: {name}: autoattack-fast on 5 test images" in caplog.text
