@@ -170,6 +170,7 @@ def final_attacks_section(runs: Sequence[RunResults], ds: str, model: str, attac
                      for (m, acq, ref), rs in cells.items() if m == mode and ref == reference]
     lines.append(format_table(["training", "acquisition", "runs", "clean", "PGD", short, "gap", "rank PGD",
                                f"rank {short}"], rows))
+    lines += _reference_shares(cells, attacks, short, rows_pgd)
     values = {key: {r.seed: (attacks[r.name].pgd if rows_pgd else None, attacks[r.name].autoattack) for r in rs}
               for key, rs in cells.items() if not key[2]}
     comparisons = paired([([mode, acq], v, values[(mode, "random", False)]) for (mode, acq, _), v in values.items()
@@ -180,6 +181,32 @@ def final_attacks_section(runs: Sequence[RunResults], ds: str, model: str, attac
                   *paired_table(comparisons, ["training", "acquisition"], ["PGD", short]),
                   "", _verdicts(comparisons, short, long)]
     return lines
+
+
+def _reference_shares(cells: dict[tuple[str, str, bool], list[RunResults]], attacks: dict[str, FinalAttack],
+                      short: str, rows_pgd: bool) -> list[str]:
+    """Per training mode with an attacked all-label reference: the share of its robust accuracy the functions reach
+    under each attack (the label budget's cost in robustness, which PGD alone may misstate)."""
+    def mean(runs: list[RunResults], key: str) -> float:
+        return mean_std([getattr(attacks[r.name], key) for r in runs])[0]
+
+    out = []
+    for (mode, acq, ref), rs in cells.items():
+        if not ref:
+            continue
+        keys = (["pgd"] if rows_pgd else []) + ["autoattack"]
+        base = {k: mean(rs, k) for k in keys}
+        functions = {a: fs for (m, a, r), fs in cells.items() if m == mode and not r}
+        if not functions or not all(base.values()):
+            continue
+        shares = {k: {a: mean(fs, k) / base[k] for a, fs in functions.items()} for k in keys}
+        names = {"pgd": "PGD", "autoattack": short}
+        parts = [f"{names[k]} {min(v.values()):.0%} to {max(v.values()):.0%} (best {max(v, key=v.get)})"
+                 for k, v in shares.items()]
+        out.append(f"- {mode}: the all-label reference {acq} ({len(rs)} runs: "
+                   + ", ".join(f"{names[k]} {base[k]:.3f}" for k in keys) + "); the functions reach "
+                   + "; ".join(parts) + " of its robust accuracy.")
+    return ["", "Share of the all-label reference's robust accuracy, under each attack:", "", *out] if out else []
 
 
 def _verdicts(comparisons, short: str, long: str) -> str:

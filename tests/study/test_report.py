@@ -923,3 +923,19 @@ def test_the_committed_paper_mnist_final_attacks_file_stays_readable():
     assert len(rows) == len(path.read_text().splitlines()) - 1 - incomplete
     (source,) = store_sources([], (rows, incomplete))
     assert source.attack == "autoattack" and source.rows == rows and "final-attacks.csv" in source.source
+
+
+def test_the_share_of_the_references_robustness_is_given_under_both_attacks(reference_study, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_study, copy)
+    name = "digits-small-cnn-pgd-{}-s{}".format
+    rows = [(name("random", s), 0.9, 0.4, 0.3) for s in range(2)] + [(name("entropy", s), 0.9, 0.6, 0.3)
+                                                                      for s in range(2)]
+    rows += [(name("all-labels", s), 0.95, 0.8, 0.6) for s in range(2)]
+    _add_final_rows(Store(copy), rows, "autoattack")
+    section = _section(write_report(copy, tmp_path / "rep", entropies=False).read_text(),
+                       "### Final models under AutoAttack")
+    assert ("- pgd: the all-label reference all-labels (2 runs: PGD 0.800, AutoAttack 0.600); the functions reach "
+            "PGD 50% to 75% (best entropy); AutoAttack 50% to 50% (best random) of its robust accuracy.") in section
