@@ -93,6 +93,10 @@ def test_the_attack_command_adds_rows_and_refuses_an_unknown_filter(finished, tm
     (row,) = Store(out).final_attacks()
     assert row["n"] == 5 and row["attack"] == "autoattack-fast"
     err = capsys.readouterr().err
+    assert main(["status", str(out)]) == 0
+    where = row["provenance"]
+    assert f"final attacks: 1 stored (robustal report shows them), attacked on {where['cpu']} ({where['isa']})" \
+        in capsys.readouterr().out
     assert "[1/1]" in err and "autoattack-fast on 5 test images" in err  # progress: run, attack, seconds
     calls = len(fake_fast)
     assert main(["attack", str(out), "--attack", "autoattack-fast", "--n", "5"]) == 0

@@ -236,7 +236,7 @@ def _provenance_status(store, runs: list[dict]) -> None:
     """Where the runs were computed (one line per machine, saying so when there are several), their versions, and
     the final attacks stored."""
     from robustal.final_eval import row_line
-    from robustal.provenance import machine_lines, version_label
+    from robustal.provenance import machine_label, machine_lines, version_label
 
     if not runs:
         return
@@ -245,9 +245,12 @@ def _provenance_status(store, runs: list[dict]) -> None:
     print("versions: " + " / ".join(dict.fromkeys(version_label(r["versions"]) or "not recorded" for r in runs)))
     rows = store.final_attacks()
     if rows:
-        print(f"final attacks: {len(rows)} stored (robustal report shows them)")
+        machines = {r["run"] + r["attack"]: machine_label(r["provenance"]) for r in rows}
+        one = len(set(machines.values())) == 1
+        print(f"final attacks: {len(rows)} stored (robustal report shows them)"
+              + (f", attacked on {next(iter(machines.values()))}" if one else ""))
         for row in rows[:5] if len(runs) > 3 else rows:
-            print(f"  {row_line(row)}")
+            print(f"  {row_line(row)}" + ("" if one else f" on {machines[row['run'] + row['attack']]}"))
 
 
 def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
