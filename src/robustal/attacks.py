@@ -284,6 +284,15 @@ def _autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) ->
     return autoattack(model, x, y, **kwargs)
 
 
+@ATTACKS.register("autoattack-fast")
+def _autoattack_fast(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+    """AutoAttack's two gradient attacks only, APGD-CE then APGD-T (:func:`robustal.autoattack.autoattack` with
+    ``version="fast"``): a cheaper final check, without FAB-T and Square (needs the ``autoattack`` extra)."""
+    from robustal.autoattack import autoattack
+
+    return autoattack(model, x, y, version="fast", **kwargs)
+
+
 @ATTACKS.register("square")
 def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
     """The Square attack (:func:`robustal.autoattack.square`; needs the ``autoattack`` extra)."""

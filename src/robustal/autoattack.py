@@ -47,7 +47,11 @@ def _import_pyautoattack():
 
 
 #: Attacks of this module, which need the extra.
-EXTRA_ATTACKS = ("autoattack", "square")
+EXTRA_ATTACKS = ("autoattack", "autoattack-fast", "square")
+#: AutoAttack's versions robustal runs: pyautoattack's own, and ``fast``, its two gradient attacks with the standard
+#: version's settings (APGD-CE with one restart, APGD-T on 9 target classes), about the cost of one APGD-T.
+VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "fast": ("apgd-ce", "apgd-t"),
+            "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"), "rand": ("apgd-ce", "apgd-dlr")}
 
 
 def require(name: str = "autoattack") -> None:
@@ -103,21 +107,30 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: f
         epsilon: L∞ budget.
         step_size, steps, random_start: Ignored (parameter-free attacks); accepted for :class:`AttackConfig`.
         generator: Seeds AutoAttack (its global seeding is confined to a forked RNG).
-        version: AutoAttack's version (``standard``, ``plus``, ``rand``).
+        version: AutoAttack's version (``standard``, ``plus``, ``rand``, or ``fast``: APGD-CE and APGD-T only, with
+            the standard version's settings; :data:`VERSIONS`).
         batch_size: AutoAttack's batch size (default: all of ``x`` at once).
 
     Returns:
         Adversarial images within ε of ``x`` in [0, 1], detached; ``x`` itself where no attack succeeded.
     """
     _check(epsilon, x, y)
+    if version not in VERSIONS:
+        raise ConfigError(f"AutoAttack's version must be one of {', '.join(VERSIONS)}. Got {version!r} instead.")
     if len(x) == 0:
         return x.detach().clone()
     pyautoattack, _ = _import_pyautoattack()
     _quiet_autoattack_logger()
     seed = _seed_from(generator)
     with _isolated(model, x):
-        attack = pyautoattack.AutoAttack(model, norm="Linf", eps=float(epsilon), version=version, seed=seed,
-                                         device=x.device)
+        custom = version == "fast"
+        attack = pyautoattack.AutoAttack(model, norm="Linf", eps=float(epsilon), seed=seed, device=x.device,
+                                         version="custom" if custom else version,
+                                         attacks=list(VERSIONS[version]) if custom else None)
+        if custom:  # the standard version's settings of these two attacks
+            attack.apgd.n_restarts = 1
+            attack.apgd_targeted.n_restarts = 1
+            attack.apgd_targeted.n_target_classes = 9
         attack.verbose = logging.getLogger("robustal").isEnabledFor(logging.DEBUG)
         x_adv, _ = attack.run_standard_evaluation(x.detach(), y.detach(), batch_size=batch_size or len(x))
     return x_adv.detach().clamp_(0, 1)

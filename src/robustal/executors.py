@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from robustal.errors import StoreError
 from robustal.experiment import RunSpec, run_experiment
+from robustal.final_eval import FinalAttackConfig, is_due, log_row
 from robustal.store import StageRecord, Store
 
 if TYPE_CHECKING:
@@ -24,10 +25,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RunTask:
-    """One run of a study: its unique ``name`` in the store and its ``spec``."""
+    """One run of a study: its unique ``name`` in the store and its ``spec``; ``final_attack``
+    (:class:`~robustal.final_eval.FinalAttackConfig`): attack the final model once the run is finished (not part of the
+    spec, so adding it to a finished study only attacks)."""
 
     name: str
     spec: RunSpec
+    final_attack: FinalAttackConfig | None = None
 
 
 def _check_unique(tasks: Sequence[RunTask]) -> None:
@@ -45,7 +49,8 @@ def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, thread
     if threads is not None:
         torch.set_num_threads(threads)
     tracker = tracking.open() if tracking is not None else None
-    result = run_experiment(task.spec, out, name=task.name, data_dir=data_dir, device=device, tracker=tracker)
+    result = run_experiment(task.spec, out, name=task.name, data_dir=data_dir, device=device, tracker=tracker,
+                            final_attack=task.final_attack)
     return task.name, result.stages
 
 
@@ -102,8 +107,8 @@ def _prepare(tasks: Sequence[RunTask], out: str | Path, data_dir, checked: bool,
 
 def _split_finished(tasks: Sequence[RunTask], store: Store, results: dict, on_done) -> list[RunTask]:
     todo = []
-    for t in tasks:
-        if store.status(t.name) == "finished":
+    for t in tasks:  # a finished run whose final attack is due is a task: the attack, without retraining
+        if store.status(t.name) == "finished" and not is_due(store, t.name, t.final_attack):
             results[t.name] = store.stages(t.name)
             if on_done is not None:
                 on_done(t.name, results[t.name])
@@ -125,9 +130,11 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
     names, store, results, todo = _prepare(tasks, out, data_dir, checked, on_done)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     data = str(data_dir) if data_dir else None
+    final = {t.name: t.final_attack for t in todo}
     if workers <= 1 or len(todo) <= 1:
         for t in todo:
             name, stages = _run_task(t, str(out), device, data, None, tracking)  # in this process: its threads
+            log_row(store, name, final[name])
             results[name] = stages
             if on_done is not None:
                 on_done(name, stages)
@@ -141,6 +148,7 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     name, stages = fut.result()
+                    log_row(store, name, final[name])
                     results[name] = stages
                     if on_done is not None:
                         on_done(name, stages)
@@ -165,7 +173,8 @@ def _ray_task(task: RunTask, partial: dict | None, device: str, data_dir: str | 
         store = Store(tmp)
         if partial is not None:
             store.import_run(partial)
-        run_experiment(task.spec, tmp, name=task.name, data_dir=data_dir, device=device, tracker=tracker)
+        run_experiment(task.spec, tmp, name=task.name, data_dir=data_dir, device=device, tracker=tracker,
+                       final_attack=task.final_attack)
         return store.export_run(task.name)
 
 
@@ -219,8 +228,8 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
         refs = {}
         for t in todo:
             share = (gpus_per_run if gpus_per_run is not None else gpu_share(t.spec)) if on_gpu else 0
-            ref = remote.options(num_gpus=share).remote(t, store.export_run(t.name, partial=True), device, data,
-                                                         tracking)
+            # a finished run is a task only for its final attack: it goes whole (rows and final checkpoint)
+            ref = remote.options(num_gpus=share).remote(t, store.export_run(t.name), device, data, tracking)
             refs[ref] = t.name
         pending = list(refs)
         try:
@@ -230,6 +239,7 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
                     record = ray.get(ref)
                     store.import_run(record)
                     name = refs[ref]
+                    log_row(store, name, next(t.final_attack for t in todo if t.name == name))
                     results[name] = store.stages(name)
                     if on_done is not None:
                         on_done(name, results[name])

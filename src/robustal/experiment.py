@@ -92,8 +92,13 @@ def spec_for_store(spec: RunSpec) -> dict:
 
 def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = None,
                    data_dir: str | Path | None = None, device: str | torch.device = "auto", progress: bool = False,
-                   on_stage=None, dataset: Dataset | None = None, tracker=None) -> RunResult:
-    """Load the data, build the model and run (or resume) the loop, storing into ``out/results.db`` if given."""
+                   on_stage=None, dataset: Dataset | None = None, tracker=None, final_attack=None) -> RunResult:
+    """Load the data, build the model and run (or resume) the loop, storing into ``out/results.db`` if given.
+
+    ``final_attack`` (a :class:`~robustal.final_eval.FinalAttackConfig`, with ``out``): once the run is finished, its
+    final model is attacked and the row stored, unless a row with that setting exists (a finished run is not
+    retrained).
+    It is not part of the run's stored configuration."""
     dataset = dataset or spec.load_data(data_dir)
     model_name, loop_cfg = resolve(spec, dataset)
     factory = model_factory(model_name, dataset)
@@ -108,7 +113,15 @@ def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = 
     loop = ActiveLearningLoop(None, dataset.splits(), loop_cfg, store=store, name=name or spec.default_name(),
                               device=device, reinit=factory, progress=progress, on_stage=on_stage,
                               meta=meta, tracker=tracker)
-    return loop.run()
+    result = loop.run()
+    if final_attack is not None and store is not None and result.waiting is None:
+        from robustal.final_eval import attack_run, is_due
+
+        if is_due(store, loop.name, final_attack):
+            factory_name = model_name if ":" in model_name else None  # named by the person (spec or study file)
+            attack_run(store, loop.name, final_attack, device=device, data_dir=data_dir, factory=factory_name,
+                       dataset=dataset)
+    return result
 
 
 __all__ = ["RunSpec", "model_factory", "resolve", "run_experiment"]

@@ -16,7 +16,10 @@ per dataset and model:
   signed-rank), on final accuracy and on the area under the curves, with the smallest p the seeds allow
   (:mod:`robustal.comparisons`); each training mode vs the first for the same function;
 - the curves (one PNG per dataset, model and training mode, the references as dotted lines: :mod:`robustal.figures`);
-- the final models under AutoAttack, when ``DIR/final-attacks.csv`` exists (:mod:`robustal.final_attacks`);
+- the final models under AutoAttack (standard, or its fast version), from the store's ``final_attacks`` table and a
+  legacy ``DIR/final-attacks.csv`` (:mod:`robustal.final_attacks`), with the machines that attacked;
+- in its header, the machines that computed the runs (CPU, instruction set, threads, device), saying plainly when
+  there were several (:mod:`robustal.provenance`);
 - what each function picked, measured on the data (:mod:`robustal.picks`): the entropy distribution of the
   selected samples vs the whole pool, and the class balance of the labeled set;
 - the attack each group's robust accuracy was measured under;
@@ -33,7 +36,7 @@ from pathlib import Path
 from robustal.comparisons import mann_whitney_section, paired_sections, ranking_section, versus_section
 from robustal.errors import ConfigError, DataError, ReportWarning
 from robustal.figures import CURVES_CAPTION, file_slug, plot_curves
-from robustal.final_attacks import FINAL_ATTACKS, final_attacks_section, read_final_attacks
+from robustal.final_attacks import FINAL_ATTACKS, final_attacks_section, read_final_attacks, store_sources
 from robustal.outputs import atomic_write_bytes
 from robustal.picks import picks_section
 from robustal.pool_report import pool_section, stopping_section
@@ -124,6 +127,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
               "(see each run's configuration). Mean ± standard deviation over seeds. AUC: area under the "
               "accuracy-vs-labels curve (trapezoid rule) divided by the label range. Per-stage numbers: "
               "[stages.csv](stages.csv).", ""]
+    lines += _machines(runs)
     for ds, model in dict.fromkeys((s.dataset, s.model) for s in summaries):
         cell = [s for s in summaries if (s.dataset, s.model) == (ds, model)]
         used = list(dict.fromkeys(attack_text(r.config.get("loop", {}).get("eval_attack"), r.eval_rule) for r in runs
@@ -145,8 +149,10 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
             lines += [f"![{ds} {model} {mode}]({png.name})", ""]
         if isinstance(attacks, str):
             lines += ["### Final models under AutoAttack", "", f"Skipped: {attacks}", ""]
-        elif attacks is not None:
-            lines += [*final_attacks_section(runs, ds, model, *attacks), ""]
+        else:
+            for a in attacks:
+                lines += [*final_attacks_section(runs, ds, model, a.rows, a.incomplete, attack=a.attack,
+                                                 source=a.source, machines=a.machines), ""]
         if entropies:
             lines += picks_section(root, runs, ds, model, out, data_dir, factories)
     atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
@@ -154,20 +160,35 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
 
 
 def _final_attacks(root: Path, out: Path):
-    """``root/final-attacks.csv`` read (and copied beside the report), None without it, or why it cannot be read
-    (a :class:`~robustal.errors.ReportWarning` says it on the terminal too)."""
+    """The final attacks' sections (:class:`~robustal.final_attacks.AttackSource`): the store's ``final_attacks``
+    rows and ``root/final-attacks.csv`` (read, and copied beside the report); or why the file cannot be read (a
+    :class:`~robustal.errors.ReportWarning` says it on the terminal too)."""
+    from robustal.store import Store
+
     path = root / FINAL_ATTACKS
-    if not path.is_file():
-        return None
-    try:
-        attacks = read_final_attacks(path)
-    except DataError as e:
-        warnings.warn(f"the section on the final models under AutoAttack is left out of the report: {e}",
-                      ReportWarning, stacklevel=3)
-        return str(e)
-    if out.resolve() != root.resolve():
-        atomic_write_bytes(out / FINAL_ATTACKS, path.read_bytes())  # the report links to it
-    return attacks
+    legacy = None
+    if path.is_file():
+        try:
+            legacy = read_final_attacks(path)
+        except DataError as e:
+            warnings.warn(f"the section on the final models under AutoAttack is left out of the report: {e}",
+                          ReportWarning, stacklevel=3)
+            return str(e)
+        if out.resolve() != root.resolve():
+            atomic_write_bytes(out / FINAL_ATTACKS, path.read_bytes())  # the report links to it
+    return store_sources(Store(root, create=False).final_attacks(), legacy)
+
+
+def _machines(runs: Sequence[RunResults]) -> list[str]:
+    """The header's lines on the machines that computed the runs (:func:`robustal.provenance.machine_lines`) and
+    the library versions, each distinct set once."""
+    from robustal.provenance import machine_lines, version_label
+
+    if not runs:
+        return []
+    versions = list(dict.fromkeys(version_label(r.versions) for r in runs))
+    return [*machine_lines((r.name, r.versions) for r in runs), "",
+            "Versions: " + " / ".join(v or "not recorded" for v in versions) + ".", ""]
 
 
 def _final_table(cell: Sequence[Summary]) -> list[str]:

@@ -12,7 +12,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from robustal.outputs import atomic_write_bytes
@@ -37,6 +37,7 @@ class RunResults:
     status: str
     stages: list[StageRecord]
     config: dict
+    versions: dict = field(default_factory=dict)  # where it was computed (:mod:`robustal.provenance`)
 
     @property
     def group(self) -> tuple[str, str]:
@@ -105,7 +106,8 @@ def collect(root: str | Path, names: Sequence[str] | None = None) -> list[RunRes
                               training=training_label(loop.get("train", {}).get("mode", "?"),
                                                       (loop.get("pool") or {}).get("mode")),
                               acquisition=cfg.get("acquisition_label") or loop.get("acquisition", "?"),
-                              seed=int(r["seed"]), status=r["status"], stages=store.stages(name), config=cfg))
+                              seed=int(r["seed"]), status=r["status"], stages=store.stages(name), config=cfg,
+                              versions=r["versions"]))
     return out
 
 

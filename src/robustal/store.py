@@ -3,17 +3,17 @@
 Tables: ``runs`` (name, configuration, seed, library versions and numeric environment, status), ``stages`` (labeled
 count, clean and robust accuracy, times, chance-level flag), ``selections`` (the pool indices picked at each
 stage, with scores), ``pending`` (a stage's picks while their labels are awaited) and ``labels`` (every label the
-oracle gave, so that nothing is asked twice). Every write is one transaction; WAL mode and a long busy timeout let
-several processes share one store without losing rows. Checkpoints are written to a temporary file and renamed into
-place, so a crash never leaves a half-written one. A database file that is not robustal's is never modified: it is
-refused with what it is.
+oracle gave, so that nothing is asked twice) and ``final_attacks`` (each run's final model under a final evaluation
+attack, such as AutoAttack, with the machine that ran it). Every write is one transaction; WAL mode and a long
+busy timeout let several processes share one store without losing rows. Checkpoints are written to a temporary file
+and renamed into place, so a crash never leaves a half-written one. A database file that is not robustal's is never
+modified: it is refused with what it is.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import sqlite3
 import time
 import warnings
@@ -80,6 +80,20 @@ CREATE TABLE IF NOT EXISTS labels (
     stage INTEGER NOT NULL,
     PRIMARY KEY (run, pool_index)
 );
+CREATE TABLE IF NOT EXISTS final_attacks (
+    run TEXT NOT NULL REFERENCES runs(name),
+    attack TEXT NOT NULL,
+    version TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    clean REAL NOT NULL,
+    pgd REAL,
+    robust REAL NOT NULL,
+    seconds REAL NOT NULL,
+    provenance TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run, attack)
+);
 """
 
 #: Configuration keys that may differ between the run that started and the one that resumes it.
@@ -95,7 +109,10 @@ APPLICATION_ID = 0x5242414C
 TABLES = ("runs", "stages", "selections")  # (pending and labels came later: older stores gain them on open)
 #: Numeric-environment keys recorded with each run: a different value on resume means results that are not bit
 #: for bit those of an uninterrupted run.
-ENVIRONMENT_KEYS = ("device", "threads", "torch", "robustal")
+ENVIRONMENT_KEYS = ("device", "threads", "torch", "robustal", "isa", "gpu")
+#: The columns of ``final_attacks``: a run's final model under a final evaluation attack (:mod:`robustal.final_eval`).
+FINAL_ATTACK_COLUMNS = ("run", "attack", "version", "n", "seed", "clean", "pgd", "robust", "seconds", "provenance",
+                        "created")
 
 
 #: The columns of ``stages``, in :class:`StageRecord`'s field order after ``run``.
@@ -142,17 +159,11 @@ class StageRecord:
 
 
 def library_versions(device: str | torch.device | None = None) -> dict[str, object]:
-    """Versions and the numeric environment (device, torch threads) that a result depends on, recorded per run."""
-    import numpy
+    """Versions and the numeric environment (device and GPU, torch threads, CPU model and instruction set) that a
+    result depends on, recorded per run (:func:`robustal.provenance.provenance`)."""
+    from robustal.provenance import provenance
 
-    import robustal
-
-    out: dict[str, object] = {"robustal": robustal.__version__, "torch": torch.__version__,
-                              "numpy": numpy.__version__, "python": platform.python_version(),
-                              "threads": torch.get_num_threads()}
-    if device is not None:
-        out["device"] = str(device)
-    return out
+    return provenance(device)
 
 
 def config_diff(old: dict, new: dict, prefix: str = "", *, same_data: bool | None = None) -> list[str]:
@@ -426,6 +437,26 @@ class Store:
             out.setdefault(stage, []).append(score)
         return out
 
+    # --- final attacks --------------------------------------------------------------------------------------------
+    def add_final_attack(self, row: dict) -> None:
+        """Record (or replace) a run's final model under a final attack: a dict with :data:`FINAL_ATTACK_COLUMNS`
+        (``provenance`` a dict), in one transaction."""
+        values = {**row, "provenance": json.dumps(row["provenance"], sort_keys=True)}
+        with self._transaction() as con:
+            con.execute(f"INSERT OR REPLACE INTO final_attacks ({', '.join(FINAL_ATTACK_COLUMNS)}) VALUES "
+                        f"(?{', ?' * (len(FINAL_ATTACK_COLUMNS) - 1)})", [values[c] for c in FINAL_ATTACK_COLUMNS])
+
+    def final_attacks(self, name: str | None = None) -> list[dict]:
+        """The final-attack rows (of run ``name``, or every run's) as dicts, ``provenance`` parsed."""
+        where, args = ("WHERE run = ?", (name,)) if name is not None else ("", ())
+        with self._connect() as con:
+            rows = con.execute(f"SELECT {', '.join(FINAL_ATTACK_COLUMNS)} FROM final_attacks {where} "
+                               "ORDER BY created, run, attack", args).fetchall()
+        out = [dict(zip(FINAL_ATTACK_COLUMNS, r, strict=True)) for r in rows]
+        for row in out:
+            row["provenance"] = json.loads(row["provenance"])
+        return out
+
     # --- moving runs between stores (the Ray executor) ------------------------------------------------------------
     def export_run(self, name: str, partial: bool = False) -> dict | None:
         """Run ``name``'s rows and last checkpoint as a plain dict (None if absent; with ``partial``, None if finished).
@@ -445,12 +476,15 @@ class Store:
                                      (name,)).fetchall()
             labels = con.execute("SELECT * FROM labels WHERE run = ? ORDER BY pool_index", (name,)).fetchall()
             pending = con.execute("SELECT * FROM pending WHERE run = ? ORDER BY stage, position", (name,)).fetchall()
+            attacked = con.execute(f"SELECT {', '.join(FINAL_ATTACK_COLUMNS)} FROM final_attacks WHERE run = ?",
+                                   (name,)).fetchall()
         checkpoint = None
         if stages:
             path = self.checkpoint_path(name, stages[-1][0])
             checkpoint = path.read_bytes() if path.is_file() else None
         return {"run": tuple(run), "stages": [tuple(r) for r in stages], "selections": [tuple(r) for r in selections],
-                "labels": [tuple(r) for r in labels], "pending": [tuple(r) for r in pending], "checkpoint": checkpoint}
+                "labels": [tuple(r) for r in labels], "pending": [tuple(r) for r in pending], "checkpoint": checkpoint,
+                "final_attacks": [tuple(r) for r in attacked]}
 
     def import_run(self, record: dict | None) -> None:
         """Write a run exported by :meth:`export_run`, replacing this store's rows of that run, in one transaction.
@@ -464,7 +498,7 @@ class Store:
             last = record["stages"][-1][0]
             atomic_write_bytes(self.checkpoint_path(name, last), record["checkpoint"])
         with self._transaction() as con:
-            for table in ("selections", "stages", "labels", "pending"):
+            for table in ("selections", "stages", "labels", "pending", "final_attacks"):
                 con.execute(f"DELETE FROM {table} WHERE run = ?", (name,))
             con.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", record["run"])
             con.executemany(f"INSERT INTO stages (run, {_STAGE_COLS}) VALUES (?{', ?' * len(STAGE_COLUMNS)})",
@@ -472,6 +506,8 @@ class Store:
             con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?, ?)", record["selections"])
             con.executemany("INSERT INTO labels VALUES (?, ?, ?, ?)", record.get("labels", []))
             con.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?)", record.get("pending", []))
+            con.executemany(f"INSERT INTO final_attacks ({', '.join(FINAL_ATTACK_COLUMNS)}) VALUES "
+                            f"(?{', ?' * (len(FINAL_ATTACK_COLUMNS) - 1)})", record.get("final_attacks", []))
         if record["stages"]:
             self.prune_checkpoints(name, record["stages"][-1][0])
 

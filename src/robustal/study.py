@@ -21,6 +21,18 @@ shared by every run::
     [pool]                             # training on the unlabeled pool: PoolConfig's settings but its mode
     share = 0.5                        # (a grid's `pool = ["none", "self-training"]` runs each mode)
 
+    [final_attack]                     # optional: attack each run's final model after its last stage
+    attack = "autoattack"              # AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square), or "autoattack-fast"
+    n = 200                            # the first n test images (default 200)
+    seed = 0                           # seed of the attack's random choices (default 0)
+
+``[final_attack]`` runs a final evaluation attack on each run's final model once its last stage is done, as part of
+that run's task (so the workers share the attacks), and stores clean, PGD (the run's own evaluation attack) and
+AutoAttack robust accuracy in the store's ``final_attacks`` table (:mod:`robustal.final_eval`). It is not part of the
+runs' configuration: adding it to a finished study attacks the final models without retraining them; a run attacked
+with the same setting is skipped, one attacked with another ``n`` or seed is attacked again. ``robustal attack DIR``
+does the same for any results folder.
+
 A grid may override the study's ``[loop]`` and ``[train]`` settings for its own runs with ``loop = {...}`` and
 ``train = {...}`` (e.g. a reference trained on every label: ``loop = {initial = 8000, budget = 8000}``).
 
@@ -39,6 +51,7 @@ from pathlib import Path
 from robustal.errors import ConfigError, DataError, UnknownNameError
 from robustal.executors import EXECUTORS, RunTask, check_stored_runs, run_local, run_ray
 from robustal.experiment import RunSpec
+from robustal.final_eval import FinalAttackConfig
 from robustal.outputs import atomic_write_bytes
 from robustal.store import StageRecord, Store
 
@@ -54,7 +67,8 @@ STUDY_SOURCE = "study-source.txt"
 
 
 # --- study files ----------------------------------------------------------------------------------------------------
-SECTIONS = ("study", "grid", "loop", "train", "acquisition", "tracking", "pool")
+SECTIONS = ("study", "grid", "loop", "train", "acquisition", "tracking", "pool", "final_attack")
+FINAL_ATTACK_KEYS = ("attack", "n", "seed")
 TRACKING_KEYS = ("kind", "uri", "experiment", "log_model")
 STUDY_KEYS = ("name", "description")
 GRID_KEYS = ("datasets", "models", "training", "acquisitions", "seeds", "loop", "train", "pool")
@@ -207,6 +221,7 @@ class Study:
             ``experiment``, ``log_model`` (false: the final checkpoint only) -- the study gets one MLflow run, its
             runs are nested under it and logged live, and the report of ``robustal study`` is attached to it.
         base: The folder that relative .npz paths are resolved against (the study file's folder).
+        final_attack: ``[final_attack]``: the attack run on each run's final model (None: none).
     """
 
     name: str
@@ -218,6 +233,7 @@ class Study:
     pool: dict = field(default_factory=dict)
     base: Path = Path(".")
     source: str = "study"
+    final_attack: FinalAttackConfig | None = None
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -316,8 +332,11 @@ class Study:
             if "function" in opts and not isinstance(opts["function"], str):
                 raise ConfigError(f"{source}: [acquisition.{acq}] function must be the name of an acquisition "
                                   f"function. Got {opts['function']!r} instead.")
+        final = None
+        if "final_attack" in data:
+            final = FinalAttackConfig(**_check_keys(data["final_attack"], FINAL_ATTACK_KEYS, "final_attack", source))
         self = cls(name=name, grids=grids, loop=loop, train=train, acquisition_options=dict(options),
-                   tracking=tracking, pool=pool, base=Path(base), source=str(source))
+                   tracking=tracking, pool=pool, base=Path(base), source=str(source), final_attack=final)
         # Build every loop configuration once: bad values fail now, with the configuration classes' messages.
         for grid in grids:
             for mode in grid.training:
@@ -368,7 +387,8 @@ class Study:
                         spec = RunSpec(dataset=self.dataset_path(ds), model=model, loop=loop,
                                        acquisition_label=acq if acq != loop.acquisition else None, **eval_keys)
                         training = training_label(mode, pool)
-                        out.append(RunTask(f"{dataset_label(ds)}-{model_label}-{training}-{acq}-s{seed}", spec))
+                        out.append(RunTask(f"{dataset_label(ds)}-{model_label}-{training}-{acq}-s{seed}", spec,
+                                           self.final_attack))
         names = [t.name for t in out]
         if len(set(names)) != len(names):
             twice = sorted({n for n in names if names.count(n) > 1})

@@ -87,7 +87,10 @@ def test_evaluate_json_reports_the_attacks_real_settings(capsys, tmp_path, fake_
                  "--no-progress", "--save", str(model)]) == 0
     capsys.readouterr()
     assert main(["evaluate", "--model", str(model), "--attack", "square", "--n", "20", "--json"]) == 0
-    attack = json.loads(capsys.readouterr().out)["attack"]
+    printed = json.loads(capsys.readouterr().out)
+    attack, where = printed["attack"], printed["provenance"]
+    assert where["device"] == "cpu" and where["threads"] == torch.get_num_threads()
+    assert where["isa"] == torch.backends.cpu.get_cpu_capability() and where["cpu"] and where["torch"]
     assert attack == {"name": "square", "epsilon": 0.2, "norm": "Linf", "n_queries": 5000, "restarts": 1}
     assert main(["evaluate", "--model", str(model), "--eval-steps", "7", "--n", "20", "--json"]) == 0
     attack = json.loads(capsys.readouterr().out)["attack"]

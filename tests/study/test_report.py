@@ -849,3 +849,93 @@ def test_the_evaluation_rule_of_a_run_is_stored_or_inferred():
     assert run({"name": "pgd", "rule": "last-iterate"}, {"validate_last": 5}).eval_rule == "last-iterate"
     assert run({"name": "pgd"}, {"validate_last": 5}).eval_rule == "any-iterate"
     assert run({"name": "pgd"}, {"epochs": 10}).eval_rule == "last-iterate"
+
+
+def _add_final_rows(store, rows, attack, machine=None):
+    """Final-attack rows ``(run, clean, pgd, robust)`` under ``attack``, as robustal attack stores them."""
+    from robustal.provenance import provenance
+
+    where = {**provenance("cpu"), **(machine or {})}
+    for run, clean, pgd, robust in rows:
+        store.add_final_attack({"run": run, "attack": attack, "version": attack, "n": 10, "seed": 0, "clean": clean,
+                                "pgd": pgd, "robust": robust, "seconds": 1.0, "provenance": where, "created": 0.0})
+
+
+def test_the_report_reads_both_attacks_from_the_store_beside_the_legacy_file(reference_study, tmp_path):
+    """AutoAttack from the store and the legacy CSV (a run the table lacks), AutoAttack-fast in its own section; each
+    says which attack its verdicts rest on and the machine that attacked."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_study, copy)
+    name = "digits-small-cnn-pgd-{}-s{}".format
+    store = Store(copy)
+    standard = [(name("random", s), 0.9, 0.6, 0.50 + 0.01 * s) for s in range(3)] + \
+               [(name("entropy", s), 0.9, 0.7, 0.60 + 0.01 * s) for s in range(2)]
+    _add_final_rows(store, standard, "autoattack")
+    _attacks_csv(copy / "final-attacks.csv", [(name("entropy", 2), 200, 0.9, 0.7, 0.62),
+                                              (name("random", 0), 200, 0.1, 0.1, 0.1)])  # the table's row wins
+    _add_final_rows(store, [(r, c, p, a + 0.05) for r, c, p, a in standard], "autoattack-fast",
+                    {"cpu": "Other CPU", "isa": "AVX2"})
+    text = write_report(copy, tmp_path / "rep", entropies=False).read_text()
+    aa = _section(text, "### Final models under AutoAttack")
+    assert "results.db, table final_attacks) and [final-attacks.csv](final-attacks.csv) (1 rows)" in aa
+    assert _row(aa, "pgd", "random")[5] == _pm([0.50, 0.51, 0.52])  # not the CSV's 0.1
+    assert _row(aa, "pgd", "entropy")[2:6] == ["3", "0.900 ± 0.000", "0.700 ± 0.000", _pm([0.60, 0.61, 0.62])]
+    assert "Which attack each verdict rests on" in aa and "rests on AutoAttack (standard" in aa
+    fast = _section(text, "### Final models under AutoAttack-fast")
+    assert "fast version (APGD-CE, APGD-T only" in fast and "Attacked on Other CPU (AVX2)" in fast
+    assert _row(fast, "pgd", "random")[5] == _pm([0.55, 0.56, 0.57])
+    assert "| training | acquisition | runs | clean | PGD | AutoAttack-fast |" in " ".join(fast.split())
+
+
+def test_the_report_header_says_plainly_when_runs_came_from_several_machines(reference_study, tmp_path):
+    """A second machine faked by editing two runs' stored versions: the header names both, with their run counts."""
+    import json
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_study, copy)
+    runs = Store(copy).runs()
+    text = write_report(copy, tmp_path / "one", entropies=False).read_text()
+    assert f"Machine: {runs[0]['versions']['cpu']} ({runs[0]['versions']['isa']})" in text
+    con = sqlite3.connect(copy / "results.db")
+    for run in runs[:2]:
+        other = {**run["versions"], "cpu": "Far CPU", "isa": "AVX512", "threads": 16}
+        con.execute("UPDATE runs SET versions = ? WHERE name = ?", (json.dumps(other), run["name"]))
+    con.commit()
+    con.close()
+    text = write_report(copy, tmp_path / "two", entropies=False).read_text()
+    assert f"**These {len(runs)} runs were computed on 2 different machines**" in text
+    assert "- Far CPU (AVX512), 16 threads, cpu: 2 runs" in text
+    assert f"threads, cpu: {len(runs) - 2} runs" in text
+
+
+def test_the_committed_paper_mnist_final_attacks_file_stays_readable():
+    """docs/results/paper-mnist/final-attacks.csv (robustal 0.3's script) is read as AutoAttack's rows."""
+    from pathlib import Path
+
+    from robustal.final_attacks import read_final_attacks, store_sources
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "results" / "paper-mnist" / "final-attacks.csv"
+    rows, incomplete = read_final_attacks(path)
+    assert len(rows) == len(path.read_text().splitlines()) - 1 - incomplete
+    (source,) = store_sources([], (rows, incomplete))
+    assert source.attack == "autoattack" and source.rows == rows and "final-attacks.csv" in source.source
+
+
+def test_the_share_of_the_references_robustness_is_given_under_both_attacks(reference_study, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_study, copy)
+    name = "digits-small-cnn-pgd-{}-s{}".format
+    rows = [(name("random", s), 0.9, 0.4, 0.3) for s in range(2)] + [(name("entropy", s), 0.9, 0.6, 0.3)
+                                                                      for s in range(2)]
+    rows += [(name("all-labels", s), 0.95, 0.8, 0.6) for s in range(2)]
+    _add_final_rows(Store(copy), rows, "autoattack")
+    section = _section(write_report(copy, tmp_path / "rep", entropies=False).read_text(),
+                       "### Final models under AutoAttack")
+    assert ("- pgd: the all-label reference all-labels (2 runs: PGD 0.800, AutoAttack 0.600); the functions reach "
+            "PGD 50% to 75% (best entropy); AutoAttack 50% to 50% (best random) of its robust accuracy.") in section

@@ -59,6 +59,21 @@ def test_ray_resumes_an_interrupted_run(make_study, tmp_path, digits, ray_local)
     assert [s.labeled for s in store.stages(task.name)] == [30, 60, 90]
 
 
+def test_a_ray_task_attacks_a_finished_run_without_retraining_it(make_study, tmp_path, ray_local):
+    """A finished run whose final attack is due goes to Ray whole; its row comes back, its stages are untouched."""
+    from dataclasses import replace
+
+    from robustal.final_eval import FinalAttackConfig
+
+    (task,) = Study.load(make_study(acquisitions=("random",))).tasks()
+    run_local([task], tmp_path)
+    store = Store(tmp_path)
+    stages = store.stages(task.name)
+    run_ray([replace(task, final_attack=FinalAttackConfig("autoattack-fast", n=3))], tmp_path)
+    (row,) = store.final_attacks(task.name)
+    assert row["n"] == 3 and row["attack"] == "autoattack-fast" and store.stages(task.name) == stages
+
+
 def test_missing_ray_is_a_config_error(make_study, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"pip install 'robustal\[ray\]'"):

@@ -1,6 +1,6 @@
 """Command-line interface: a thin layer over the Python API. ``robustal --help`` lists the commands.
 
-One module per command group (``train``, ``run``/``demo``, ``study``/``report``, ``select``/``retrain``/
+One module per command group (``train``, ``run``/``demo``, ``study``/``report``, ``attack``, ``select``/``retrain``/
 ``retrain-study``), each with a ``register(sub)`` that adds its parsers; shared options live in :mod:`.common`.
 """
 
@@ -50,14 +50,14 @@ def _plain_warnings(command: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from robustal import __version__
-    from robustal.cli import evaluate, label, retrain, run, study, train
+    from robustal.cli import attack, evaluate, label, retrain, run, study, train
 
     parser = argparse.ArgumentParser(prog="robustal", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"robustal {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train, evaluate, run, study, retrain, label):
+    for module in (train, evaluate, run, study, attack, retrain, label):
         module.register(sub)
     parser.set_defaults(_commands=sub.choices)
     return parser

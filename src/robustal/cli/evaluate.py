@@ -44,10 +44,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         + ("" if data.recorded else " (not the data it was made on)"))
     result = evaluate(model, part, attack, device=device, seed=args.seed)
     if args.json:
+        from robustal.provenance import provenance
+
         print(json.dumps({"model": str(args.model), "model_name": ckpt.model_name, "data": data.source,
                           "data_is_recorded": data.recorded, "split": args.split, "n": result.n,
                           "clean": result.clean, "robust": result.robust,
-                          "attack": None if attack is None else attack_settings(attack), "seed": args.seed},
+                          "attack": None if attack is None else attack_settings(attack), "seed": args.seed,
+                          "provenance": provenance(device)},
                          indent=1))
         return 0
     print(f"clean accuracy: {result.clean:.4f}")

@@ -206,6 +206,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         for run in runs:
             _run_status(store, run, folder, is_project)
+    _provenance_status(store, runs)
     if holder is not None:
         print(f"\nin use by {holder}")
     return 0
@@ -259,6 +260,27 @@ def _study_status(store, runs: list[dict]) -> None:
     rows = [r if pool else r[:-3] for r in rows]
     print(format_table(["run", "status", "stages", "labels", "clean", "robust", "stages at chance"]
                        + POOL_HEADERS * pool, rows, floatfmt=".4f"))
+
+
+def _provenance_status(store, runs: list[dict]) -> None:
+    """Where the runs were computed (one line per machine, saying so when there are several), their versions, and
+    the final attacks stored."""
+    from robustal.final_eval import row_line
+    from robustal.provenance import machine_label, machine_lines, version_label
+
+    if not runs:
+        return
+    print("\n" + "\n".join(ln.replace("**", "") for ln in machine_lines((r["name"], r["versions"]) for r in runs)
+                           if ln))
+    print("versions: " + " / ".join(dict.fromkeys(version_label(r["versions"]) or "not recorded" for r in runs)))
+    rows = store.final_attacks()
+    if rows:
+        machines = {r["run"] + r["attack"]: machine_label(r["provenance"]) for r in rows}
+        one = len(set(machines.values())) == 1
+        print(f"final attacks: {len(rows)} stored (robustal report shows them)"
+              + (f", attacked on {next(iter(machines.values()))}" if one else ""))
+        for row in rows[:5] if len(runs) > 3 else rows:
+            print(f"  {row_line(row)}" + ("" if one else f" on {machines[row['run'] + row['attack']]}"))
 
 
 def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:

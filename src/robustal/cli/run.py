@@ -22,6 +22,10 @@ from robustal.cli.common import (
     tracker_from,
 )
 
+#: ``--final-attack``'s choices, written out so that building the parser does not import torch (a test checks them
+#: against :data:`robustal.final_eval.FINAL_ATTACKS`).
+FINAL_ATTACK_NAMES = ("autoattack", "autoattack-fast")
+
 
 def loop_spec(args: argparse.Namespace):
     from robustal.autoattack import require
@@ -31,6 +35,23 @@ def loop_spec(args: argparse.Namespace):
     require(args.attack)
     return RunSpec(dataset=args.dataset, model=args.model, loop=loop, eval_steps=args.eval_steps,
                    eval_attack=args.attack, image_size=args.image_size, channels=args.channels)
+
+
+def final_attack_from(args: argparse.Namespace):
+    """``--final-attack``/``--final-n`` as a :class:`~robustal.final_eval.FinalAttackConfig` (None without them)."""
+    from robustal.autoattack import require
+    from robustal.errors import ConfigError
+    from robustal.final_eval import DEFAULT_N, FinalAttackConfig
+
+    if args.final_attack is None:
+        if args.final_n is not None:
+            raise ConfigError("--final-n sets the test images of the final attack: add --final-attack autoattack "
+                              "(or autoattack-fast), or leave --final-n out.")
+        return None
+    if args.out is None:
+        raise ConfigError(f"--final-attack {args.final_attack} stores its result with the run: add --out DIR.")
+    require(args.final_attack)  # before any training
+    return FinalAttackConfig(args.final_attack, args.final_n if args.final_n is not None else DEFAULT_N)
 
 
 def _stage_line(result) -> str:
@@ -48,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from robustal.tables import format_table
 
     save = check_output_file(args.save, "--save")
+    final = final_attack_from(args)
     spec = loop_spec(args)
     tracker = tracker_from(args)
     stages = len(spec.loop.stage_sizes())
@@ -68,9 +90,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             result = run_experiment(spec, args.out, name=name, data_dir=args.data_dir, device=args.device,
                                     progress=not args.no_progress, on_stage=on_stage, dataset=dataset,
-                                    tracker=tracker)
+                                    tracker=tracker, final_attack=final)
         finally:
             bar.close()
+        if final is not None and result.waiting is None:
+            from robustal.final_eval import row_line, stored_row
+            from robustal.store import Store
+
+            log(f"final attack: {row_line(stored_row(Store(args.out), name, final.attack))}")
     print(format_table(["stage", "labeled", "clean", "robust", "train s", "select s"],
                        [[r.stage, r.labeled, r.clean, r.robust, round(r.train_seconds, 1),
                          round(r.select_seconds, 2)] for r in result.stages], floatfmt=".4f"))
@@ -160,6 +187,13 @@ def register(sub) -> None:
     p.add_argument("--name", default=None, help="the run's name in the results store (default: run)")
     p.add_argument("--save", default=None, metavar="FILE.pt",
                    help="save the final model (for robustal evaluate, select, retrain)")
+    g = p.add_argument_group("final attack (stored in DIR/results.db, table final_attacks; not part of the run's "
+                             "settings: adding it to a finished run only attacks)")
+    g.add_argument("--final-attack", choices=FINAL_ATTACK_NAMES, default=None,
+                   help="attack the final model after the last stage: AutoAttack standard (APGD-CE, APGD-T, FAB-T, "
+                        "Square) or autoattack-fast (APGD-CE, APGD-T) (needs --out)")
+    g.add_argument("--final-n", type=POSITIVE_INT, default=None, metavar="N",
+                   help="the first N test images (default: 200)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("demo", help="random vs DRE, standard vs PGD training, on digits "
                                     "(about 40 s on 2 CPU cores)",

@@ -62,7 +62,15 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float, tr
     finished = {t.name for t in tasks if store is not None and store.status(t.name) == "finished"}
     where = (f"Ray cluster at {args.address}" if args.executor == "ray" and args.address is not None
              else f"{args.executor} executor, {args.workers} workers")
-    log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {where}; results in {out}")
+    final = ""
+    if study.final_attack is not None:
+        from robustal.final_eval import is_due
+
+        due = sum(is_due(store, t.name, study.final_attack) for t in tasks if t.name in finished)
+        final = (f"; final attack {study.final_attack.describe()} after each run"
+                 + (f" ({due} finished runs to attack, without retraining)" if due else ""))
+    log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {where}; results in {out}"
+        + final)
     bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
     bar.n = bar.initial = len(finished)  # the rate and ETA count only the runs done now
     bar.refresh()
