@@ -30,6 +30,8 @@ PROJECT_FILE = "project.json"
 RUN_NAME = "label"
 #: Where the held-out labels are kept once the person has given them.
 HELDOUT_LABELS = "heldout-labels.csv"
+#: The key of ``project.json`` that holds the project's token (written into every request; not a setting).
+TOKEN_KEY = "project_token"
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,8 @@ def check_settings(out: Path, settings: ProjectSettings) -> None:
     path = out / PROJECT_FILE
     if not path.is_file():
         return
-    diff = config_diff(read_project_file(path), json.loads(json.dumps(asdict(settings))))
+    stored = {k: v for k, v in read_project_file(path).items() if k != TOKEN_KEY}
+    diff = config_diff(stored, json.loads(json.dumps(asdict(settings))))
     if diff:
         raise StoreError(f"{out} is a labeling project with other settings ({'; '.join(diff)}). Continue it with "
                          "the settings it was started with, or start a new project in another --out.")
@@ -169,10 +172,25 @@ class Project:
         return not (self.out / PROJECT_FILE).is_file()
 
     def record(self) -> None:
-        """Write ``project.json`` for a new project; called once every check has passed, so that a refused first
-        call leaves nothing behind that a corrected call would be refused for."""
-        if self.is_new:
-            atomic_write_bytes(self.out / PROJECT_FILE, (json.dumps(asdict(self.settings), indent=1) + "\n").encode())
+        """Write ``project.json`` for a new project (with the project's token, :mod:`robustal.label_origin`), or add
+        the token to a project made before tokens; called once every check has passed, so that a refused first call
+        leaves nothing behind that a corrected call would be refused for."""
+        from robustal.label_origin import new_token
+
+        stored = asdict(self.settings) if self.is_new else read_project_file(self.out / PROJECT_FILE)
+        if not stored.get(TOKEN_KEY):
+            stored[TOKEN_KEY] = new_token(self.out, self.settings.pool_fingerprint)
+            atomic_write_bytes(self.out / PROJECT_FILE, (json.dumps(stored, indent=1) + "\n").encode())
+
+    def origin(self):
+        """The project as answers are checked against it (:class:`robustal.label_origin.Origin`)."""
+        from robustal.label_origin import Origin
+
+        path = self.out / PROJECT_FILE
+        token = read_project_file(path).get(TOKEN_KEY) if path.is_file() else None
+        s, pool = self.settings, self.pool
+        return Origin(token if isinstance(token, str) and token else None, self.out, s.pool, s.pool_fingerprint,
+                      pool.ids, pool.x, pool.image_paths)
 
     def heldout_indices(self) -> torch.Tensor:
         """The pool images asked for as validation and test (a seeded random sample), when none are given."""
@@ -183,7 +201,8 @@ class Project:
                known: dict[str, tuple[int, str]] | None = None):
         from robustal.oracle import FileOracle
 
-        return FileOracle(self.requests, ids, x, self.settings.classes, paths, answers, known or {})
+        return FileOracle(self.requests, ids, x, self.settings.classes, paths, answers, known or {},
+                          origin=self.origin())
 
 
 def open_project(out: str | Path, settings: ProjectSettings, pool: Pool) -> Project:
@@ -290,7 +309,7 @@ def check_answers(project: Project, state: ProjectState) -> str | None:
     for request, known in sorted(by_request.items()):
         csv = oracle.request_csv(request)
         if csv.is_file() and filled_in(csv):
-            check_imported(csv, project.settings.classes, known)
+            check_imported(csv, project.settings.classes, known, oracle.origin)
     awaited = False
     if (project.out / "results.db").is_file():
         store = Store(project.out, create=False)
@@ -302,7 +321,7 @@ def check_answers(project: Project, state: ProjectState) -> str | None:
                 awaited = True
                 oracle.read(f"stage-{stage:03d}", torch.tensor(missing, dtype=torch.int64))
     if oracle.answers is not None and not awaited:
-        read_answers(oracle.answers, [], project.settings.classes, known=oracle.known)
+        read_answers(oracle.answers, [], project.settings.classes, known=oracle.known, origin=oracle.origin)
         return (f"--answers {oracle.answers}: no request is awaited that it could answer; its answers agree with the "
                 "labels imported.")
     return None
@@ -363,6 +382,6 @@ def read_heldout(out: str | Path) -> tuple[ProjectSettings, Split]:
     return settings, Split(pool.x[idx], torch.tensor([given[i] for i in ids], dtype=torch.int64))
 
 
-__all__ = ["HELDOUT_LABELS", "PROJECT_FILE", "RUN_NAME", "Pool", "Project", "ProjectSettings", "ProjectState",
+__all__ = ["HELDOUT_LABELS", "PROJECT_FILE", "RUN_NAME", "TOKEN_KEY", "Pool", "Project", "ProjectSettings", "ProjectState",
            "check_answers", "check_settings", "heldout_split", "imported_labels", "load_heldout", "load_pool",
            "open_project", "pool_fingerprint", "project_splits", "read_project_file"]

@@ -277,11 +277,79 @@ def label_studio_export(c: Ctx, labels: dict[str, str]) -> Path:
     """A Label Studio JSON export of a project holding the tasks ``{robustal id: choice}``."""
     import json
 
-    tasks = [{"id": k, "data": {"image": f"/data/local-files/?d=x/{i}", "robustal_id": i},
+    pool = c.path("pool").resolve()
+    tasks = [{"id": k, "data": {"image": f"/data/local-files/?d={(pool / i).as_posix().lstrip('/')}",
+                                "robustal_id": i},
               "annotations": [{"id": k, "was_cancelled": False, "result": [
                   {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [y]}}]}]}
              for k, (i, y) in enumerate(labels.items(), start=1)]
     return c.file("export.json", json.dumps(tasks))
+
+
+def other_project(c: Ctx, kind: str) -> tuple[list, list]:
+    """Projects A (``project``) and B (``project-b``) waiting for their held-out labels, on pools with the same ids
+    and other images (``kind``: image folders with the same file names, or npz pools): their argvs."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from robustal.cli import main
+
+    images = np.round(load_digits().images[40:80] * (255 / 16)).astype(np.uint8)
+    if kind == "folder":
+        pool_a, pool_b = pngs(c), c.dir("pool-b")
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(pool_b / f"d{i:03d}.png")
+    else:
+        pool_a, pool_b = c.npz("a.npz", x_train=images[::-1].copy()), c.npz("b.npz", x_train=images)
+    argv_a, argv_b = LABEL(c, pool=pool_a), LABEL(c, "--out", c.path("project-b"), pool=pool_b)
+    for argv in (argv_a, argv_b):
+        assert main([str(a) for a in argv]) == 0
+    return argv_a, argv_b
+
+
+def answers_of(c: Ctx, project: str, label: bool = True) -> list[dict]:
+    """The held-out request's Label Studio tasks of ``project``, each annotated '1' (or not annotated)."""
+    import json
+
+    tasks = json.loads((c.path(project) / "requests" / "heldout-label-studio.json").read_text())
+    choice = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["1"]}}]
+    return [{"id": k, "data": t["data"], "annotations": [{"id": k, "result": choice}] if label else []}
+            for k, t in enumerate(tasks, start=1 if project == "project" else 100)]
+
+
+def another_projects_csv(c: Ctx) -> list:
+    """A is given B's held-out request CSV, filled in (its robustal_project column kept)."""
+    argv_a, _ = other_project(c, "folder")
+    text = (c.path("project-b") / "requests" / "heldout.csv").read_text()
+    return argv_a + ["--answers", c.file("b.csv", text.replace(",,", ",1,"))]
+
+
+def another_projects_export(c: Ctx) -> list:
+    """A (npz pool) is given B's Label Studio export: the ids (0..N-1) are the same, the images are not."""
+    import json
+
+    argv_a, _ = other_project(c, "npz")
+    return argv_a + ["--answers", c.file("b-export.json", json.dumps(answers_of(c, "project-b")))]
+
+
+def shared_label_studio_project(c: Ctx) -> list:
+    """Both projects' tasks in one Label Studio project, only A's annotated: B is given its export."""
+    import json
+
+    _, argv_b = other_project(c, "folder")
+    tasks = answers_of(c, "project") + answers_of(c, "project-b", label=False)
+    return argv_b + ["--answers", c.file("shared.json", json.dumps(tasks))]
+
+
+def another_projects_old_tasks(c: Ctx) -> list:
+    """B's export of tasks written before tokens existed: their images are B's, not A's."""
+    import json
+
+    argv_a, _ = other_project(c, "folder")
+    tasks = answers_of(c, "project-b")
+    for t in tasks:
+        del t["data"]["robustal_project"]
+    return argv_a + ["--answers", c.file("b-old.json", json.dumps(tasks))]
 
 
 def still_waiting(c: Ctx) -> None:
@@ -755,6 +823,16 @@ CASES: list[Case] = [
              **{i: "2" if k < 2 else "1" for k, i in enumerate(request_ids(c, "heldout"))},
              **dict.fromkeys(request_ids(c, "stage-000"), "3")})],
          ("export.json", "2 problem(s)", "'2' here, but '1' was imported from heldout"), after=still_waiting),
+    Case("label --answers: another project's request CSV (same file names, other images)", another_projects_csv,
+         ("b.csv", "belong to another labeling project", "'project-b:", "this project's 'project:", "another pool",
+          "none were used")),
+    Case("label --answers: another npz project's Label Studio export (same ids 0..N-1)", another_projects_export,
+         ("b-export.json", "belong to another labeling project", "'project-b:", "a.npz")),
+    Case("label --answers: one Label Studio project holding both projects' tasks", shared_label_studio_project,
+         ("shared.json", "belong to another labeling project", "'project:", "this project's 'project-b:",
+          "export only the tasks whose robustal_project is")),
+    Case("label --answers: another project's tasks written before tokens", another_projects_old_tasks,
+         ("b-old.json", "names the image", "pool-b/d0", "none were used")),
     Case("label a request CSV edited after its labels were imported", edited_heldout,
          ("heldout.csv", "changed after its labels were imported", "'7' here, but '1' was imported from heldout")),
     Case("label continued with another --epochs (a run option)", lambda c: awaited_stage0(c) + ["--epochs", "2"],
