@@ -739,6 +739,18 @@ CASES: list[Case] = [
     Case("study --address where no Ray cluster runs",
          lambda c: STUDY(c, c.study(GOOD_STUDY()), "--executor", "ray", "--address", "127.0.0.1:1"),
          ("No Ray cluster answers at 127.0.0.1:1", "(from --address)", "ray start --head")),
+    # issue 28: the executor and every setting are checked before the folder is touched
+    Case("study --address ray:// that nobody answers, into a finished study's folder",
+         lambda c: STUDY(c, c.study(GOOD_STUDY('["random", "entropy", "margin"]')), "--executor", "ray",
+                         "--address", "ray://127.0.0.1:9", "--out", c.copy(c.art.study_dir)),
+         ("No Ray client server answers at ray://127.0.0.1:9", "ray start --head"),
+         after=lambda c: study_copy_unchanged(c)),
+    Case("study --address with a port out of range",
+         lambda c: STUDY(c, c.study(GOOD_STUDY()), "--executor", "ray", "--address", "127.0.0.1:99999"),
+         ("--address 127.0.0.1:99999", "'99999' is not a port number"), forbid=("34463",)),
+    Case("study file with an unknown eval_attack leaves no folder",
+         lambda c: STUDY(c, c.study(GOOD_STUDY().replace("eval_steps = 0", 'eval_steps = 2\neval_attack = "pgdd"'))),
+         ("s.toml", "eval_attack", "Unknown attack 'pgdd'", "pgd"), after=nothing_at("study-out")),
 
     # results folders
     Case("report on a folder without results.db", lambda c: REPORT(c, c.dir("empty")), ("empty", "no results.db")),

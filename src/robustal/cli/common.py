@@ -365,11 +365,11 @@ def output_folder(path: str | None, flag: str = "--out"):
     ``with`` block; None: no folder, no lock."""
     import contextlib
 
-    from robustal.outputs import check_output_dir, folder_lock
+    from robustal.outputs import claimed_folder
 
     if path is None:
         return contextlib.nullcontext()
-    return folder_lock(check_output_dir(path, flag), command_line())
+    return claimed_folder(path, flag, command_line())  # a folder it made is removed again if the command fails
 
 
 def log(msg: str) -> None:
