@@ -134,7 +134,11 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
         return {n: results[n] for n in names}
     import multiprocessing as mp
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    from robustal._lifeline import die_with_parent
+
+    # Workers end with this process (SIGKILL included): none goes on writing into a folder whose lock is free.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(_run_task, t, str(out), device, data, threads, tracking) for t in todo}
         try:
             while pending:

@@ -207,14 +207,32 @@ def cmd_status(args: argparse.Namespace) -> int:
         for run in runs:
             _run_status(store, run, folder, is_project)
     if holder is not None:
-        print(f"\nin use by {holder}")
+        print(f"\n{_holder_line(holder)}")
     return 0
 
 
+def _holder(holder: str) -> tuple[str, str, str] | None:
+    """``(pid, command, since)`` of what the folder's lock holder wrote (None: not robustal's words)."""
+    import re
+
+    m = re.fullmatch(r"pid (\d+), (.*), since (.+)", holder.strip(), re.S)
+    return (m[1], m[2], m[3]) if m else None
+
+
+def _holder_line(holder: str) -> str:
+    """``running now: pid P, since T (COMMAND)``."""
+    parts = _holder(holder)
+    return f"running now: pid {parts[0]}, since {parts[2]} ({parts[1]})" if parts else f"running now: {holder}"
+
+
 def _live_status(status: str, holder: str | None) -> str:
-    """A run recorded as running while no process holds its folder was stopped without finishing (killed)."""
+    """A run recorded as running is running now while a process holds its folder; with no holder, it was stopped
+    without finishing (killed)."""
     if status == "running" and holder is None:
         return "interrupted (its process ended without finishing; run the same command again to resume)"
+    if status == "running":
+        parts = _holder(holder)
+        return f"running now (pid {parts[0]}, since {parts[2]})" if parts else "running now"
     return status
 
 
