@@ -231,7 +231,7 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
-                    record = ray.get(ref)
+                    record = _ray_result(ray, ref, refs[ref])
                     store.import_run(record)
                     name = refs[ref]
                     results[name] = store.stages(name)
@@ -242,6 +242,21 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
                 ray.cancel(ref, force=True)
             raise
     return {n: results[n] for n in names}
+
+
+def _ray_result(ray, ref, name: str) -> dict:
+    """A Ray task's result; a robustal error on the worker is raised here as itself, without the worker's traceback
+    that Ray's ``RayTaskError`` carries in its text."""
+    from robustal.errors import ConfigError, DataError, RobustalError
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, RobustalError):
+            kind = next((k for k in (ConfigError, DataError, StoreError) if isinstance(cause, k)), RobustalError)
+            raise kind(f"run {name} (on a Ray worker): {cause}") from None
+        raise
 
 
 EXECUTORS = ("local", "ray")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,13 +31,16 @@ INSTALL_HINT = "Tracking with MLflow needs the optional package: pip install 'ro
 
 
 class _QuietBelowWarning(logging.Filter):
-    """Drops MLflow's and alembic's info/debug records (database migrations) unless robustal logs at DEBUG; records
-    of every other logger pass, so the filter is harmless on a handler that others share."""
+    """Drops MLflow's and alembic's info/debug records (database migrations) and their records that carry a
+    traceback (MLflow logs SQLAlchemy's errors with theirs before raising them, and robustal reports the error
+    raised, in one line), unless robustal logs at DEBUG; records of every other logger pass, so the filter is
+    harmless on a handler that others share."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(("mlflow", "alembic")):
+        if not record.name.startswith(("mlflow", "alembic")) or logging.getLogger("robustal").isEnabledFor(
+                logging.DEBUG):
             return True
-        return record.levelno >= logging.WARNING or logging.getLogger("robustal").isEnabledFor(logging.DEBUG)
+        return record.levelno >= logging.WARNING and not record.exc_info
 
 
 def _quiet_mlflow_logging() -> None:
@@ -176,6 +180,14 @@ def why(error: BaseException) -> str:
         return f"no answer within {PROBE_TIMEOUT} s"
     if "Name or service not known" in text or "nodename nor servname" in text:
         return "unknown host name"
+    database = re.search(r"\((?:sqlite3|sqlalchemy\.exc)\.\w+\) ([^\n\[]+)", text)
+    if database:  # SQLAlchemy's words after its wrapping ("(raised as a result of Query-invoked autoflush ...")
+        reason = database[1].strip()
+        if "readonly database" in reason or "unable to open database file" in reason:
+            return f"the database file cannot be written ({reason}): check its and its folder's permissions"
+        if "disk" in reason and ("full" in reason or "I/O" in reason):
+            return f"the disk refuses the write ({reason})"
+        return f"the database refuses it ({reason})"
     return first_line(error)
 
 
