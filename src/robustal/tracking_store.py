@@ -210,6 +210,19 @@ def default_uri() -> tuple[str, str]:
     return DEFAULT_URI, "the default"
 
 
+def _check_file_store(uri: str, source: str) -> None:
+    """A ``file:`` store is a folder: a file there is refused in robustal's words (MLflow's run on past the line)."""
+    if not uri.startswith("file:"):
+        return
+    from urllib.parse import unquote, urlparse
+
+    path = Path(unquote(urlparse(uri).path)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"Cannot use the MLflow tracking store {uri!r} (from {source}): {path} is a file, and a "
+                          "file: store is a folder of runs. Give a folder, or better a SQLite file such as "
+                          f"{DEFAULT_URI} (MLflow's file store is in maintenance mode).")
+
+
 def open_store(uri: str, experiment: str, source: str):
     """An ``MlflowClient`` on ``uri`` and the id of ``experiment`` (created if new); ConfigError within seconds,
     with the reason and the fix, where the store cannot be used.
@@ -220,6 +233,7 @@ def open_store(uri: str, experiment: str, source: str):
     mlflow = import_mlflow()
     database = sqlite_file(uri)
     folder = database.parent if database is not None else None
+    _check_file_store(uri, source)
     try:
         if database is not None:
             _check_sqlite(database)
@@ -237,6 +251,13 @@ def open_store(uri: str, experiment: str, source: str):
                     if found is None:
                         raise
     except Exception as e:
+        code = re.search(r"error code (404|405)\b", str(e))
+        if code:  # a web server, but not MLflow's API
+            raise ConfigError(f"Cannot use the MLflow tracking store {uri!r} (from {source}): the server there "
+                              f"answers, but not to MLflow's API (HTTP {code[1]}): it "
+                              "is not an MLflow tracking server. Give the address of one (mlflow server --host "
+                              "127.0.0.1 --port PORT prints it), or a SQLite file such as "
+                              f"{DEFAULT_URI}.") from None
         raise ConfigError(f"Cannot use the MLflow tracking store {uri!r} (from {source}): {why(e)}. "
                           + _fix(uri, source)) from e
     if found.lifecycle_stage != "active":

@@ -352,6 +352,26 @@ def another_projects_old_tasks(c: Ctx) -> list:
     return argv_a + ["--answers", c.file("b-old.json", json.dumps(tasks))]
 
 
+def web_server(c: Ctx) -> str:
+    """The address of a web server that answers 404 to everything (not an MLflow server), for this case only."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's names
+            self.send_error(404)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    c.request.addfinalizer(server.shutdown)
+    return f"http://127.0.0.1:{server.server_port}"
+
+
 def still_waiting(c: Ctx) -> None:
     """The project's run keeps the status it had: refused answers did not mark it interrupted."""
     status = _run_status(c.path("project") / "results.db", "label")
@@ -726,6 +746,12 @@ CASES: list[Case] = [
     Case("study file [tracking] log_model = 'no'",
          lambda c: STUDY(c, c.study(GOOD_STUDY() + '\n[tracking]\nlog_model = "no"\n')),
          ("s.toml", "log_model must be true or false")),
+    Case("study --tracking-uri of a web server that is not MLflow's",
+         lambda c: STUDY(c, c.study(GOOD_STUDY()), "--tracking-uri", web_server(c)),
+         ("not an MLflow tracking server", "HTTP 404", "mlflow server"), forbid=("Start the server",)),
+    Case("study --tracking-uri file: that is a file",
+         lambda c: STUDY(c, c.study(GOOD_STUDY()), "--tracking-uri", c.file("runs.txt").as_uri()),
+         ("runs.txt is a file", "a file: store is a folder", "sqlite:///"), forbid=("See htt",)),
     Case("study --track none with --tracking-uri",
          lambda c: STUDY(c, c.study(GOOD_STUDY()), "--track", "none", "--tracking-uri", "sqlite:///m.db"),
          ("--tracking-uri has no effect with --track none",)),
