@@ -38,6 +38,18 @@ class StoreError(RobustalError):
     """The results store cannot be used as asked (e.g. resuming with a different configuration)."""
 
 
+class CheckpointError(StoreError):
+    """A finished stage's checkpoint is missing or cannot be read. The message says to restore it or to train the
+    stage again, never to delete results: in a labeling project those are a person's labels. ``run``, ``stage``,
+    ``path`` and ``problem`` let a command give its own way to redo the stage."""
+
+    def __init__(self, run: str, stage: int, path, problem: str):
+        self.run, self.stage, self.path, self.problem = run, stage, path, problem
+        super().__init__(f"Run {run!r}: the checkpoint of its finished stage {stage}, {path}, {problem}. Restore "
+                         "that file from a backup if you have one; or run the run again into another --out (the "
+                         "results here stay as they are).")
+
+
 class ChanceLevelWarning(UserWarning):
     """A stage ended with a model no better than a constant prediction (adversarial training that has not started
     to learn); the stage's ``at_chance`` flag is stored and the report counts such runs."""

@@ -305,7 +305,9 @@ def _read(path: str | Path, problems: list[str], screen: _Screen) -> tuple[Path,
     except OSError as e:
         raise DataError(f"{path}: cannot read the answers file ({e}).") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e}). Save it as 'CSV UTF-8' (or export it again).") from None
+        fix = ("Export it again from Label Studio (its exports are UTF-8), or save it as UTF-8 in the program that "
+               "changed it." if suffix == ".json" else "Save it as 'CSV UTF-8' (or export it again).")
+        raise DataError(f"{path}: not UTF-8 text ({e}). {fix}") from None
     try:
         if suffix == ".json":
             return path, _json_answers(text, problems, screen), "label-studio"
@@ -458,9 +460,14 @@ def filled_in(path: str | Path) -> bool:
     try:
         text = path.read_bytes().decode("utf-8-sig")
         header, rows = _csv_table(text)
-    except (OSError, UnicodeDecodeError, _Refused) as e:
-        raise DataError(f"{path} cannot be read ({e}); restore it (robustal wrote it with an empty label column) "
-                        "or delete it to have it written again.") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e}): the spreadsheet saved it in another encoding. Open it "
+                        "again and save it under the same name as 'CSV UTF-8 (comma delimited)'; the labels typed "
+                        "in it are kept. Then run the command again.") from None
+    except (OSError, _Refused) as e:
+        raise DataError(f"{path} cannot be read ({e}). Fix it where the message says and save it under the same "
+                        "name, keeping the labels typed in it (robustal wrote it with the columns id,label and an "
+                        "empty label column).") from None
     if "label" not in header or "id" not in header:
         return True
     col = header.index("label")

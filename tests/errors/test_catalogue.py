@@ -372,6 +372,27 @@ def web_server(c: Ctx) -> str:
     return f"http://127.0.0.1:{server.server_port}"
 
 
+def cp1252_heldout(c: Ctx) -> list:
+    """A project waiting for its held-out labels, whose request CSV was filled and saved as cp1252 (a note with é)."""
+    argv = awaited_heldout(c, lambda ids: [f"{i},1" for i in ids])
+    request = c.path("project") / "requests" / "heldout.csv"
+    request.write_bytes((request.read_text() + "note: caf\xe9,\n").encode("cp1252"))
+    return argv
+
+
+def damaged_label_stage(c: Ctx) -> list:
+    """A project whose stage 0 is trained (its labels all '1'), then its stage checkpoint truncated."""
+    from robustal.cli import main
+
+    argv = awaited_stage0(c)
+    request = c.path("project") / "requests" / "stage-000.csv"
+    request.write_text(request.read_text().replace(",,", ",1,"))
+    assert main([str(a) for a in argv]) == 0
+    ckpt = c.path("project") / "checkpoints" / "label" / "stage-000.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    return argv
+
+
 def still_waiting(c: Ctx) -> None:
     """The project's run keeps the status it had: refused answers did not mark it interrupted."""
     status = _run_status(c.path("project") / "results.db", "label")
@@ -871,6 +892,17 @@ CASES: list[Case] = [
           "export only the tasks whose robustal_project is")),
     Case("label --answers: another project's tasks written before tokens", another_projects_old_tasks,
          ("b-old.json", "names the image", "pool-b/d0", "none were used")),
+    Case("label with a damaged stage checkpoint is told to restore it or redo the stage", damaged_label_stage,
+         ("stage-000.pt", "labels are safe", "--redo-stage 0"), forbid=("delete", "remove", "Delete")),
+    Case("label --redo-stage of a stage that is not the last", lambda c: damaged_label_stage(c) + ["--redo-stage", "3"],
+         ("--redo-stage 3", "only the last finished stage, 0")),
+    Case("label with a request CSV a spreadsheet saved as cp1252",
+         lambda c: cp1252_heldout(c), ("heldout.csv", "not UTF-8", "CSV UTF-8", "labels typed in it are kept"),
+         forbid=("delete", "Delete")),
+    Case("label --answers: a Label Studio JSON export that is not UTF-8",
+         lambda c: awaited_heldout(c, lambda ids: [f"{i}," for i in ids]) + [
+             "--answers", c.file("export.json", '[{"data": {"robustal_id": "caf\xe9"}}]'.encode("cp1252"))],
+         ("export.json", "not UTF-8", "Export it again from Label Studio"), forbid=("CSV UTF-8",)),
     Case("label a request CSV edited after its labels were imported", edited_heldout,
          ("heldout.csv", "changed after its labels were imported", "'7' here, but '1' was imported from heldout")),
     Case("label continued with another --epochs (a run option)", lambda c: awaited_stage0(c) + ["--epochs", "2"],
