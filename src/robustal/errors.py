@@ -79,3 +79,8 @@ def nearest(name: str, choices: list[str]) -> str | None:
         return folded[0]
     matches = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
     return matches[0] if matches else None
+
+
+#: robustal's warnings that a terminal shows as one plain line (``robustal CMD: warning: ...``), not in Python's
+#: file-and-line form.
+PLAIN_WARNINGS = (ChanceLevelWarning, ReproducibilityWarning, ReportWarning, TrackingWarning)

@@ -49,6 +49,27 @@ def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, thread
     return task.name, result.stages
 
 
+def _worker_init(parent: int) -> None:
+    """A local worker process: it ends with ``parent`` (:mod:`robustal._lifeline`), and shows robustal's warnings
+    as the CLI does, one plain line each (not Python's file-and-line form with the source line)."""
+    import sys
+    import warnings
+
+    from robustal._lifeline import die_with_parent
+    from robustal.errors import PLAIN_WARNINGS
+
+    die_with_parent(parent)
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PLAIN_WARNINGS):
+            print(f"robustal study: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str | Path | None = None) -> None:
     """Before anything runs or is written: every task's budget fits its pool, and runs already stored in ``out`` were
     made under the same settings and data.
@@ -134,10 +155,8 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
         return {n: results[n] for n in names}
     import multiprocessing as mp
 
-    from robustal._lifeline import die_with_parent
-
     # Workers end with this process (SIGKILL included): none goes on writing into a folder whose lock is free.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                              initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(_run_task, t, str(out), device, data, threads, tracking) for t in todo}
         try:

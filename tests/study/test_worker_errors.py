@@ -40,3 +40,20 @@ def test_another_error_on_a_worker_is_left_as_ray_raised_it():
     with pytest.raises(FakeTaskError) as e:
         _ray_result(fake_ray(error), object(), "run")
     assert e.value is error
+
+
+def test_a_local_workers_warnings_are_one_plain_line():
+    """A study's worker process shows robustal's warnings as the CLI does, not in Python's file:line form."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import os, warnings\nfrom robustal.executors import _worker_init\n"
+            "from robustal.errors import ChanceLevelWarning\n_worker_init(os.getppid())\n"
+            "warnings.warn(ChanceLevelWarning('stage 1 is at chance level'))\nwarnings.warn('a library note')\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    err = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stderr
+    lines = err.splitlines()
+    assert lines[0] == "robustal study: warning: stage 1 is at chance level"
+    assert "UserWarning: a library note" in err  # other warnings as Python shows them
