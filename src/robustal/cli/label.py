@@ -14,6 +14,7 @@ from robustal.cli.common import (
     add_runtime_args,
     add_tracking_args,
     add_training_args,
+    check_attack_steps,
     log,
     loop_config,
     output_folder,
@@ -49,6 +50,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     )
     from robustal.outputs import check_output_file
 
+    check_attack_steps(args)
     require(args.attack)  # a missing extra: before any work
     if args.answers is not None and not Path(args.answers).is_file():
         raise ConfigError(f"--answers {args.answers!r} not found; give the filled CSV or a Label Studio export "
