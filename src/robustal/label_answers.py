@@ -90,6 +90,9 @@ def _csv_answers(text: str, problems: list[str], screen) -> list[_Answer]:
     header, rows = _csv_table(text)
     if ID_FIELD in header and CHOICE_NAME in header:
         return _merge(screen(_label_studio_csv(header, rows, problems)), problems)
+    others = [h for h in header if h not in _LABEL_STUDIO_FIELDS]
+    if ID_FIELD in header and others:  # a Label Studio CSV export whose choice control is named otherwise
+        raise _Refused(_other_choice_name(others))
     if "id" not in header or "label" not in header:
         raise _Refused(f"the first row must name the columns 'id' and 'label' (or, in a Label Studio CSV export, "
                        f"'{ID_FIELD}' and '{CHOICE_NAME}'); it is {header}. Keep the header robustal wrote "
@@ -107,6 +110,20 @@ def _csv_answers(text: str, problems: list[str], screen) -> list[_Answer]:
         project = _cell(row, col_project) if col_project is not None else None
         answers.append(_Answer(f"row {row_number}", sample_id, label or None, tags=Tags(project=project or None)))
     return screen(answers)
+
+
+#: Fields of a Label Studio JSON-MIN or CSV export that are not the choice (the task's data and Label Studio's own).
+_LABEL_STUDIO_FIELDS = {ID_FIELD, PROJECT_FIELD, REQUEST_FIELD, "image", "id", "annotator", "annotation_id",
+                        "created_at", "updated_at", "lead_time", "agreement", "drafts", "predictions", "meta",
+                        "total_annotations", "cancelled_annotations", "total_predictions", "project"}
+
+
+def _other_choice_name(candidates: list[str]) -> str:
+    return (f"a Label Studio export without a '{CHOICE_NAME}' field (it has {', '.join(map(repr, candidates))}): "
+            "the choice control of its labeling "
+            f"config has another name, under which the export puts the class. Name it '{CHOICE_NAME}' as robustal's "
+            f"label-studio-config.xml does (<Choices name=\"{CHOICE_NAME}\" ...>) in the project's Settings > "
+            "Labeling Interface, then export again (or export as JSON, which robustal reads under any name)")
 
 
 def _label_studio_csv(header: list[str], rows: list[tuple[int, list[str]]], problems: list[str]
@@ -220,6 +237,10 @@ def _json_answers(text: str, problems: list[str], screen) -> list[_Answer]:
                 continue
         problems.append(f"task {position}: no data.{ID_FIELD} (import the tasks robustal wrote, not the images "
                         "alone)")
+    minimal = [item for item in items if not isinstance(item.get("data"), dict) and ID_FIELD in item]
+    keys = sorted({k for item in minimal for k in item} - _LABEL_STUDIO_FIELDS)
+    if keys and not any(CHOICE_NAME in item for item in minimal):  # JSON-MIN under another control name
+        raise _Refused(_other_choice_name(keys))
     return _merge(screen(annotations), problems)
 
 

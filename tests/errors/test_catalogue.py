@@ -909,6 +909,11 @@ CASES: list[Case] = [
          lambda c: awaited_heldout(c, lambda ids: [f"{i}," for i in ids]) + [
              "--answers", c.file("export.json", '[{"data": {"robustal_id": "caf\xe9"}}]'.encode("cp1252"))],
          ("export.json", "not UTF-8", "Export it again from Label Studio"), forbid=("CSV UTF-8",)),
+    Case("label --answers: a JSON-MIN export whose choice control is not named 'label'",
+         lambda c: awaited_heldout(c, lambda ids: [f"{i}," for i in ids]) + [
+             "--answers", c.file("export-min.json", __import__("json").dumps(
+                 [{"robustal_id": i, "id": k, "digit": "1"} for k, i in enumerate(request_ids(c, "heldout"))]))],
+         ("export-min.json", "without a 'label' field (it has 'digit')", "<Choices name=\"label\"")),
     Case("label a request CSV edited after its labels were imported", edited_heldout,
          ("heldout.csv", "changed after its labels were imported", "'7' here, but '1' was imported from heldout")),
     Case("label continued with another --epochs (a run option)", lambda c: awaited_stage0(c) + ["--epochs", "2"],

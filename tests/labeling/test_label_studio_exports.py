@@ -212,3 +212,20 @@ def test_a_request_edited_after_its_labels_were_imported_is_refused(tmp_path):
     assert f"{path} was changed after its labels were imported (1 problem(s))" in msg
     assert "row 4 (id '102'): '9' here, but '2' was imported from stage-000" in msg
     assert "put the file back as it was" in msg
+
+
+@pytest.mark.parametrize("fmt", ["json-min", "csv"])
+def test_a_choice_control_named_otherwise_is_named_in_the_refusal(tmp_path, fmt):
+    """A labeling config whose <Choices> is not named 'label' puts the class under its own name (issue 28)."""
+    entries = [{("digit" if k == "label" else k): v for k, v in e.items()}
+               for e in ls_min(ls_json([("stage-000", ROUND0)]))]
+    if fmt == "json-min":
+        path = write(tmp_path / "e.json", entries)
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, sorted(entries[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(entries)
+        path = write(tmp_path / "e.csv", buf.getvalue())
+    with pytest.raises(DataError, match=r"without a 'label' field \(it has 'digit'\).*<Choices name=\"label\""):
+        read_answers(path, list(ROUND0), DIGITS)
