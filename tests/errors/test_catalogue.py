@@ -914,6 +914,10 @@ CASES: list[Case] = [
              "--answers", c.file("export-min.json", __import__("json").dumps(
                  [{"robustal_id": i, "id": k, "digit": "1"} for k, i in enumerate(request_ids(c, "heldout"))]))],
          ("export-min.json", "without a 'label' field (it has 'digit')", "<Choices name=\"label\"")),
+    Case("label continued after an image was added to the pool",
+         lambda c: (lambda argv: __import__("shutil").copy(c.path("pool") / "d003.png", c.path("pool") / "zz.png")
+                    and argv)(awaited_heldout(c, lambda ids: [f"{i}," for i in ids])),
+         ("its pool", "changed since the project started", "1 image(s) added (zz.png)", "put the pool back")),
     Case("label a request CSV edited after its labels were imported", edited_heldout,
          ("heldout.csv", "changed after its labels were imported", "'7' here, but '1' was imported from heldout")),
     Case("label continued with another --epochs (a run option)", lambda c: awaited_stage0(c) + ["--epochs", "2"],

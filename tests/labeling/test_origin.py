@@ -207,3 +207,20 @@ def test_a_project_made_before_tokens_gets_one_and_its_old_request_still_reads(t
     new = token(out)
     stage0 = list(csv.DictReader((out / "requests" / "stage-000.csv").open(newline="")))
     assert new.startswith("old:") and {r[PROJECT_FIELD] for r in stage0} == {new}
+
+
+def test_a_changed_pool_is_refused_naming_the_images(tmp_path, capsys):
+    """One image added and one changed since the project started: the refusal names both files."""
+    import shutil
+
+    from PIL import Image
+
+    x, _ = digits(0)
+    pool, out = folder_pool(tmp_path / "pool", x), tmp_path / "p"
+    assert main(args(pool, out)) == 0
+    shutil.copy(pool / "mnist-00003.png", pool / "zz-new.png")
+    Image.fromarray(255 - x[5]).save(pool / "mnist-00005.png")
+    capsys.readouterr()
+    assert main(args(pool, out)) != 0
+    err = capsys.readouterr().err
+    assert "1 image(s) added (zz-new.png)" in err and "1 image(s) changed (mnist-00005.png)" in err
