@@ -54,6 +54,11 @@ class FactoryWarning(UserWarning):
     """A checkpoint or run of a user's model is rebuilt with another factory than the one recorded with it."""
 
 
+class AnswersWarning(UserWarning):
+    """Answers were read, but something in them deserves a look (one task annotated with several classes: the
+    latest annotation is used)."""
+
+
 class ChanceLevelWarning(UserWarning):
     """A stage ended with a model no better than a constant prediction (adversarial training that has not started
     to learn); the stage's ``at_chance`` flag is stored and the report counts such runs."""
@@ -87,4 +92,5 @@ def nearest(name: str, choices: list[str]) -> str | None:
 
 #: robustal's warnings that a terminal shows as one plain line (``robustal CMD: warning: ...``), not in Python's
 #: file-and-line form.
-PLAIN_WARNINGS = (ChanceLevelWarning, ReproducibilityWarning, ReportWarning, TrackingWarning, FactoryWarning)
+PLAIN_WARNINGS = (ChanceLevelWarning, ReproducibilityWarning, ReportWarning, TrackingWarning, FactoryWarning,
+                  AnswersWarning)

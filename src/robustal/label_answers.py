@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from robustal.errors import DataError, nearest
-from robustal.label_origin import PROJECT_FIELD, REQUEST_FIELD, Origin, Tags, check_origin
+from robustal.label_origin import PROJECT_FIELD, REQUEST_FIELD, Origin, Screen, Tags
 
 #: Problems listed in one error message before "and K more".
 MAX_PROBLEMS = 20
@@ -89,7 +89,7 @@ def _cell(row: list[str], col: int) -> str:
 def _csv_answers(text: str, problems: list[str], screen) -> list[_Answer]:
     header, rows = _csv_table(text)
     if ID_FIELD in header and CHOICE_NAME in header:
-        return _merge(screen(_label_studio_csv(header, rows, problems)), problems)
+        return _merge(screen(_label_studio_csv(header, rows, problems)), problems, screen.notes)
     others = [h for h in header if h not in _LABEL_STUDIO_FIELDS]
     if ID_FIELD in header and others:  # a Label Studio CSV export whose choice control is named otherwise
         raise _Refused(_other_choice_name(others))
@@ -241,7 +241,7 @@ def _json_answers(text: str, problems: list[str], screen) -> list[_Answer]:
     keys = sorted({k for item in minimal for k in item} - _LABEL_STUDIO_FIELDS)
     if keys and not any(CHOICE_NAME in item for item in minimal):  # JSON-MIN under another control name
         raise _Refused(_other_choice_name(keys))
-    return _merge(screen(annotations), problems)
+    return _merge(screen(annotations), problems, screen.notes)
 
 
 def _id_text(value: object) -> str | None:
@@ -255,8 +255,9 @@ def _min_choice(value: object) -> object:
     return value.get("choices") if isinstance(value, dict) else value
 
 
-def _merge(annotations: list[_Annotation], problems: list[str]) -> list[_Answer]:
-    """One answer per id: each task's latest annotation; tasks of one id (imported twice) must agree."""
+def _merge(annotations: list[_Annotation], problems: list[str], notes: list[str]) -> list[_Answer]:
+    """One answer per id: each task's latest annotation (a task annotated with several classes is noted in
+    ``notes``); tasks of one id (imported twice) must agree."""
     by_id: dict[str, list[_Annotation]] = {}
     for a in annotations:
         by_id.setdefault(a.sample_id, []).append(a)
@@ -266,6 +267,11 @@ def _merge(annotations: list[_Annotation], problems: list[str]) -> list[_Answer]
         for a in group:
             if a.task not in latest or a.order >= latest[a.task].order:
                 latest[a.task] = a
+        for task, used in latest.items():
+            others = {a.label for a in group if a.task == task and a.label not in (None, used.label)}
+            if used.label is not None and others:
+                notes.append(f"{used.where} (id {sample_id.strip()!r}): {used.label!r}, its latest annotation, over "
+                             f"{', '.join(map(repr, sorted(others)))}")
         reported = any(a.reported for a in group)
         labels = {a.label for a in latest.values() if a.label is not None}
         if len(labels) > 1:
@@ -297,21 +303,7 @@ def _suggest(label: str, classes: list[str]) -> str:
     return f"; did you mean {close!r}?" if close else ""
 
 
-class _Screen:
-    """Drops the answers that belong to another project (:func:`robustal.label_origin.check_origin`), before
-    answers of one id are merged; remembers whether it dropped any."""
-
-    def __init__(self, origin: Origin | None, problems: list[str], asked: list[str], request: str | None):
-        self.origin, self.problems, self.asked, self.request = origin, problems, asked, request
-        self.foreign = False
-
-    def __call__(self, entries: list) -> list:
-        kept, foreign = check_origin(entries, self.origin, self.problems, asked=self.asked, request=self.request)
-        self.foreign |= foreign
-        return kept
-
-
-def _read(path: str | Path, problems: list[str], screen: _Screen) -> tuple[Path, list[_Answer], str]:
+def _read(path: str | Path, problems: list[str], screen: Screen) -> tuple[Path, list[_Answer], str]:
     """The answers of a file, its kind ("csv" or "label-studio"), problems found while parsing."""
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
@@ -366,7 +358,7 @@ def read_answers(path: str | Path, ids: list[str], classes: list[str], *,
     """
     ids, classes, request = list(ids), list(classes), request or "this request"
     problems: list[str] = []
-    screen = _Screen(origin, problems, ids, request)
+    screen = Screen(origin, problems, ids, request)
     path, answers, kind = _read(path, problems, screen)
     checked = _check(answers, ids, classes, known or {}, problems)
     missing = [i for i in ids if i not in checked.seen]
@@ -383,6 +375,15 @@ def read_answers(path: str | Path, ids: list[str], classes: list[str], *,
     if problems:
         raise DataError(f"{path}: {len(problems)} problem(s) in the answers; none were used:\n  "
                         f"{_shown(problems)}{_notes(checked, classes)}\nFix the file and read it again.")
+    if screen.notes:
+        import warnings
+
+        from robustal.errors import AnswersWarning
+
+        warnings.warn(AnswersWarning(f"{path}: {len(screen.notes)} task(s) annotated more than once with different "
+                                     f"classes; the latest annotation of each is used: {'; '.join(screen.notes[:5])}"
+                                     + (f"; and {len(screen.notes) - 5} more" if len(screen.notes) > 5 else "")),
+                      stacklevel=2)
     assert checked.labels.keys() == set(ids), "every asked id is labeled or listed as a problem"
     return checked.labels
 
@@ -392,7 +393,7 @@ def check_imported(path: str | Path, classes: list[str], known: Mapping[str, tup
     """Refuse a request file changed after its labels were imported: a filled label that differs from the imported
     one (an edit robustal would otherwise never read), an id it did not ask for, a duplicate."""
     problems: list[str] = []
-    path, answers, _ = _read(path, problems, _Screen(origin, problems, [], None))
+    path, answers, _ = _read(path, problems, Screen(origin, problems, [], None))
     _check(answers, [], list(classes), known, problems)
     if problems:
         raise DataError(f"{path} was changed after its labels were imported ({len(problems)} problem(s)):\n  "

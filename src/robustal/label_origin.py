@@ -182,4 +182,19 @@ def check_origin(entries: Iterable, origin: Origin | None, problems: list[str], 
     return kept, other or bool(foreign)
 
 
-__all__ = ["PROJECT_FIELD", "REQUEST_FIELD", "Origin", "Tags", "check_origin", "new_token"]
+class Screen:
+    """Drops the answers that belong to another project (:func:`check_origin`) before the answers of one id are
+    merged, and remembers whether it dropped any; ``notes`` collects what the reader reports without refusing."""
+
+    def __init__(self, origin: Origin | None, problems: list[str], asked: list[str], request: str | None):
+        self.origin, self.problems, self.asked, self.request = origin, problems, asked, request
+        self.foreign = False
+        self.notes: list[str] = []
+
+    def __call__(self, entries: list) -> list:
+        kept, foreign = check_origin(entries, self.origin, self.problems, asked=self.asked, request=self.request)
+        self.foreign |= foreign
+        return kept
+
+
+__all__ = ["PROJECT_FIELD", "REQUEST_FIELD", "Origin", "Screen", "Tags", "check_origin", "new_token"]

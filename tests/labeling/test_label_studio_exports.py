@@ -15,7 +15,7 @@ import json
 import pytest
 import torch
 
-from robustal.errors import DataError
+from robustal.errors import AnswersWarning, DataError
 from robustal.label_answers import check_imported, filled_in, read_answers
 from robustal.label_files import PREDICTION_MODEL_VERSION, write_request
 
@@ -106,7 +106,10 @@ def test_the_latest_annotation_of_a_task_counts_in_every_format(tmp_path):
     tasks[1]["annotations"].append(earlier)
     for path in (write(tmp_path / "e.json", tasks), write(tmp_path / "m.json", ls_min(tasks)),
                  write(tmp_path / "e.csv", ls_csv(tasks))):
-        assert read_answers(path, ["a", "b"], DIGITS) == {"a": 7, "b": 2}, path.name
+        with pytest.warns(AnswersWarning, match=r"2 task\(s\) annotated more than once with different classes; the "
+                                                r"latest annotation of each is used: (task|entry|row) \d+ \(id 'a'\): "
+                                                r"'7', its latest annotation, over '1'"):  # reported, never silent (issue 28)
+            assert read_answers(path, ["a", "b"], DIGITS) == {"a": 7, "b": 2}, path.name
 
 
 @pytest.mark.parametrize("fmt", ["json", "json-min", "csv"])
