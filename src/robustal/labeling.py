@@ -420,6 +420,7 @@ def read_heldout(out: str | Path) -> tuple[ProjectSettings, Split]:
     return settings, Split(pool.x[idx], torch.tensor([given[i] for i in ids], dtype=torch.int64))
 
 
-__all__ = ["HELDOUT_LABELS", "POOL_INDEX", "PROJECT_FILE", "RUN_NAME", "TOKEN_KEY", "Pool", "Project", "ProjectSettings", "ProjectState",
-           "check_answers", "check_settings", "heldout_split", "imported_labels", "load_heldout", "load_pool",
-           "open_project", "pool_fingerprint", "project_splits", "read_project_file"]
+__all__ = ["HELDOUT_LABELS", "POOL_INDEX", "PROJECT_FILE", "RUN_NAME", "TOKEN_KEY", "Pool", "Project",
+           "ProjectSettings", "ProjectState", "check_answers", "check_settings", "heldout_split", "image_checksums",
+           "imported_labels", "load_heldout", "load_pool", "open_project", "pool_fingerprint", "project_splits",
+           "read_project_file"]

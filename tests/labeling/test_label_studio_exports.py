@@ -108,7 +108,7 @@ def test_the_latest_annotation_of_a_task_counts_in_every_format(tmp_path):
                  write(tmp_path / "e.csv", ls_csv(tasks))):
         with pytest.warns(AnswersWarning, match=r"2 task\(s\) annotated more than once with different classes; the "
                                                 r"latest annotation of each is used: (task|entry|row) \d+ \(id 'a'\): "
-                                                r"'7', its latest annotation, over '1'"):  # reported, never silent (issue 28)
+                                                r"'7', its latest annotation, over '1'"):  # reported (issue 28)
             assert read_answers(path, ["a", "b"], DIGITS) == {"a": 7, "b": 2}, path.name
 
 
