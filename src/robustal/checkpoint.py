@@ -81,7 +81,8 @@ class Checkpoint:
     def build(self, dataset: Dataset, device: torch.device | str = "cpu") -> nn.Module:
         """The saved model for ``dataset``'s images, weights loaded; errors clearly if they do not fit."""
         self.check(dataset)
-        model = model_factory(self.build_name, dataset)()  # an unknown name or an unimportable factory says so
+        source = "--factory" if self.factory is not None else f"recorded in {self.path}"
+        model = model_factory(self.build_name, dataset, source=source)()  # a bad name or factory says so
         try:
             model.load_state_dict(self.state)
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
@@ -120,7 +121,23 @@ def trusted_model_name(recorded: str, factory: str | None, source: str, file: st
         raise ConfigError(f"{source} holds a model built by the factory {recorded!r}: code outside robustal. robustal "
                           "never imports code because a file names it. If you trust that code, name the factory "
                           f"yourself: --factory {recorded}{where}")
+    if _factory_key(factory) != _factory_key(recorded):
+        import warnings
+
+        from robustal.errors import FactoryWarning
+
+        warnings.warn(FactoryWarning(f"--factory {factory}: {source} was made by the factory {recorded!r}, another "
+                                     "one. Its weights are loaded into the model --factory builds: if that is not "
+                                     "the same network, the results differ from the model's own. Name the recorded "
+                                     "factory (its module or file) if you have it."), stacklevel=2)
     return factory
+
+
+def _factory_key(name: str) -> tuple[str, str]:
+    """``(module or file stem, function)`` of a factory: the same factory named by module, relative or absolute
+    file path compares equal."""
+    where, _, attr = name.rpartition(":")
+    return Path(where).stem if where.endswith(".py") else where.rpartition(".")[2], attr
 
 
 def recorded_model(name: str) -> tuple[str, str | None]:

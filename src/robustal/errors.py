@@ -38,6 +38,27 @@ class StoreError(RobustalError):
     """The results store cannot be used as asked (e.g. resuming with a different configuration)."""
 
 
+class CheckpointError(StoreError):
+    """A finished stage's checkpoint is missing or cannot be read. The message says to restore it or to train the
+    stage again, never to delete results: in a labeling project those are a person's labels. ``run``, ``stage``,
+    ``path`` and ``problem`` let a command give its own way to redo the stage."""
+
+    def __init__(self, run: str, stage: int, path, problem: str):
+        self.run, self.stage, self.path, self.problem = run, stage, path, problem
+        super().__init__(f"Run {run!r}: the checkpoint of its finished stage {stage}, {path}, {problem}. Restore "
+                         "that file from a backup if you have one; or run the run again into another --out (the "
+                         "results here stay as they are).")
+
+
+class FactoryWarning(UserWarning):
+    """A checkpoint or run of a user's model is rebuilt with another factory than the one recorded with it."""
+
+
+class AnswersWarning(UserWarning):
+    """Answers were read, but something in them deserves a look (one task annotated with several classes: the
+    latest annotation is used)."""
+
+
 class ChanceLevelWarning(UserWarning):
     """A stage ended with a model no better than a constant prediction (adversarial training that has not started
     to learn); the stage's ``at_chance`` flag is stored and the report counts such runs."""
@@ -72,3 +93,9 @@ def nearest(name: str, choices: list[str]) -> str | None:
 class PoolWarning(UserWarning):
     """A stage could not use the unlabeled pool as configured (its teacher at chance level, no pseudo-label above the
     confidence threshold): it trains on its labels alone, and the stage's ``pool_images`` is stored as 0."""
+
+
+#: robustal's warnings that a terminal shows as one plain line (``robustal CMD: warning: ...``), not in Python's
+#: file-and-line form.
+PLAIN_WARNINGS = (ChanceLevelWarning, ReproducibilityWarning, ReportWarning, TrackingWarning, FactoryWarning,
+                  AnswersWarning, PoolWarning)

@@ -54,6 +54,27 @@ def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, thread
     return task.name, result.stages
 
 
+def _worker_init(parent: int) -> None:
+    """A local worker process: it ends with ``parent`` (:mod:`robustal._lifeline`), and shows robustal's warnings
+    as the CLI does, one plain line each (not Python's file-and-line form with the source line)."""
+    import sys
+    import warnings
+
+    from robustal._lifeline import die_with_parent
+    from robustal.errors import PLAIN_WARNINGS
+
+    die_with_parent(parent)
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PLAIN_WARNINGS):
+            print(f"robustal study: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str | Path | None = None) -> None:
     """Before anything runs or is written: every task's budget fits its pool, and runs already stored in ``out`` were
     made under the same settings and data.
@@ -141,7 +162,9 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
         return {n: results[n] for n in names}
     import multiprocessing as mp
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    # Workers end with this process (SIGKILL included): none goes on writing into a folder whose lock is free.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(_run_task, t, str(out), device, data, threads, tracking) for t in todo}
         try:
             while pending:
@@ -236,7 +259,7 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
-                    record = ray.get(ref)
+                    record = _ray_result(ray, ref, refs[ref])
                     store.import_run(record)
                     name = refs[ref]
                     log_row(store, name, next(t.final_attack for t in todo if t.name == name))
@@ -248,6 +271,21 @@ def run_ray(tasks: Sequence[RunTask], out: str | Path, *, address: str | None = 
                 ray.cancel(ref, force=True)
             raise
     return {n: results[n] for n in names}
+
+
+def _ray_result(ray, ref, name: str) -> dict:
+    """A Ray task's result; a robustal error on the worker is raised here as itself, without the worker's traceback
+    that Ray's ``RayTaskError`` carries in its text."""
+    from robustal.errors import ConfigError, DataError, RobustalError
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, RobustalError):
+            kind = next((k for k in (ConfigError, DataError, StoreError) if isinstance(cause, k)), RobustalError)
+            raise kind(f"run {name} (on a Ray worker): {cause}") from None
+        raise
 
 
 EXECUTORS = ("local", "ray")

@@ -56,13 +56,15 @@ class RunSpec:
 
 
 def model_factory(name: str, dataset: Dataset | None = None, *, num_classes: int | None = None,
-                  in_channels: int | None = None, image_size: int | None = None):
-    """A zero-argument factory building model ``name`` for ``dataset``'s images and classes (or the ones given)."""
+                  in_channels: int | None = None, image_size: int | None = None, source: str = "--model"):
+    """A zero-argument factory building model ``name`` for ``dataset``'s images and classes (or the ones given);
+    ``source``: the flag or file that named it, for messages."""
     if dataset is not None:
         num_classes, (in_channels, image_size, _) = dataset.num_classes, dataset.image_shape
 
     def build() -> nn.Module:
-        return create_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+        return create_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                            source=source)
 
     return build
 

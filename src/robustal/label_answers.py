@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from robustal.errors import DataError, nearest
+from robustal.label_origin import PROJECT_FIELD, REQUEST_FIELD, Origin, Screen, Tags
 
 #: Problems listed in one error message before "and K more".
 MAX_PROBLEMS = 20
@@ -48,6 +49,7 @@ class _Answer(NamedTuple):
     sample_id: str
     label: str | None
     reported: bool = False
+    tags: Tags = Tags()
 
 
 class _Annotation(NamedTuple):
@@ -59,6 +61,7 @@ class _Annotation(NamedTuple):
     task: object  # Label Studio's task id (or the position): several annotations of one task
     order: tuple  # (updated_at, annotation id): the latest annotation of a task counts
     reported: bool = False
+    tags: Tags = Tags()
 
 
 # CSV ---------------------------------------------------------------------------------------------------------------
@@ -83,15 +86,19 @@ def _cell(row: list[str], col: int) -> str:
     return row[col] if col < len(row) else ""
 
 
-def _csv_answers(text: str, problems: list[str]) -> list[_Answer]:
+def _csv_answers(text: str, problems: list[str], screen) -> list[_Answer]:
     header, rows = _csv_table(text)
     if ID_FIELD in header and CHOICE_NAME in header:
-        return _merge(_label_studio_csv(header, rows, problems), problems)
+        return _merge(screen(_label_studio_csv(header, rows, problems)), problems, screen.notes)
+    others = [h for h in header if h not in _LABEL_STUDIO_FIELDS]
+    if ID_FIELD in header and others:  # a Label Studio CSV export whose choice control is named otherwise
+        raise _Refused(_other_choice_name(others))
     if "id" not in header or "label" not in header:
         raise _Refused(f"the first row must name the columns 'id' and 'label' (or, in a Label Studio CSV export, "
                        f"'{ID_FIELD}' and '{CHOICE_NAME}'); it is {header}. Keep the header robustal wrote "
                        "(id,label) and fill in the label column.")
     col_id, col_label = header.index("id"), header.index("label")
+    col_project = header.index(PROJECT_FIELD) if PROJECT_FIELD in header else None
     answers = []
     for row_number, row in rows:
         if not any(c.strip() for c in row):
@@ -100,16 +107,31 @@ def _csv_answers(text: str, problems: list[str]) -> list[_Answer]:
         if not sample_id.strip():
             problems.append(f"row {row_number}: no id (the id column is empty)")
             continue
-        answers.append(_Answer(f"row {row_number}", sample_id, label or None))
-    return answers
+        project = _cell(row, col_project) if col_project is not None else None
+        answers.append(_Answer(f"row {row_number}", sample_id, label or None, tags=Tags(project=project or None)))
+    return screen(answers)
+
+
+#: Fields of a Label Studio JSON-MIN or CSV export that are not the choice (the task's data and Label Studio's own).
+_LABEL_STUDIO_FIELDS = {ID_FIELD, PROJECT_FIELD, REQUEST_FIELD, "image", "id", "annotator", "annotation_id",
+                        "created_at", "updated_at", "lead_time", "agreement", "drafts", "predictions", "meta",
+                        "total_annotations", "cancelled_annotations", "total_predictions", "project"}
+
+
+def _other_choice_name(candidates: list[str]) -> str:
+    return (f"a Label Studio export without a '{CHOICE_NAME}' field (it has {', '.join(map(repr, candidates))}): "
+            "the choice control of its labeling "
+            f"config has another name, under which the export puts the class. Name it '{CHOICE_NAME}' as robustal's "
+            f"label-studio-config.xml does (<Choices name=\"{CHOICE_NAME}\" ...>) in the project's Settings > "
+            "Labeling Interface, then export again (or export as JSON, which robustal reads under any name)")
 
 
 def _label_studio_csv(header: list[str], rows: list[tuple[int, list[str]]], problems: list[str]
                       ) -> list[_Annotation]:
     """Label Studio's CSV export: a row per annotation (``robustal_id``, ``label``, ``annotation_id``, ``updated_at``
     and the task's ``id``, which is Label Studio's, not robustal's)."""
-    col = {name: header.index(name) for name in (ID_FIELD, CHOICE_NAME, "id", "annotation_id", "updated_at")
-           if name in header}
+    col = {name: header.index(name) for name in (ID_FIELD, CHOICE_NAME, "id", "annotation_id", "updated_at",
+                                                 PROJECT_FIELD, REQUEST_FIELD, "image") if name in header}
 
     def get(row: list[str], name: str) -> str:
         return _cell(row, col[name]) if name in col else ""
@@ -130,8 +152,9 @@ def _label_studio_csv(header: list[str], rows: list[tuple[int, list[str]]], prob
                 pass
         where = f"row {row_number}"
         label, reported = _choices_label(choice, f"{where} (id {sample_id.strip()!r})", problems)
+        tags = Tags(get(row, PROJECT_FIELD) or None, get(row, REQUEST_FIELD) or None, get(row, "image") or None)
         out.append(_Annotation(where, sample_id, label, get(row, "id") or row_number,
-                               (get(row, "updated_at"), _number(get(row, "annotation_id"))), reported))
+                               (get(row, "updated_at"), _number(get(row, "annotation_id"))), reported, tags))
     return out
 
 
@@ -156,14 +179,24 @@ def _choices_label(choices: object, where: str, problems: list[str]) -> tuple[st
     return (str(choices[0]).strip() or None if choices else None), False
 
 
+def _tags(fields: dict) -> Tags:
+    """The project, request and image a Label Studio task's data (or a JSON-MIN entry) name."""
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return value if isinstance(value, str) and value.strip() else None
+
+    return Tags(text(PROJECT_FIELD), text(REQUEST_FIELD), text("image"))
+
+
 def _task_annotations(task: dict, position: int, sample_id: str, problems: list[str]) -> list[_Annotation]:
     """A JSON export's task: one entry per annotation that was not cancelled, or one without a label."""
     where = f"task {position}"
     key = task.get("id", position)
+    tags = _tags(task["data"])
     annotations = task.get("annotations") or []
     if not isinstance(annotations, list):
         problems.append(f"{where} (id {sample_id.strip()!r}): 'annotations' is not a list")
-        return [_Annotation(where, sample_id, None, key, (), True)]
+        return [_Annotation(where, sample_id, None, key, (), True, tags)]
     out = []
     for a in annotations:
         if not isinstance(a, dict) or a.get("was_cancelled"):
@@ -172,11 +205,11 @@ def _task_annotations(task: dict, position: int, sample_id: str, problems: list[
                    for c in (r.get("value") or {}).get("choices") or []]
         label, reported = _choices_label(choices, f"{where} (id {sample_id.strip()!r})", problems)
         out.append(_Annotation(where, sample_id, label, key, (str(a.get("updated_at") or ""), _number(a.get("id"))),
-                               reported))
-    return out or [_Annotation(where, sample_id, None, key, ())]
+                               reported, tags))
+    return out or [_Annotation(where, sample_id, None, key, (), tags=tags)]
 
 
-def _json_answers(text: str, problems: list[str]) -> list[_Answer]:
+def _json_answers(text: str, problems: list[str], screen) -> list[_Answer]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as e:
@@ -200,11 +233,15 @@ def _json_answers(text: str, problems: list[str]) -> list[_Answer]:
                                                  f"{where} (id {sample_id.strip()!r})", problems)
                 annotations.append(_Annotation(where, sample_id, label, item.get("id", position),
                                                (str(item.get("updated_at") or ""),
-                                                _number(item.get("annotation_id"))), reported))
+                                                _number(item.get("annotation_id"))), reported, _tags(item)))
                 continue
         problems.append(f"task {position}: no data.{ID_FIELD} (import the tasks robustal wrote, not the images "
                         "alone)")
-    return _merge(annotations, problems)
+    minimal = [item for item in items if not isinstance(item.get("data"), dict) and ID_FIELD in item]
+    keys = sorted({k for item in minimal for k in item} - _LABEL_STUDIO_FIELDS)
+    if keys and not any(CHOICE_NAME in item for item in minimal):  # JSON-MIN under another control name
+        raise _Refused(_other_choice_name(keys))
+    return _merge(screen(annotations), problems, screen.notes)
 
 
 def _id_text(value: object) -> str | None:
@@ -218,8 +255,9 @@ def _min_choice(value: object) -> object:
     return value.get("choices") if isinstance(value, dict) else value
 
 
-def _merge(annotations: list[_Annotation], problems: list[str]) -> list[_Answer]:
-    """One answer per id: each task's latest annotation; tasks of one id (imported twice) must agree."""
+def _merge(annotations: list[_Annotation], problems: list[str], notes: list[str]) -> list[_Answer]:
+    """One answer per id: each task's latest annotation (a task annotated with several classes is noted in
+    ``notes``); tasks of one id (imported twice) must agree."""
     by_id: dict[str, list[_Annotation]] = {}
     for a in annotations:
         by_id.setdefault(a.sample_id, []).append(a)
@@ -229,6 +267,11 @@ def _merge(annotations: list[_Annotation], problems: list[str]) -> list[_Answer]
         for a in group:
             if a.task not in latest or a.order >= latest[a.task].order:
                 latest[a.task] = a
+        for task, used in latest.items():
+            others = {a.label for a in group if a.task == task and a.label not in (None, used.label)}
+            if used.label is not None and others:
+                notes.append(f"{used.where} (id {sample_id.strip()!r}): {used.label!r}, its latest annotation, over "
+                             f"{', '.join(map(repr, sorted(others)))}")
         reported = any(a.reported for a in group)
         labels = {a.label for a in latest.values() if a.label is not None}
         if len(labels) > 1:
@@ -260,7 +303,7 @@ def _suggest(label: str, classes: list[str]) -> str:
     return f"; did you mean {close!r}?" if close else ""
 
 
-def _read(path: str | Path, problems: list[str]) -> tuple[Path, list[_Answer], str]:
+def _read(path: str | Path, problems: list[str], screen: Screen) -> tuple[Path, list[_Answer], str]:
     """The answers of a file, its kind ("csv" or "label-studio"), problems found while parsing."""
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
@@ -275,18 +318,21 @@ def _read(path: str | Path, problems: list[str]) -> tuple[Path, list[_Answer], s
     except OSError as e:
         raise DataError(f"{path}: cannot read the answers file ({e}).") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e}). Save it as 'CSV UTF-8' (or export it again).") from None
+        fix = ("Export it again from Label Studio (its exports are UTF-8), or save it as UTF-8 in the program that "
+               "changed it." if suffix == ".json" else "Save it as 'CSV UTF-8' (or export it again).")
+        raise DataError(f"{path}: not UTF-8 text ({e}). {fix}") from None
     try:
         if suffix == ".json":
-            return path, _json_answers(text, problems), "label-studio"
+            return path, _json_answers(text, problems, screen), "label-studio"
         header, _ = _csv_table(text)
-        return path, _csv_answers(text, problems), "label-studio" if ID_FIELD in header else "csv"
+        return path, _csv_answers(text, problems, screen), "label-studio" if ID_FIELD in header else "csv"
     except _Refused as e:
         raise DataError(f"{path}: {e}") from None
 
 
 def read_answers(path: str | Path, ids: list[str], classes: list[str], *,
-                 known: Mapping[str, tuple[int, str]] | None = None, request: str | None = None) -> dict[str, int]:
+                 known: Mapping[str, tuple[int, str]] | None = None, request: str | None = None,
+                 origin: Origin | None = None) -> dict[str, int]:
     """The labels a person gave for ``ids``: ``{id: class index}``, for exactly these ids.
 
     Reads a filled request CSV (``.csv``: columns ``id`` and ``label``, label as a class name or, where no class
@@ -301,6 +347,8 @@ def read_answers(path: str | Path, ids: list[str], classes: list[str], *,
         known: Labels imported earlier, ``{id: (class index, request name)}``: answers for them (an export of a
             Label Studio project kept across rounds) are ignored when they agree, and listed when they do not.
         request: The request's name (e.g. ``"stage-003"``), for messages.
+        origin: The labeling project the answers are given to: answers from another project or pool, or naming
+            another image or request, are problems (:mod:`robustal.label_origin`). None: not checked.
 
     Raises:
         DataError: Listing every problem with its CSV row (2 = first data row, as a spreadsheet numbers it) or
@@ -310,10 +358,11 @@ def read_answers(path: str | Path, ids: list[str], classes: list[str], *,
     """
     ids, classes, request = list(ids), list(classes), request or "this request"
     problems: list[str] = []
-    path, answers, kind = _read(path, problems)
+    screen = Screen(origin, problems, ids, request)
+    path, answers, kind = _read(path, problems, screen)
     checked = _check(answers, ids, classes, known or {}, problems)
     missing = [i for i in ids if i not in checked.seen]
-    if missing:
+    if missing and not screen.foreign:  # answers from another project: the ids it lacks say nothing more
         hint = (" (in a Label Studio export: tasks not annotated yet, or not imported into the project)"
                 if kind == "label-studio" else "")
         if len(missing) == len(ids) and checked.earlier:
@@ -326,15 +375,25 @@ def read_answers(path: str | Path, ids: list[str], classes: list[str], *,
     if problems:
         raise DataError(f"{path}: {len(problems)} problem(s) in the answers; none were used:\n  "
                         f"{_shown(problems)}{_notes(checked, classes)}\nFix the file and read it again.")
+    if screen.notes:
+        import warnings
+
+        from robustal.errors import AnswersWarning
+
+        warnings.warn(AnswersWarning(f"{path}: {len(screen.notes)} task(s) annotated more than once with different "
+                                     f"classes; the latest annotation of each is used: {'; '.join(screen.notes[:5])}"
+                                     + (f"; and {len(screen.notes) - 5} more" if len(screen.notes) > 5 else "")),
+                      stacklevel=2)
     assert checked.labels.keys() == set(ids), "every asked id is labeled or listed as a problem"
     return checked.labels
 
 
-def check_imported(path: str | Path, classes: list[str], known: Mapping[str, tuple[int, str]]) -> None:
+def check_imported(path: str | Path, classes: list[str], known: Mapping[str, tuple[int, str]],
+                   origin: Origin | None = None) -> None:
     """Refuse a request file changed after its labels were imported: a filled label that differs from the imported
     one (an edit robustal would otherwise never read), an id it did not ask for, a duplicate."""
     problems: list[str] = []
-    path, answers, _ = _read(path, problems)
+    path, answers, _ = _read(path, problems, Screen(origin, problems, [], None))
     _check(answers, [], list(classes), known, problems)
     if problems:
         raise DataError(f"{path} was changed after its labels were imported ({len(problems)} problem(s)):\n  "
@@ -361,7 +420,7 @@ def _check(answers: list[_Answer], ids: list[str], classes: list[str], known: Ma
     labels: dict[str, int] = {}
     earlier: list[tuple[str, str]] = []
     conflicts = unknown = False
-    for where, raw_id, label, reported in answers:
+    for where, raw_id, label, reported, _ in answers:
         sample_id = raw_id if raw_id in asked or raw_id in known else raw_id.strip()
         if sample_id in first_seen:
             problems.append(f"{where}: id {sample_id!r} appears again (first at {first_seen[sample_id]}); "
@@ -423,9 +482,14 @@ def filled_in(path: str | Path) -> bool:
     try:
         text = path.read_bytes().decode("utf-8-sig")
         header, rows = _csv_table(text)
-    except (OSError, UnicodeDecodeError, _Refused) as e:
-        raise DataError(f"{path} cannot be read ({e}); restore it (robustal wrote it with an empty label column) "
-                        "or delete it to have it written again.") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e}): the spreadsheet saved it in another encoding. Open it "
+                        "again and save it under the same name as 'CSV UTF-8 (comma delimited)'; the labels typed "
+                        "in it are kept. Then run the command again.") from None
+    except (OSError, _Refused) as e:
+        raise DataError(f"{path} cannot be read ({e}). Fix it where the message says and save it under the same "
+                        "name, keeping the labels typed in it (robustal wrote it with the columns id,label and an "
+                        "empty label column).") from None
     if "label" not in header or "id" not in header:
         return True
     col = header.index("label")

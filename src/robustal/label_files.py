@@ -11,8 +11,9 @@ Label Studio formats followed:
   the labeling config (https://labelstud.io/guide/tasks); the config is the image classification template,
   ``<Image name="image" value="$image"/>`` with ``<Choices name="label">``
   (https://labelstud.io/templates/image_classification, https://labelstud.io/tags/choices). Besides the image, a
-  task's data hold ``robustal_id`` (the sample id, which the answers are matched on) and ``robustal_request`` (the
-  request's name, to filter one round's tasks in a project that keeps every round).
+  task's data hold ``robustal_id`` (the sample id, which the answers are matched on), ``robustal_request`` (the
+  request's name, to filter one round's tasks in a project that keeps every round) and ``robustal_project`` (the
+  labeling project's token, which the answers are checked against: :mod:`robustal.label_origin`).
 * Predictions (pre-annotations, https://labelstud.io/guide/predictions): the model's class as a choice, in the
   annotations' own format, with its softmax probability as ``score``; ``model_version`` is the same for every round
   (:data:`PREDICTION_MODEL_VERSION`), because a project shows the predictions of one model version (the first one it
@@ -39,6 +40,7 @@ import torch
 
 from robustal.errors import ConfigError
 from robustal.label_answers import CHOICE_NAME, ID_FIELD
+from robustal.label_origin import LOCAL_FILES_URL, PROJECT_FIELD, REQUEST_FIELD
 from robustal.outputs import atomic_write_bytes
 
 #: Contact sheet layout: images per page, columns, and the side of each image in pixels.
@@ -47,11 +49,8 @@ SHEET_COLUMNS = 10
 SHEET_CELL = 112
 #: File name of the Label Studio labeling config written next to the requests.
 LABEL_STUDIO_CONFIG = "label-studio-config.xml"
-LOCAL_FILES_URL = "/data/local-files/?d="
 #: The ``model_version`` of every prediction robustal sends to Label Studio (see the module docstring).
 PREDICTION_MODEL_VERSION = "robustal"
-#: The task data field that names the request a task belongs to.
-REQUEST_FIELD = "robustal_request"
 
 
 @dataclass(frozen=True)
@@ -180,10 +179,12 @@ def label_studio_config(classes: list[str]) -> str:
 
 
 def label_studio_tasks(name: str, ids: list[str], image_paths: list[Path], classes: list[str],
-                       predictions: torch.Tensor | None = None) -> list[dict]:
-    """Label Studio tasks for a request: the image, robustal's id and the request's name; with the model's class
-    as a prediction (score: its probability) when ``predictions`` (class probabilities ``(N, C)``) are given."""
-    tasks = [{"data": {"image": _local_file_url(Path(p)), ID_FIELD: i, REQUEST_FIELD: name}}
+                       predictions: torch.Tensor | None = None, project: str | None = None) -> list[dict]:
+    """Label Studio tasks for a request: the image, robustal's id, the request's name and the project's token
+    (``project``, when given); with the model's class as a prediction (score: its probability) when
+    ``predictions`` (class probabilities ``(N, C)``) are given."""
+    extra = {PROJECT_FIELD: project} if project else {}
+    tasks = [{"data": {"image": _local_file_url(Path(p)), ID_FIELD: i, REQUEST_FIELD: name, **extra}}
              for i, p in zip(ids, image_paths, strict=True)]
     if predictions is not None:
         scores, classes_predicted = predictions.float().max(1)
@@ -211,10 +212,12 @@ def _safe_names(ids: list[str]) -> list[str]:
 
 
 def write_request(folder: str | Path, name: str, ids: list[str], images: torch.Tensor, classes: list[str], *,
-                  image_paths: list[Path] | None = None, predictions: torch.Tensor | None = None) -> Request:
+                  image_paths: list[Path] | None = None, predictions: torch.Tensor | None = None,
+                  project: str | None = None) -> Request:
     """Write the request ``name`` for ``ids`` into ``folder`` (created if needed); every file atomically.
 
-    Writes ``NAME.csv`` (``id,label``, label empty), the contact sheet ``NAME.png`` (``NAME-2.png``, ... beyond
+    Writes ``NAME.csv`` (``id,label``, label empty; with ``project``, a third column ``robustal_project`` holding
+    it in every row), the contact sheet ``NAME.png`` (``NAME-2.png``, ... beyond
     :data:`SHEET_PER_PAGE` images), ``NAME-label-studio.json`` and ``label-studio-config.xml``. Label Studio tasks
     reference ``image_paths`` (an image folder's own files) when given, else PNGs written to ``NAME-images/``.
     The CSV is written last, so that its presence means the request is complete.
@@ -227,6 +230,7 @@ def write_request(folder: str | Path, name: str, ids: list[str], images: torch.T
         classes: Class names, in class-index order.
         image_paths: Each sample's image file, for Label Studio.
         predictions: The model's class probabilities ``(N, C)``, sent to Label Studio as pre-annotations.
+        project: The labeling project's token, written into every CSV row and task (:mod:`robustal.label_origin`).
     """
     ids, classes = list(ids), list(classes)
     _check_request(name, ids, images, classes, image_paths, predictions)
@@ -237,7 +241,7 @@ def write_request(folder: str | Path, name: str, ids: list[str], images: torch.T
         image_paths = [image_dir / n for n in _safe_names(ids)]
         for path, image in zip(image_paths, images, strict=True):
             atomic_write_bytes(path, _png(_pil(image)))
-    tasks = label_studio_tasks(name, ids, image_paths, classes, predictions)
+    tasks = label_studio_tasks(name, ids, image_paths, classes, predictions, project)
     label_studio = folder / f"{name}-label-studio.json"
     atomic_write_bytes(label_studio, (json.dumps(tasks, indent=1, ensure_ascii=False) + "\n").encode())
     atomic_write_bytes(folder / LABEL_STUDIO_CONFIG, label_studio_config(classes).encode())
@@ -247,12 +251,12 @@ def write_request(folder: str | Path, name: str, ids: list[str], images: torch.T
         atomic_write_bytes(sheets[-1], page)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "label"])
-    writer.writerows([i, ""] for i in ids)
+    writer.writerow(["id", "label"] + ([PROJECT_FIELD] if project else []))
+    writer.writerows([i, ""] + ([project] if project else []) for i in ids)
     csv_path = folder / f"{name}.csv"
     atomic_write_bytes(csv_path, buf.getvalue().encode())
     return Request(csv=csv_path, sheet=sheets[0], label_studio=label_studio, ids=ids, sheets=sheets)
 
 
-__all__ = ["LABEL_STUDIO_CONFIG", "LOCAL_FILES_URL", "PREDICTION_MODEL_VERSION", "REQUEST_FIELD", "Request",
-           "contact_sheets", "label_studio_config", "label_studio_tasks", "write_request"]
+__all__ = ["LABEL_STUDIO_CONFIG", "LOCAL_FILES_URL", "PREDICTION_MODEL_VERSION", "PROJECT_FIELD", "REQUEST_FIELD",
+           "Request", "contact_sheets", "label_studio_config", "label_studio_tasks", "write_request"]

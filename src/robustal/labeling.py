@@ -30,6 +30,10 @@ PROJECT_FILE = "project.json"
 RUN_NAME = "label"
 #: Where the held-out labels are kept once the person has given them.
 HELDOUT_LABELS = "heldout-labels.csv"
+#: Each pool image's id and checksum when the project started: a changed pool is refused naming the images.
+POOL_INDEX = "pool-index.json"
+#: The key of ``project.json`` that holds the project's token (written into every request; not a setting).
+TOKEN_KEY = "project_token"
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,36 @@ def read_project_file(path: Path) -> dict:
     return stored
 
 
-def check_settings(out: Path, settings: ProjectSettings) -> None:
+def image_checksums(x: torch.Tensor) -> list[int]:
+    """A checksum per image (batched: a weighted sum of its bytes modulo a prime), to say which image changed."""
+    flat = x.reshape(len(x), -1).to(torch.int64)
+    weights = (torch.arange(flat.shape[1], dtype=torch.int64) * 2_654_435_761 + 97) % 1_000_003
+    return ((flat * weights).sum(1) % 2_147_483_647).tolist()
+
+
+def _pool_changes(out: Path, settings: ProjectSettings, pool: Pool) -> str | None:
+    """What changed in the pool since the project started (added, removed, changed images), from its index."""
+    try:
+        index = json.loads((out / POOL_INDEX).read_text(encoding="utf-8"))
+        before = dict(zip(index["ids"], index["sums"], strict=True))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    now = dict(zip(pool.ids, image_checksums(pool.x), strict=True))
+    parts = []
+    for what, ids in (("added", [i for i in now if i not in before]), ("removed", [i for i in before if i not in now]),
+                      ("changed", [i for i in now if i in before and now[i] != before[i]])):
+        if ids:
+            shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            parts.append(f"{len(ids)} image(s) {what} ({shown})")
+    if not parts:
+        return None
+    return (f"{out}: its pool {settings.pool} changed since the project started: {'; '.join(parts)}. The project's "
+            "requests, labels and held-out sample name the pool's images, so it continues only on the pool it "
+            "started with: put the pool back as it was (move added images elsewhere, restore the others), or start "
+            "a new project in another --out.")
+
+
+def check_settings(out: Path, settings: ProjectSettings, pool: Pool | None = None) -> None:
     """Refuse to continue a project in ``out`` made under other settings or on another pool (nothing is written: a
     new project's settings are recorded by :meth:`Project.record`, once every check has passed)."""
     from robustal.store import config_diff
@@ -145,7 +178,12 @@ def check_settings(out: Path, settings: ProjectSettings) -> None:
     path = out / PROJECT_FILE
     if not path.is_file():
         return
-    diff = config_diff(read_project_file(path), json.loads(json.dumps(asdict(settings))))
+    stored = {k: v for k, v in read_project_file(path).items() if k != TOKEN_KEY}
+    diff = config_diff(stored, json.loads(json.dumps(asdict(settings))))
+    if pool is not None and stored.get("pool_fingerprint") not in (None, "", settings.pool_fingerprint):
+        changes = _pool_changes(out, settings, pool)
+        if changes and len(diff) == 1:
+            raise StoreError(changes)
     if diff:
         raise StoreError(f"{out} is a labeling project with other settings ({'; '.join(diff)}). Continue it with "
                          "the settings it was started with, or start a new project in another --out.")
@@ -169,10 +207,28 @@ class Project:
         return not (self.out / PROJECT_FILE).is_file()
 
     def record(self) -> None:
-        """Write ``project.json`` for a new project; called once every check has passed, so that a refused first
-        call leaves nothing behind that a corrected call would be refused for."""
-        if self.is_new:
-            atomic_write_bytes(self.out / PROJECT_FILE, (json.dumps(asdict(self.settings), indent=1) + "\n").encode())
+        """Write ``project.json`` for a new project (with the project's token, :mod:`robustal.label_origin`), or add
+        the token to a project made before tokens; called once every check has passed, so that a refused first call
+        leaves nothing behind that a corrected call would be refused for."""
+        from robustal.label_origin import new_token
+
+        stored = asdict(self.settings) if self.is_new else read_project_file(self.out / PROJECT_FILE)
+        if not (self.out / POOL_INDEX).is_file():  # the pool as it is now: checked to be the project's own
+            index = {"ids": self.pool.ids, "sums": image_checksums(self.pool.x)}
+            atomic_write_bytes(self.out / POOL_INDEX, json.dumps(index).encode())
+        if not stored.get(TOKEN_KEY):
+            stored[TOKEN_KEY] = new_token(self.out, self.settings.pool_fingerprint)
+            atomic_write_bytes(self.out / PROJECT_FILE, (json.dumps(stored, indent=1) + "\n").encode())
+
+    def origin(self):
+        """The project as answers are checked against it (:class:`robustal.label_origin.Origin`)."""
+        from robustal.label_origin import Origin
+
+        path = self.out / PROJECT_FILE
+        token = read_project_file(path).get(TOKEN_KEY) if path.is_file() else None
+        s, pool = self.settings, self.pool
+        return Origin(token if isinstance(token, str) and token else None, self.out, s.pool, s.pool_fingerprint,
+                      pool.ids, pool.x, pool.image_paths)
 
     def heldout_indices(self) -> torch.Tensor:
         """The pool images asked for as validation and test (a seeded random sample), when none are given."""
@@ -183,7 +239,8 @@ class Project:
                known: dict[str, tuple[int, str]] | None = None):
         from robustal.oracle import FileOracle
 
-        return FileOracle(self.requests, ids, x, self.settings.classes, paths, answers, known or {})
+        return FileOracle(self.requests, ids, x, self.settings.classes, paths, answers, known or {},
+                          origin=self.origin())
 
 
 def open_project(out: str | Path, settings: ProjectSettings, pool: Pool) -> Project:
@@ -194,7 +251,7 @@ def open_project(out: str | Path, settings: ProjectSettings, pool: Pool) -> Proj
     if settings.heldout is None and not 4 <= settings.heldout_size <= len(pool.ids) // 2:
         raise ConfigError(f"--heldout-size {settings.heldout_size}: the held-out sample must have at least 4 images "
                           f"and leave at least half of the {len(pool.ids)} pool images to choose from.")
-    check_settings(out, settings)
+    check_settings(out, settings, pool)
     return Project(out, settings, pool)
 
 
@@ -290,7 +347,7 @@ def check_answers(project: Project, state: ProjectState) -> str | None:
     for request, known in sorted(by_request.items()):
         csv = oracle.request_csv(request)
         if csv.is_file() and filled_in(csv):
-            check_imported(csv, project.settings.classes, known)
+            check_imported(csv, project.settings.classes, known, oracle.origin)
     awaited = False
     if (project.out / "results.db").is_file():
         store = Store(project.out, create=False)
@@ -302,7 +359,7 @@ def check_answers(project: Project, state: ProjectState) -> str | None:
                 awaited = True
                 oracle.read(f"stage-{stage:03d}", torch.tensor(missing, dtype=torch.int64))
     if oracle.answers is not None and not awaited:
-        read_answers(oracle.answers, [], project.settings.classes, known=oracle.known)
+        read_answers(oracle.answers, [], project.settings.classes, known=oracle.known, origin=oracle.origin)
         return (f"--answers {oracle.answers}: no request is awaited that it could answer; its answers agree with the "
                 "labels imported.")
     return None
@@ -363,6 +420,7 @@ def read_heldout(out: str | Path) -> tuple[ProjectSettings, Split]:
     return settings, Split(pool.x[idx], torch.tensor([given[i] for i in ids], dtype=torch.int64))
 
 
-__all__ = ["HELDOUT_LABELS", "PROJECT_FILE", "RUN_NAME", "Pool", "Project", "ProjectSettings", "ProjectState",
-           "check_answers", "check_settings", "heldout_split", "imported_labels", "load_heldout", "load_pool",
-           "open_project", "pool_fingerprint", "project_splits", "read_project_file"]
+__all__ = ["HELDOUT_LABELS", "POOL_INDEX", "PROJECT_FILE", "RUN_NAME", "TOKEN_KEY", "Pool", "Project",
+           "ProjectSettings", "ProjectState", "check_answers", "check_settings", "heldout_split", "image_checksums",
+           "imported_labels", "load_heldout", "load_pool", "open_project", "pool_fingerprint", "project_splits",
+           "read_project_file"]

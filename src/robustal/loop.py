@@ -205,6 +205,8 @@ class ActiveLearningLoop:
         self.oracle = oracle if oracle is not None else DatasetOracle(splits.pool.y)
         self.tracker = tracker
         self.label_of = torch.full((pool,), -1, dtype=torch.int64)  # labels given so far (-1: not labeled)
+        #: The stage after the stored ones is redone from new weights (see :meth:`redo_last_stage`).
+        self.redo = False
         self.acquisition = create_acquisition(config.acquisition, **config.acquisition_options)
         self.model = self._fresh_model() if reinit is not None else model
         self.acquisition.check(self.model)  # a function the model cannot serve: refused before any training
@@ -260,7 +262,13 @@ class ActiveLearningLoop:
             for i, y in self.store.labels(self.name).items():
                 self.label_of[i] = y
             done = self.store.stages(self.name)
-            if done:
+            if done and self.redo:  # the stage after them trains from new weights: no checkpoint to read
+                last = done[-1].stage
+                picks = self.store.selections(self.name)
+                labeled = torch.tensor([i for s in range(last + 1) for i in picks.get(s, [])], dtype=torch.int64)
+                records, start_stage = done, last + 1
+                self._at_chance = bool(done[-1].at_chance)
+            elif done:
                 last = done[-1].stage
                 state = self.store.load_checkpoint(self.name, last)
                 self.model.load_state_dict(state["model"])
@@ -318,6 +326,19 @@ class ActiveLearningLoop:
             self._track_result(records)
             self.tracker.finish("finished")
         return RunResult(records, self.model, labeled)
+
+    def redo_last_stage(self) -> int:
+        """Train the last stored stage again, from new weights on the same labeled set (its picks and labels are
+        kept, nothing is asked again): the way on when its checkpoint is lost or damaged (earlier stages' checkpoints
+        are pruned, so the stage cannot continue from its predecessor's model). Call before :meth:`run`; returns the
+        stage. Its stored row and checkpoint are removed now, and written again when :meth:`run` has trained it."""
+        done = self.store.stages(self.name) if self.store is not None else []
+        if not done:
+            raise ConfigError(f"Run {self.name!r} has no finished stage to redo.")
+        stage = done[-1].stage
+        self.store.reopen_stage(self.name, stage)
+        self.redo = True
+        return stage
 
     def _track_start(self, records: list[StageRecord]) -> bool:
         """Start (or continue) the tracker's run with the stages stored so far (it skips those it has)."""

@@ -85,6 +85,8 @@ class FileOracle(Oracle):
             agree).
         predict: Class probabilities ``(n, C)`` of ``pool[indices]`` by the model that picked them, written into
             the requests of stages after the first as Label Studio predictions (None: no predictions).
+        origin: The labeling project (:class:`robustal.label_origin.Origin`): its token is written into every
+            request, and answers from another project are refused (None: neither).
     """
 
     folder: Path
@@ -95,6 +97,7 @@ class FileOracle(Oracle):
     answers: Path | None = None
     known: dict[str, tuple[int, str]] = field(default_factory=dict)
     predict: Callable[[torch.Tensor], torch.Tensor] | None = None
+    origin: object | None = None
     kind = "files"
 
     def request_csv(self, name: str) -> Path:
@@ -112,7 +115,8 @@ class FileOracle(Oracle):
             paths = [self.image_paths[i] for i in indices.tolist()] if self.image_paths is not None else None
             probs = self.predict(indices) if predict and self.predict is not None else None
             write_request(Path(self.folder), name, [self.ids[i] for i in indices.tolist()], self.images[indices],
-                          self.classes, image_paths=paths, predictions=probs)
+                          self.classes, image_paths=paths, predictions=probs,
+                          project=getattr(self.origin, "token", None))
             return None
         return self.read(name, indices)
 
@@ -128,7 +132,7 @@ class FileOracle(Oracle):
         source = self.answers if self.answers is not None else csv
         if source == csv and not filled_in(csv):
             return None
-        answers = read_answers(source, ids, self.classes, known=self.known, request=name)
+        answers = read_answers(source, ids, self.classes, known=self.known, request=name, origin=self.origin)
         return torch.tensor([answers[i] for i in ids], dtype=torch.int64)
 
     def awaited(self, stage: int, n: int) -> str:

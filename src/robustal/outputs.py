@@ -174,6 +174,80 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
         f.close()  # closing releases the lock
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` that does not exist yet (None: ``path`` exists)."""
+    path = Path(path).absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _remove_if_bare(folder: Path, top: Path) -> None:
+    """Remove ``folder`` when it holds nothing but its lock file (and empty folders), and every empty folder up to
+    ``top``, the first one this process created: a refused command leaves no folder behind."""
+    import shutil
+
+    folder = Path(folder).absolute()
+    if not folder.is_dir() or any(p.is_file() or p.is_symlink() for p in folder.rglob("*") if p.name != LOCK_FILE):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    while folder != top and folder.parent != folder:
+        folder = folder.parent
+        try:
+            folder.rmdir()  # only while empty
+        except OSError:
+            return
+
+
+@contextlib.contextmanager
+def claimed_folder(path: str | Path, flag: str, what: str) -> Iterator[Path]:
+    """:func:`check_output_dir` and :func:`folder_lock` together; when the block fails and the folder was created
+    here and holds nothing but the lock file, the folder is removed again (a refused command leaves no trace)."""
+    top = _first_missing(Path(path).expanduser())
+    folder = check_output_dir(path, flag)
+    try:
+        with folder_lock(folder, what):
+            yield folder
+    except BaseException:
+        if top is not None:
+            _remove_if_bare(folder, top)
+        raise
+
+
+@contextlib.contextmanager
+def undone_on_failure(folder: str | Path, names: tuple[str, ...], progress) -> Iterator[None]:
+    """Put ``folder``'s entries ``names`` back as they were when the block fails before ``progress()`` changed
+    (e.g. before any result was stored): a file that existed gets its bytes back, an entry that did not is removed.
+    Entries that were folders are left alone."""
+    import shutil
+
+    folder = Path(folder)
+    saved = {}
+    for name in names:
+        p = folder / name
+        if not p.exists() and not p.is_symlink():
+            saved[name] = None
+        elif p.is_file():
+            saved[name] = p.read_bytes()
+    start = progress()
+    try:
+        yield
+    except BaseException:
+        if progress() == start:
+            for name, data in saved.items():
+                p = folder / name
+                if data is not None:
+                    if not p.is_file() or p.read_bytes() != data:
+                        atomic_write_bytes(p, data)
+                elif p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+        raise
+
+
 #: Seconds to wait for a lock's holder to write who it is: it takes the lock first and writes just after, so a
 #: process refused in between would otherwise find the file empty (seen on a loaded machine).
 HOLDER_WAIT = 2.0

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from robustal.errors import ConfigError, ReportWarning, StoreError
+from robustal.errors import CheckpointError, ConfigError, ReportWarning, StoreError
 from robustal.figures import file_slug, plot_entropies
 from robustal.results import RunResults, finished_cells
 from robustal.store import Store
@@ -117,8 +117,10 @@ def picks_section(root: Path, runs: Sequence[RunResults], ds: str, model: str, o
                     parts.append(selection_entropies(root, r, dataset, factories=factories))
                 except (StoreError, ConfigError) as e:  # a damaged checkpoint, an unnamed factory: say so
                     skipped.append(f"{r.name}: {e}")
-                    warnings.warn(f"{r.name}: left out of the report's entropy distributions: {e}", ReportWarning,
-                                  stacklevel=2)
+                    hint = (" (or leave out what needs the final models with --no-entropy)"
+                            if isinstance(e, CheckpointError) else "")
+                    warnings.warn(f"{r.name}: left out of the report's entropy distributions: {e}{hint}",
+                                  ReportWarning, stacklevel=2)
             if not parts:
                 continue
             pool_h = np.concatenate([p for p, _ in parts])

@@ -137,9 +137,43 @@ def check_address(address: str | None) -> bool:
     connection needs token mode. ``auto``, ``ray://`` addresses and a local instance are left to ``ray.init``."""
     import_ray()
     address, source = _resolve(address)
-    if address is None or address == "auto" or "://" in address:
+    if address is None or address == "auto":
+        return False
+    _check_port(address, source)
+    if address.startswith("ray://"):
+        _check_client_server(address, source)
+        return False
+    if "://" in address:
         return False
     return check_cluster(address, source)
+
+
+def _host_port(address: str) -> tuple[str, str]:
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    return host.strip("[]"), port
+
+
+def _check_port(address: str, source: str) -> None:
+    """A port outside 1-65535 is refused as typed (gRPC would wrap it around and name another port)."""
+    host, port = _host_port(address)
+    if host and port and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise ConfigError(f"{source} {address}: the port {port!r} is not a port number (1-65535). "
+                          "Give the address `ray start --head` printed, e.g. 192.168.1.10:6379 or ray://HOST:10001.")
+
+
+def _check_client_server(address: str, source: str) -> None:
+    """A ``ray://`` address must have a Ray client server listening (one TCP connection, PROBE_TIMEOUT seconds at
+    most): Ray itself would retry for half a minute and then fail with gRPC's words."""
+    import socket
+
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or 10001)), timeout=PROBE_TIMEOUT):
+            pass
+    except OSError as e:
+        raise ConfigError(f"No Ray client server answers at {address} (from {source}): {e.strerror or e}. Start the "
+                          "cluster with `ray start --head` (its client server listens on port 10001), check the "
+                          "host and port, or leave --address out to start a local Ray instance.") from None
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import torch
 
-from robustal.errors import ReproducibilityWarning, StoreError
+from robustal.errors import CheckpointError, ReproducibilityWarning, StoreError
 from robustal.outputs import atomic_torch_save, atomic_write_bytes, safe_torch_load
 
 SCHEMA = """
@@ -511,6 +511,18 @@ class Store:
         if record["stages"]:
             self.prune_checkpoints(name, record["stages"][-1][0])
 
+    def reopen_stage(self, name: str, stage: int) -> None:
+        """Turn finished stage ``stage`` of run ``name`` back into a pending one, to be trained again: its row and
+        checkpoint go, its picks become pending again, its labels stay (nothing is asked twice)."""
+        with self._transaction() as con:
+            rows = con.execute("SELECT run, stage, position, pool_index, score FROM selections WHERE run = ? AND "
+                               "stage = ? ORDER BY position", (name, stage)).fetchall()
+            con.execute("DELETE FROM pending WHERE run = ? AND stage = ?", (name, stage))
+            con.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?)", rows)
+            con.execute("DELETE FROM selections WHERE run = ? AND stage = ?", (name, stage))
+            con.execute("DELETE FROM stages WHERE run = ? AND stage = ?", (name, stage))
+        self.checkpoint_path(name, stage).unlink(missing_ok=True)
+
     # --- checkpoints ----------------------------------------------------------------------------------------------
     def checkpoint_path(self, name: str, stage: int) -> Path:
         """Stage ``stage``'s checkpoint of run ``name``: one folder per run name (distinct names, distinct folders)."""
@@ -526,17 +538,14 @@ class Store:
         """Load stage ``stage``'s checkpoint with ``weights_only=True`` (no pickled code runs)."""
         path = self.checkpoint_path(name, stage)
         if not path.is_file():
-            raise StoreError(f"Run {name!r} has finished stage {stage} in {self.path} but its checkpoint {path} is "
-                             "missing; delete the run's folder and results to start it again.")
+            raise CheckpointError(name, stage, path, "is missing")
         try:
             state = safe_torch_load(path)
         except ValueError as e:
-            raise StoreError(f"Run {name!r}: its checkpoint {path} cannot be read ({e}). It is damaged or was "
-                             "replaced; delete the run's checkpoint folder and its rows (or the whole --out folder) "
-                             "to start the run again.") from None
+            raise CheckpointError(name, stage, path, f"cannot be read ({e})") from None
         if not isinstance(state, dict) or not {"model", "optimizer", "labeled"} <= set(state):
-            raise StoreError(f"Run {name!r}: {path} is not a robustal stage checkpoint (it lacks model, optimizer "
-                             "and labeled set). Delete the run's checkpoint folder to start the run again.")
+            raise CheckpointError(name, stage, path, "is not a robustal stage checkpoint (it lacks the model, "
+                                  "optimizer and labeled set)")
         return state
 
     def prune_checkpoints(self, name: str, keep: int) -> None:

@@ -52,7 +52,7 @@ from robustal.errors import ConfigError, DataError, UnknownNameError
 from robustal.executors import EXECUTORS, RunTask, check_stored_runs, run_local, run_ray
 from robustal.experiment import RunSpec
 from robustal.final_eval import FinalAttackConfig
-from robustal.outputs import atomic_write_bytes
+from robustal.outputs import atomic_write_bytes, undone_on_failure
 from robustal.store import StageRecord, Store
 
 try:
@@ -343,6 +343,7 @@ class Study:
                 TrainConfig(mode=mode, **{**train, **grid.train})
             for acq, mode, pool_mode in itertools.product(grid.acquisitions, grid.training, grid.pool):
                 self._loop_config(acq, mode, grid.seeds[0], grid, pool_mode)
+            _check_eval_attack({**loop, **grid.loop}.get("eval_attack"), source)
         self.tasks()  # run names must be unique across the grids
         return self
 
@@ -426,6 +427,41 @@ class Study:
                          source=f"models in {self.source}")
 
 
+def _check_eval_attack(attack: object, source: object) -> None:
+    """An ``eval_attack`` that names no attack is refused when the study is read, not when its first run has
+    trained a stage."""
+    from robustal.attacks import ATTACKS
+
+    if attack is None:
+        return
+    try:
+        ATTACKS.get(attack if isinstance(attack, str) else repr(attack))
+    except UnknownNameError as e:
+        raise ConfigError(f"{source}: eval_attack in [loop]: {e}") from None
+
+
+def stored_stages(out: str | Path) -> int:
+    """How many stages ``out/results.db`` holds (0 without one), read without changing anything."""
+    import sqlite3
+
+    path = Path(out) / "results.db"
+    if not path.is_file():
+        return 0
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM stages").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return -1
+
+
+#: What a study writes into its folder before its first stage; put back as it was when it fails before one.
+STUDY_FILES = (STUDY_COPY, STUDY_SOURCE, "results.db", "results.db-wal", "results.db-shm", "results.db-journal",
+               "checkpoints")
+
+
 def save_study_copy(study_file: str | Path, out: str | Path) -> Path:
     """Copy the study file to ``out/study.toml`` (and record its folder), so ``robustal report`` knows the grid."""
     out = Path(out)
@@ -466,7 +502,6 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
     run as it finishes, from this process.
     """
     from robustal._validation import check_choice, check_int
-    from robustal.tracking import MLflowTracker
 
     check_choice(executor, "executor", "run_study", EXECUTORS)
     check_int(workers, "workers", "run_study", min_value=1)
@@ -483,8 +518,20 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
         except ImportError:
             raise ConfigError("The Ray executor needs Ray: pip install 'robustal[ray]' (or use --executor local).") \
                 from None
-    if study_file is not None:
-        save_study_copy(study_file, out)
+    # A study that fails before storing a stage leaves its folder as it was: its study copy (and a store it made).
+    kept = STUDY_FILES if not (Path(out) / "results.db").is_file() else (STUDY_COPY, STUDY_SOURCE)
+    with undone_on_failure(out, kept, lambda: stored_stages(out)):
+        if study_file is not None:
+            save_study_copy(study_file, out)
+        return _execute(study, tasks, out, executor=executor, workers=workers, device=device, data_dir=data_dir,
+                        address=address, on_done=on_done, study_file=study_file, tracker=tracker,
+                        gpus_per_run=gpus_per_run, report=report)
+
+
+def _execute(study: Study, tasks: list[RunTask], out: str | Path, *, executor, workers, device, data_dir, address,
+             on_done, study_file, tracker, gpus_per_run, report) -> dict[str, list[StageRecord]]:
+    """The runs of :func:`run_study`, once every check has passed."""
+    from robustal.tracking import MLflowTracker
 
     def execute(done, tracking=None):
         if executor == "ray":
@@ -523,4 +570,4 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
     return execute(on_done)
 
 
-__all__ = ["Grid", "Study", "dataset_label", "load_study_copy", "run_study", "save_study_copy"]
+__all__ = ["Grid", "Study", "dataset_label", "load_study_copy", "run_study", "save_study_copy", "stored_stages"]

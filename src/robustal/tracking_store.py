@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,13 +31,16 @@ INSTALL_HINT = "Tracking with MLflow needs the optional package: pip install 'ro
 
 
 class _QuietBelowWarning(logging.Filter):
-    """Drops MLflow's and alembic's info/debug records (database migrations) unless robustal logs at DEBUG; records
-    of every other logger pass, so the filter is harmless on a handler that others share."""
+    """Drops MLflow's and alembic's info/debug records (database migrations) and their records that carry a
+    traceback (MLflow logs SQLAlchemy's errors with theirs before raising them, and robustal reports the error
+    raised, in one line), unless robustal logs at DEBUG; records of every other logger pass, so the filter is
+    harmless on a handler that others share."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(("mlflow", "alembic")):
+        if not record.name.startswith(("mlflow", "alembic")) or logging.getLogger("robustal").isEnabledFor(
+                logging.DEBUG):
             return True
-        return record.levelno >= logging.WARNING or logging.getLogger("robustal").isEnabledFor(logging.DEBUG)
+        return record.levelno >= logging.WARNING and not record.exc_info
 
 
 def _quiet_mlflow_logging() -> None:
@@ -176,6 +180,14 @@ def why(error: BaseException) -> str:
         return f"no answer within {PROBE_TIMEOUT} s"
     if "Name or service not known" in text or "nodename nor servname" in text:
         return "unknown host name"
+    database = re.search(r"\((?:sqlite3|sqlalchemy\.exc)\.\w+\) ([^\n\[]+)", text)
+    if database:  # SQLAlchemy's words after its wrapping ("(raised as a result of Query-invoked autoflush ...")
+        reason = database[1].strip()
+        if "readonly database" in reason or "unable to open database file" in reason:
+            return f"the database file cannot be written ({reason}): check its and its folder's permissions"
+        if "disk" in reason and ("full" in reason or "I/O" in reason):
+            return f"the disk refuses the write ({reason})"
+        return f"the database refuses it ({reason})"
     return first_line(error)
 
 
@@ -198,6 +210,19 @@ def default_uri() -> tuple[str, str]:
     return DEFAULT_URI, "the default"
 
 
+def _check_file_store(uri: str, source: str) -> None:
+    """A ``file:`` store is a folder: a file there is refused in robustal's words (MLflow's run on past the line)."""
+    if not uri.startswith("file:"):
+        return
+    from urllib.parse import unquote, urlparse
+
+    path = Path(unquote(urlparse(uri).path)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"Cannot use the MLflow tracking store {uri!r} (from {source}): {path} is a file, and a "
+                          "file: store is a folder of runs. Give a folder, or better a SQLite file such as "
+                          f"{DEFAULT_URI} (MLflow's file store is in maintenance mode).")
+
+
 def open_store(uri: str, experiment: str, source: str):
     """An ``MlflowClient`` on ``uri`` and the id of ``experiment`` (created if new); ConfigError within seconds,
     with the reason and the fix, where the store cannot be used.
@@ -208,6 +233,7 @@ def open_store(uri: str, experiment: str, source: str):
     mlflow = import_mlflow()
     database = sqlite_file(uri)
     folder = database.parent if database is not None else None
+    _check_file_store(uri, source)
     try:
         if database is not None:
             _check_sqlite(database)
@@ -225,6 +251,13 @@ def open_store(uri: str, experiment: str, source: str):
                     if found is None:
                         raise
     except Exception as e:
+        code = re.search(r"error code (404|405)\b", str(e))
+        if code:  # a web server, but not MLflow's API
+            raise ConfigError(f"Cannot use the MLflow tracking store {uri!r} (from {source}): the server there "
+                              f"answers, but not to MLflow's API (HTTP {code[1]}): it "
+                              "is not an MLflow tracking server. Give the address of one (mlflow server --host "
+                              "127.0.0.1 --port PORT prints it), or a SQLite file such as "
+                              f"{DEFAULT_URI}.") from None
         raise ConfigError(f"Cannot use the MLflow tracking store {uri!r} (from {source}): {why(e)}. "
                           + _fix(uri, source)) from e
     if found.lifecycle_stage != "active":

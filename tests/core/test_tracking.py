@@ -527,3 +527,23 @@ def test_mlflow_tracking_uri_alone_does_not_turn_tracking_on(tmp_path, monkeypat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
     args = SimpleNamespace(track=None, tracking_uri=None, tracking_experiment=None, log_model=None)
     assert type(tracker_from(args)) is Tracker and list(tmp_path.iterdir()) == []
+
+
+def test_a_database_error_mid_run_prints_no_traceback_and_names_the_cause(uri, capfd):
+    """MLflow logs SQLAlchemy's errors with their traceback before raising them (issue 28.4): the terminal gets
+    robustal's one-line warning, which names the database's own reason."""
+    import sqlite3
+
+    tracker = create_tracker("mlflow", uri=uri)
+    tracker.start("r", PARAMS, TAGS)
+    tracker.log_stage(_stage(0, 0.5))
+    con = sqlite3.connect(uri.removeprefix("sqlite:///"))
+    con.execute("DROP TABLE latest_metrics")  # the store breaks under the run, as an unwritable file would
+    con.execute("DROP TABLE metrics")
+    con.commit()
+    con.close()
+    capfd.readouterr()
+    with pytest.warns(TrackingWarning, match=r"cannot log stage 1 \(the database refuses it \(no such table"):
+        tracker.log_stage(_stage(1, 0.75))
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "SQLAlchemy" not in err, err

@@ -253,3 +253,20 @@ def test_no_checkpoint_or_results_folder_makes_robustal_import_a_module_not_name
     assert marker.exists() and capsys.readouterr().out.startswith("clean accuracy: ")
     assert main(["report", str(run), "--out", str(user_module / "report2"), "--factory", "mynets:plain"]) == 0
     assert "Left out of the entropy" not in (user_module / "report2" / "report.md").read_text()
+
+
+def test_another_factory_than_the_recorded_one_is_warned_about():
+    """A --factory other than the one recorded is used, with a warning (issue 28); the same factory named by its
+    module or by its file is not another one."""
+    import warnings
+
+    from robustal.checkpoint import trusted_model_name
+    from robustal.errors import FactoryWarning
+
+    with pytest.warns(FactoryWarning, match=r"--factory other\.py:build: Checkpoint m\.pt was made by the factory "
+                                            r"'nets:make', another one"):
+        assert trusted_model_name("nets:make", "other.py:build", "Checkpoint m.pt") == "other.py:build"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert trusted_model_name("/abs/nets.py:make", "pkg.nets:make", "Checkpoint m.pt") == "pkg.nets:make"
+        assert trusted_model_name("nets:make", "../nets.py:make", "Checkpoint m.pt") == "../nets.py:make"

@@ -277,11 +277,120 @@ def label_studio_export(c: Ctx, labels: dict[str, str]) -> Path:
     """A Label Studio JSON export of a project holding the tasks ``{robustal id: choice}``."""
     import json
 
-    tasks = [{"id": k, "data": {"image": f"/data/local-files/?d=x/{i}", "robustal_id": i},
+    pool = c.path("pool").resolve()
+    tasks = [{"id": k, "data": {"image": f"/data/local-files/?d={(pool / i).as_posix().lstrip('/')}",
+                                "robustal_id": i},
               "annotations": [{"id": k, "was_cancelled": False, "result": [
                   {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [y]}}]}]}
              for k, (i, y) in enumerate(labels.items(), start=1)]
     return c.file("export.json", json.dumps(tasks))
+
+
+def other_project(c: Ctx, kind: str) -> tuple[list, list]:
+    """Projects A (``project``) and B (``project-b``) waiting for their held-out labels, on pools with the same ids
+    and other images (``kind``: image folders with the same file names, or npz pools): their argvs."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from robustal.cli import main
+
+    images = np.round(load_digits().images[40:80] * (255 / 16)).astype(np.uint8)
+    if kind == "folder":
+        pool_a, pool_b = pngs(c), c.dir("pool-b")
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(pool_b / f"d{i:03d}.png")
+    else:
+        pool_a, pool_b = c.npz("a.npz", x_train=images[::-1].copy()), c.npz("b.npz", x_train=images)
+    argv_a, argv_b = LABEL(c, pool=pool_a), LABEL(c, "--out", c.path("project-b"), pool=pool_b)
+    for argv in (argv_a, argv_b):
+        assert main([str(a) for a in argv]) == 0
+    return argv_a, argv_b
+
+
+def answers_of(c: Ctx, project: str, label: bool = True) -> list[dict]:
+    """The held-out request's Label Studio tasks of ``project``, each annotated '1' (or not annotated)."""
+    import json
+
+    tasks = json.loads((c.path(project) / "requests" / "heldout-label-studio.json").read_text())
+    choice = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["1"]}}]
+    return [{"id": k, "data": t["data"], "annotations": [{"id": k, "result": choice}] if label else []}
+            for k, t in enumerate(tasks, start=1 if project == "project" else 100)]
+
+
+def another_projects_csv(c: Ctx) -> list:
+    """A is given B's held-out request CSV, filled in (its robustal_project column kept)."""
+    argv_a, _ = other_project(c, "folder")
+    text = (c.path("project-b") / "requests" / "heldout.csv").read_text()
+    return argv_a + ["--answers", c.file("b.csv", text.replace(",,", ",1,"))]
+
+
+def another_projects_export(c: Ctx) -> list:
+    """A (npz pool) is given B's Label Studio export: the ids (0..N-1) are the same, the images are not."""
+    import json
+
+    argv_a, _ = other_project(c, "npz")
+    return argv_a + ["--answers", c.file("b-export.json", json.dumps(answers_of(c, "project-b")))]
+
+
+def shared_label_studio_project(c: Ctx) -> list:
+    """Both projects' tasks in one Label Studio project, only A's annotated: B is given its export."""
+    import json
+
+    _, argv_b = other_project(c, "folder")
+    tasks = answers_of(c, "project") + answers_of(c, "project-b", label=False)
+    return argv_b + ["--answers", c.file("shared.json", json.dumps(tasks))]
+
+
+def another_projects_old_tasks(c: Ctx) -> list:
+    """B's export of tasks written before tokens existed: their images are B's, not A's."""
+    import json
+
+    argv_a, _ = other_project(c, "folder")
+    tasks = answers_of(c, "project-b")
+    for t in tasks:
+        del t["data"]["robustal_project"]
+    return argv_a + ["--answers", c.file("b-old.json", json.dumps(tasks))]
+
+
+def web_server(c: Ctx) -> str:
+    """The address of a web server that answers 404 to everything (not an MLflow server), for this case only."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's names
+            self.send_error(404)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    c.request.addfinalizer(server.shutdown)
+    return f"http://127.0.0.1:{server.server_port}"
+
+
+def cp1252_heldout(c: Ctx) -> list:
+    """A project waiting for its held-out labels, whose request CSV was filled and saved as cp1252 (a note with é)."""
+    argv = awaited_heldout(c, lambda ids: [f"{i},1" for i in ids])
+    request = c.path("project") / "requests" / "heldout.csv"
+    request.write_bytes((request.read_text() + "note: caf\xe9,\n").encode("cp1252"))
+    return argv
+
+
+def damaged_label_stage(c: Ctx) -> list:
+    """A project whose stage 0 is trained (its labels all '1'), then its stage checkpoint truncated."""
+    from robustal.cli import main
+
+    argv = awaited_stage0(c)
+    request = c.path("project") / "requests" / "stage-000.csv"
+    request.write_text(request.read_text().replace(",,", ",1,"))
+    assert main([str(a) for a in argv]) == 0
+    ckpt = c.path("project") / "checkpoints" / "label" / "stage-000.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    return argv
 
 
 def still_waiting(c: Ctx) -> None:
@@ -658,6 +767,18 @@ CASES: list[Case] = [
     Case("study file [tracking] log_model = 'no'",
          lambda c: STUDY(c, c.study(GOOD_STUDY() + '\n[tracking]\nlog_model = "no"\n')),
          ("s.toml", "log_model must be true or false")),
+    Case("study --tracking-uri of a web server that is not MLflow's",
+         lambda c: STUDY(c, c.study(GOOD_STUDY()), "--tracking-uri", web_server(c)),
+         ("not an MLflow tracking server", "HTTP 404", "mlflow server"), forbid=("Start the server",)),
+    Case("study --tracking-uri file: that is a file",
+         lambda c: STUDY(c, c.study(GOOD_STUDY()), "--tracking-uri", c.file("runs.txt").as_uri()),
+         ("runs.txt is a file", "a file: store is a folder", "sqlite:///"), forbid=("See htt",)),
+    Case("train --attack autoattack --eval-steps 0", lambda c: TRAIN("--attack", "autoattack", "--eval-steps", "0"),
+         ("--attack autoattack with --eval-steps 0", "would never run", "Leave --eval-steps out")),
+    Case("run --attack square --eval-steps 0", lambda c: RUN(c, "--attack", "square", "--eval-steps", "0"),
+         ("--attack square with --eval-steps 0", "would never run")),
+    Case("label --attack autoattack --eval-steps 0", lambda c: LABEL(c, "--attack", "autoattack"),
+         ("--attack autoattack with --eval-steps 0",)),
     Case("study --track none with --tracking-uri",
          lambda c: STUDY(c, c.study(GOOD_STUDY()), "--track", "none", "--tracking-uri", "sqlite:///m.db"),
          ("--tracking-uri has no effect with --track none",)),
@@ -671,6 +792,18 @@ CASES: list[Case] = [
     Case("study --address where no Ray cluster runs",
          lambda c: STUDY(c, c.study(GOOD_STUDY()), "--executor", "ray", "--address", "127.0.0.1:1"),
          ("No Ray cluster answers at 127.0.0.1:1", "(from --address)", "ray start --head")),
+    # issue 28: the executor and every setting are checked before the folder is touched
+    Case("study --address ray:// that nobody answers, into a finished study's folder",
+         lambda c: STUDY(c, c.study(GOOD_STUDY('["random", "entropy", "margin"]')), "--executor", "ray",
+                         "--address", "ray://127.0.0.1:9", "--out", c.copy(c.art.study_dir)),
+         ("No Ray client server answers at ray://127.0.0.1:9", "ray start --head"),
+         after=lambda c: study_copy_unchanged(c)),
+    Case("study --address with a port out of range",
+         lambda c: STUDY(c, c.study(GOOD_STUDY()), "--executor", "ray", "--address", "127.0.0.1:99999"),
+         ("--address 127.0.0.1:99999", "'99999' is not a port number"), forbid=("34463",)),
+    Case("study file with an unknown eval_attack leaves no folder",
+         lambda c: STUDY(c, c.study(GOOD_STUDY().replace("eval_steps = 0", 'eval_steps = 2\neval_attack = "pgdd"'))),
+         ("s.toml", "eval_attack", "Unknown attack 'pgdd'", "pgd"), after=nothing_at("study-out")),
 
     # results folders
     Case("report on a folder without results.db", lambda c: REPORT(c, c.dir("empty")), ("empty", "no results.db")),
@@ -755,6 +888,36 @@ CASES: list[Case] = [
              **{i: "2" if k < 2 else "1" for k, i in enumerate(request_ids(c, "heldout"))},
              **dict.fromkeys(request_ids(c, "stage-000"), "3")})],
          ("export.json", "2 problem(s)", "'2' here, but '1' was imported from heldout"), after=still_waiting),
+    Case("label --answers: another project's request CSV (same file names, other images)", another_projects_csv,
+         ("b.csv", "belong to another labeling project", "'project-b:", "this project's 'project:", "another pool",
+          "none were used")),
+    Case("label --answers: another npz project's Label Studio export (same ids 0..N-1)", another_projects_export,
+         ("b-export.json", "belong to another labeling project", "'project-b:", "a.npz")),
+    Case("label --answers: one Label Studio project holding both projects' tasks", shared_label_studio_project,
+         ("shared.json", "belong to another labeling project", "'project:", "this project's 'project-b:",
+          "export only the tasks whose robustal_project is")),
+    Case("label --answers: another project's tasks written before tokens", another_projects_old_tasks,
+         ("b-old.json", "names the image", "pool-b/d0", "none were used")),
+    Case("label with a damaged stage checkpoint is told to restore it or redo the stage", damaged_label_stage,
+         ("stage-000.pt", "labels are safe", "--redo-stage 0"), forbid=("delete", "remove", "Delete")),
+    Case("label --redo-stage of a stage that is not the last", lambda c: damaged_label_stage(c) + ["--redo-stage", "3"],
+         ("--redo-stage 3", "only the last finished stage, 0")),
+    Case("label with a request CSV a spreadsheet saved as cp1252",
+         lambda c: cp1252_heldout(c), ("heldout.csv", "not UTF-8", "CSV UTF-8", "labels typed in it are kept"),
+         forbid=("delete", "Delete")),
+    Case("label --answers: a Label Studio JSON export that is not UTF-8",
+         lambda c: awaited_heldout(c, lambda ids: [f"{i}," for i in ids]) + [
+             "--answers", c.file("export.json", '[{"data": {"robustal_id": "caf\xe9"}}]'.encode("cp1252"))],
+         ("export.json", "not UTF-8", "Export it again from Label Studio"), forbid=("CSV UTF-8",)),
+    Case("label --answers: a JSON-MIN export whose choice control is not named 'label'",
+         lambda c: awaited_heldout(c, lambda ids: [f"{i}," for i in ids]) + [
+             "--answers", c.file("export-min.json", __import__("json").dumps(
+                 [{"robustal_id": i, "id": k, "digit": "1"} for k, i in enumerate(request_ids(c, "heldout"))]))],
+         ("export-min.json", "without a 'label' field (it has 'digit')", "<Choices name=\"label\"")),
+    Case("label continued after an image was added to the pool",
+         lambda c: (lambda argv: __import__("shutil").copy(c.path("pool") / "d003.png", c.path("pool") / "zz.png")
+                    and argv)(awaited_heldout(c, lambda ids: [f"{i}," for i in ids])),
+         ("its pool", "changed since the project started", "1 image(s) added (zz.png)", "put the pool back")),
     Case("label a request CSV edited after its labels were imported", edited_heldout,
          ("heldout.csv", "changed after its labels were imported", "'7' here, but '1' was imported from heldout")),
     Case("label continued with another --epochs (a run option)", lambda c: awaited_stage0(c) + ["--epochs", "2"],
@@ -834,6 +997,13 @@ CASES: list[Case] = [
          ("--model", "nets.py")),
     Case("train --model factory raises", lambda c: user_module(c) or TRAIN("--model", "catalogue_nets:broken"),
          ("--model", "the factory raised ValueError: no")),
+    Case("train --model names a file without :factory",
+         lambda c: user_module(c) or TRAIN("--model", "catalogue_nets.py"),
+         ("'catalogue_nets.py' (--model) names a file", "catalogue_nets.py:FACTORY", "Registered models: ")),
+    Case("evaluate --factory whose factory raises names --factory, not --model",
+         lambda c: user_module(c) or ["evaluate", "--model", c.ckpt_with("u.pt", model_name="catalogue_nets:other"),
+                                      "--factory", "catalogue_nets:broken", "--eval-steps", "0"],
+         ("'catalogue_nets:broken' (--factory)", "the factory raised ValueError: no"), forbid=("(--model)",)),
     Case("train --model has no factory name", lambda c: TRAIN("--model", "catalogue_nets:"),
          ("--model", "package.module:factory")),
     Case("train --model whose model has the wrong number of outputs",

@@ -15,7 +15,7 @@ import json
 import pytest
 import torch
 
-from robustal.errors import DataError
+from robustal.errors import AnswersWarning, DataError
 from robustal.label_answers import check_imported, filled_in, read_answers
 from robustal.label_files import PREDICTION_MODEL_VERSION, write_request
 
@@ -106,7 +106,10 @@ def test_the_latest_annotation_of_a_task_counts_in_every_format(tmp_path):
     tasks[1]["annotations"].append(earlier)
     for path in (write(tmp_path / "e.json", tasks), write(tmp_path / "m.json", ls_min(tasks)),
                  write(tmp_path / "e.csv", ls_csv(tasks))):
-        assert read_answers(path, ["a", "b"], DIGITS) == {"a": 7, "b": 2}, path.name
+        with pytest.warns(AnswersWarning, match=r"2 task\(s\) annotated more than once with different classes; the "
+                                                r"latest annotation of each is used: (task|entry|row) \d+ \(id 'a'\): "
+                                                r"'7', its latest annotation, over '1'"):  # reported (issue 28)
+            assert read_answers(path, ["a", "b"], DIGITS) == {"a": 7, "b": 2}, path.name
 
 
 @pytest.mark.parametrize("fmt", ["json", "json-min", "csv"])
@@ -212,3 +215,20 @@ def test_a_request_edited_after_its_labels_were_imported_is_refused(tmp_path):
     assert f"{path} was changed after its labels were imported (1 problem(s))" in msg
     assert "row 4 (id '102'): '9' here, but '2' was imported from stage-000" in msg
     assert "put the file back as it was" in msg
+
+
+@pytest.mark.parametrize("fmt", ["json-min", "csv"])
+def test_a_choice_control_named_otherwise_is_named_in_the_refusal(tmp_path, fmt):
+    """A labeling config whose <Choices> is not named 'label' puts the class under its own name (issue 28)."""
+    entries = [{("digit" if k == "label" else k): v for k, v in e.items()}
+               for e in ls_min(ls_json([("stage-000", ROUND0)]))]
+    if fmt == "json-min":
+        path = write(tmp_path / "e.json", entries)
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, sorted(entries[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(entries)
+        path = write(tmp_path / "e.csv", buf.getvalue())
+    with pytest.raises(DataError, match=r"without a 'label' field \(it has 'digit'\).*<Choices name=\"label\""):
+        read_answers(path, list(ROUND0), DIGITS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
 
 import pytest
@@ -54,5 +55,7 @@ def test_status_says_running_only_while_a_process_holds_the_folder(tmp_path, cap
     with folder_lock(tmp_path, "robustal run --out x"):
         assert main(["status", str(tmp_path)]) == 0
         out = capsys.readouterr().out
-    assert "run 'run': running," in out and "in use by pid" in out and "robustal run --out x" in out
+    pid = os.getpid()
+    assert f"run 'run': running now (pid {pid}, since " in out
+    assert f"running now: pid {pid}, since " in out and "(robustal run --out x)" in out
     assert store.status("run") == "running"  # status only reads

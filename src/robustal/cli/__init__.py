@@ -34,12 +34,12 @@ def _plain_warnings(command: str) -> None:
     each, not Python's file-and-line format; other libraries' warnings are shown as usual."""
     import warnings
 
-    from robustal.errors import ChanceLevelWarning, ReportWarning, ReproducibilityWarning, TrackingWarning
+    from robustal.errors import PLAIN_WARNINGS
 
     default = getattr(warnings.showwarning, "robustal_default", warnings.showwarning)
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, (ChanceLevelWarning, ReproducibilityWarning, ReportWarning, TrackingWarning)):
+        if issubclass(category, PLAIN_WARNINGS):
             print(f"robustal {command}: warning: {message}", file=sys.stderr, flush=True)
         else:
             default(message, category, filename, lineno, file, line)

@@ -162,10 +162,21 @@ def eval_attack(args: argparse.Namespace, dataset):
     from robustal.autoattack import require
     from robustal.evaluation import paper_attack
 
+    check_attack_steps(args)
     if not args.eval_steps:
         return None
     require(args.attack)
     return paper_attack(dataset, args.eval_steps, args.attack)
+
+
+def check_attack_steps(args: argparse.Namespace) -> None:
+    """``--attack autoattack|square`` with ``--eval-steps 0`` would skip robust accuracy without a word: refused."""
+    from robustal.errors import ConfigError
+
+    if not args.eval_steps and args.attack != "pgd":
+        raise ConfigError(f"--attack {args.attack} with --eval-steps 0: --eval-steps 0 skips robust accuracy, so "
+                          f"{args.attack} would never run. Leave --eval-steps out to run it ({args.attack} does not "
+                          "use the step count), or leave --attack out to skip robust accuracy.")
 
 
 def attack_label(attack) -> str:
@@ -409,11 +420,11 @@ def output_folder(path: str | None, flag: str = "--out"):
     ``with`` block; None: no folder, no lock."""
     import contextlib
 
-    from robustal.outputs import check_output_dir, folder_lock
+    from robustal.outputs import claimed_folder
 
     if path is None:
         return contextlib.nullcontext()
-    return folder_lock(check_output_dir(path, flag), command_line())
+    return claimed_folder(path, flag, command_line())  # a folder it made is removed again if the command fails
 
 
 def log(msg: str) -> None:

@@ -14,6 +14,7 @@ from robustal.cli.common import (
     add_runtime_args,
     add_tracking_args,
     add_training_args,
+    check_attack_steps,
     log,
     loop_config,
     output_folder,
@@ -49,6 +50,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     )
     from robustal.outputs import check_output_file
 
+    check_attack_steps(args)
     require(args.attack)  # a missing extra: before any work
     if args.answers is not None and not Path(args.answers).is_file():
         raise ConfigError(f"--answers {args.answers!r} not found; give the filled CSV or a Label Studio export "
@@ -74,6 +76,7 @@ def cmd_label(args: argparse.Namespace) -> int:
                               "yet. Run the command without --answers: it writes the first request.")
         heldout = heldout_split(project)
         setup = _loop_setup(args, project, len(pool.ids) - (0 if heldout is not None else settings.heldout_size))
+        _check_redo(args, project)
         project.record()  # every check has passed: from here on, files are written
         answers = Path(args.answers) if args.answers is not None else None
         state = project_splits(project, answers, heldout)
@@ -86,6 +89,24 @@ def cmd_label(args: argparse.Namespace) -> int:
         if note:
             log(note)
         return _label_rounds(args, project, state, *setup)
+
+
+def _check_redo(args: argparse.Namespace, project) -> None:
+    """``--redo-stage N``: N must be the project's last finished stage (checked before anything is written)."""
+    from robustal.errors import ConfigError
+    from robustal.labeling import RUN_NAME
+    from robustal.store import Store
+
+    if args.redo_stage is None:
+        return
+    stages = Store(project.out, create=False).stages(RUN_NAME) if (project.out / "results.db").is_file() else []
+    if not stages:
+        raise ConfigError(f"--redo-stage {args.redo_stage}: {project.out} has no finished stage yet, so there is "
+                          "nothing to redo. Run the command without --redo-stage.")
+    if args.redo_stage != stages[-1].stage:
+        raise ConfigError(f"--redo-stage {args.redo_stage}: only the last finished stage, {stages[-1].stage}, can be "
+                          "trained again (the models of earlier stages are not kept, and the stages after them "
+                          f"continued from them). Give --redo-stage {stages[-1].stage}.")
 
 
 def _loop_setup(args: argparse.Namespace, project, pool_size: int):
@@ -111,6 +132,7 @@ def _loop_setup(args: argparse.Namespace, project, pool_size: int):
 
 def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str, factory) -> int:
     from robustal.acquisition.inference import predict
+    from robustal.errors import CheckpointError, StoreError
     from robustal.labeling import RUN_NAME
     from robustal.loop import ActiveLearningLoop
     from robustal.store import Store
@@ -123,11 +145,19 @@ def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str
                               reinit=factory, progress=not args.no_progress, on_stage=lambda r: bar.update(1),
                               meta={"model_name": model_name}, oracle=state.oracle, tracker=tracker_from(args))
     _check_run_options(project, store, loop)
+    if args.redo_stage is not None:
+        log(f"stage {loop.redo_last_stage()} is trained again from new weights on the same labels")
     pool_x = state.splits.pool.x
     # A request after the first carries the predictions of the model that picked it (Label Studio pre-annotations).
     state.oracle.predict = lambda indices: predict(loop.model, pool_x[indices], device=loop.device).probs
     try:
         result = loop.run()
+    except CheckpointError as e:
+        raise StoreError(f"{project.out}: the model of stage {e.stage} ({e.path}) {e.problem}. Your labels are safe: "
+                         "results.db and requests/ keep every one of them, so keep those files as they are. Restore "
+                         f"that file from a backup, or run this command again with --redo-stage {e.stage}: it trains "
+                         f"stage {e.stage} again from new weights on the same labels, and asks for nothing "
+                         "again.") from None
     finally:
         bar.close()
     if result.stages:
@@ -208,14 +238,32 @@ def cmd_status(args: argparse.Namespace) -> int:
             _run_status(store, run, folder, is_project)
     _provenance_status(store, runs)
     if holder is not None:
-        print(f"\nin use by {holder}")
+        print(f"\n{_holder_line(holder)}")
     return 0
 
 
+def _holder(holder: str) -> tuple[str, str, str] | None:
+    """``(pid, command, since)`` of what the folder's lock holder wrote (None: not robustal's words)."""
+    import re
+
+    m = re.fullmatch(r"pid (\d+), (.*), since (.+)", holder.strip(), re.S)
+    return (m[1], m[2], m[3]) if m else None
+
+
+def _holder_line(holder: str) -> str:
+    """``running now: pid P, since T (COMMAND)``."""
+    parts = _holder(holder)
+    return f"running now: pid {parts[0]}, since {parts[2]} ({parts[1]})" if parts else f"running now: {holder}"
+
+
 def _live_status(status: str, holder: str | None) -> str:
-    """A run recorded as running while no process holds its folder was stopped without finishing (killed)."""
+    """A run recorded as running is running now while a process holds its folder; with no holder, it was stopped
+    without finishing (killed)."""
     if status == "running" and holder is None:
         return "interrupted (its process ended without finishing; run the same command again to resume)"
+    if status == "running":
+        parts = _holder(holder)
+        return f"running now (pid {parts[0]}, since {parts[2]})" if parts else "running now"
     return status
 
 
@@ -342,6 +390,9 @@ def register(sub) -> None:
     add_runtime_args(p)
     add_tracking_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="the project folder")
+    p.add_argument("--redo-stage", type=int, default=None, metavar="N",
+                   help="train the last finished stage N again, from new weights on the same labels (nothing is "
+                        "asked again): the way on when its model checkpoint is lost or damaged")
     p.add_argument("--save", default=None, metavar="FILE.pt",
                    help="save the latest model (robustal evaluate --model FILE.pt measures it on the project's "
                         "held-out labels)")

@@ -29,9 +29,11 @@ FINAL_ATTACK_NAMES = ("autoattack", "autoattack-fast")
 
 def loop_spec(args: argparse.Namespace):
     from robustal.autoattack import require
+    from robustal.cli.common import check_attack_steps
     from robustal.experiment import RunSpec
 
     loop = loop_config(args)
+    check_attack_steps(args)
     require(args.attack)
     return RunSpec(dataset=args.dataset, model=args.model, loop=loop, eval_steps=args.eval_steps,
                    eval_attack=args.attack, image_size=args.image_size, channels=args.channels)

@@ -62,6 +62,10 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 1, image_s
                               "torch.nn.Module.")
         check_user_model(model, f"Model {name!r} ({source})", num_classes, in_channels, image_size)
         return model
+    if name.endswith(".py") or "/" in name:
+        raise ConfigError(f"Model {name!r} ({source}) names a file: a user's model is the file and the factory "
+                          f"function in it that builds the model, {name}:FACTORY (e.g. {name}:make_model). "
+                          f"Registered models: {', '.join(MODELS.names())}.")
     factory = MODELS.get(name)
     try:
         return factory(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
