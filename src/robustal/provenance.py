@@ -63,7 +63,9 @@ def machine_label(versions: dict) -> str:
     cpu = versions.get("cpu") or "CPU not recorded"
     isa = versions.get("isa")
     threads = versions.get("threads")
-    parts = [f"{cpu} ({isa})" if isa else cpu, f"{threads} threads" if threads is not None else "threads not recorded"]
+    plural = "" if threads == 1 else "s"
+    parts = [f"{cpu} ({isa})" if isa else cpu,
+             f"{threads} thread{plural}" if threads is not None else "threads not recorded"]
     device = versions.get("device")
     if device is not None:
         parts.append(f"{device} ({versions['gpu']})" if versions.get("gpu") else str(device))
