@@ -314,7 +314,8 @@ def masking_checks(model: nn.Module, data: Split, epsilon: float, *, steps: int 
     ran = {"pgd": {"steps": steps, "step_size": step_size, "random_start": True},
            "fgsm": {"step_size": epsilon, "random_start": False}, "square": {"n_queries": square_queries}}
     settings = {**{name: s for name, s in ran.items() if name not in given}, "given": sorted(given),
-                "sweep_epsilons": sorted(sweep), "sweep": {"steps": steps, "step_size_per_epsilon": step_size / epsilon}}
+                "sweep_epsilons": sorted(sweep),
+                "sweep": {"steps": steps, "step_size_per_epsilon": step_size / epsilon}}
     return MaskingReport(n, epsilon, _share(correct), robust, _share(best_known(masks.values())), checks, settings)
 
 

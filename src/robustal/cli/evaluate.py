@@ -126,8 +126,9 @@ def register(sub) -> None:
                    help="also run the gradient-masking checks of Carlini et al. 2019 and AutoAttack -- PGD at "
                         "eps x1, x2, x4 and 1 (0.5 for colour images), FGSM, Square, the share of zero input "
                         "gradients, and the PGD -> AutoAttack gap with --attack autoattack -- and print each as PASS "
-                        "or FLAG, with the best-known robust accuracy (robust to every attack). Square dominates the cost: on a "
-                        "LeNet-5 with --n 200, about 10 times a PGD-50 evaluation at 1000 queries (off by default)")
+                        "or FLAG, with the best-known robust accuracy (robust to every attack). Square dominates the "
+                        "cost: on a LeNet-5 with --n 200, about 10 times a PGD-50 evaluation at 1000 queries (off by "
+                        "default)")
     g.add_argument("--checks-queries", type=POSITIVE_INT, default=None, metavar="N",
                    help="Square's queries in --checks (default: 1000; AutoAttack's Square uses 5000)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
