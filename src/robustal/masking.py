@@ -23,6 +23,7 @@ from torch import nn
 
 from robustal._validation import check_float, check_int
 from robustal.attacks import AttackConfig
+from robustal.autoattack import require
 from robustal.data.dataset import Split, to_float
 from robustal.errors import ConfigError
 from robustal.evaluation import EVAL_STEPS, accuracy_masks, robust_mask
@@ -293,6 +294,8 @@ def masking_checks(model: nn.Module, data: Split, epsilon: float, *, steps: int 
         max_epsilon = MAX_EPSILON_GREY if data.x.shape[1] == 1 else MAX_EPSILON_COLOUR
     check_float(max_epsilon, "max_epsilon", "masking_checks", min_value=epsilon, max_value=1)
     given = _given_masks(attacks_done, n, device)
+    if "square" not in given:
+        require("square")  # a missing extra fails before any attack runs
     run = {"batch_size": batch_size, "device": device, "seed": seed}
 
     def pgd_at(eps: float) -> AttackConfig:

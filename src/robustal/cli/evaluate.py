@@ -74,11 +74,12 @@ def _with_checks(model, part, dataset, attack, args, device):
     correct, robust = accuracy_masks(model, part, attack, device=device, seed=args.seed)
     pgd = attack if attack is not None and attack.name == "pgd" else paper_attack(dataset, args.eval_steps or
                                                                                   EVAL_STEPS)
-    log(f"gradient-masking checks: PGD-{pgd.steps}, FGSM, Square ({args.checks_queries or CHECK_SQUARE_QUERIES} "
-        "queries) and a PGD epsilon sweep")
+    queries = args.checks_queries or CHECK_SQUARE_QUERIES
+    log(f"gradient-masking checks: FGSM, a PGD-{pgd.steps} epsilon sweep, the input gradients"
+        + ("" if attack is not None and attack.name == "square" else f", Square ({queries} queries)"))
     report = masking_checks(model, part, pgd.epsilon, steps=pgd.steps, step_size=pgd.step_size,
                             attacks_done=None if attack is None else {attack.name: robust},
-                            square_queries=args.checks_queries or CHECK_SQUARE_QUERIES, device=device,
+                            square_queries=queries, device=device,
                             seed=args.seed)
     return from_masks(correct, robust), report
 
