@@ -6,6 +6,7 @@ image leaves the attack's batch)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -44,24 +45,61 @@ class EvalResult:
     n: int
 
 
+class RobustTest(Protocol):
+    """What :func:`robust_mask` needs of an attack: :meth:`AttackConfig.robust`'s signature (an
+    :class:`AttackConfig`, or an attack with options it lacks, such as Square's query count)."""
+
+    def robust(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+def accuracy_masks(model: nn.Module, data: Split, attack: RobustTest | None = None, *, batch_size: int = 500,
+                   device: torch.device | str = "cpu", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per image of ``data``: whether ``model`` classifies it correctly, and (if ``attack`` is given) whether it
+    withstands the attack -- two ``(n,)`` bool tensors on ``device``; an image misclassified clean is not robust.
+
+    The loop of :func:`evaluate` (which counts these masks): the same batches, the same generator, so the masks of
+    one ``seed`` give exactly :func:`evaluate`'s accuracies. The model runs in eval mode with parameter gradients off;
+    its mode and flags are restored afterwards.
+    """
+    n = len(data)
+    gen = make_generator(seed, "evaluate", device=device)
+    correct = torch.zeros(n, dtype=torch.bool, device=device)
+    robust = torch.zeros(n, dtype=torch.bool, device=device) if attack is not None else None
+    with frozen(model):
+        for start in range(0, n, batch_size):
+            x = to_float(data.x[start:start + batch_size], device)
+            y = data.y[start:start + batch_size].to(device)
+            with torch.no_grad():
+                ok = model(x).argmax(1) == y
+            correct[start:start + len(y)] = ok
+            if robust is not None and ok.any():
+                index = start + torch.nonzero(ok).squeeze(1)
+                robust[index] = attack.robust(model, x[ok], y[ok], generator=gen)
+    return correct, robust
+
+
+def robust_mask(model: nn.Module, data: Split, attack: RobustTest, *, batch_size: int = 500,
+                device: torch.device | str = "cpu", seed: int = 0) -> torch.Tensor:
+    """Whether each image of ``data`` withstands ``attack``: ``(n,)`` bool, False where it is misclassified clean.
+
+    Its mean is :func:`evaluate`'s robust accuracy for the same ``seed``; masks of several attacks combine per image
+    (:func:`robustal.masking.best_known`)."""
+    return accuracy_masks(model, data, attack, batch_size=batch_size, device=device, seed=seed)[1]
+
+
 def evaluate(model: nn.Module, data: Split, attack: AttackConfig | None = None, *, batch_size: int = 500,
              device: torch.device | str = "cpu", seed: int = 0) -> EvalResult:
     """Clean accuracy of ``model`` on ``data`` and, if ``attack`` is given, robust accuracy under it.
 
     The model runs in eval mode with parameter gradients off; its mode and flags are restored afterwards.
     """
-    n = len(data)
+    return from_masks(*accuracy_masks(model, data, attack, batch_size=batch_size, device=device, seed=seed))
+
+
+def from_masks(correct: torch.Tensor, robust: torch.Tensor | None) -> EvalResult:
+    """The :class:`EvalResult` of :func:`accuracy_masks`'s masks (NaN accuracies for no images)."""
+    n = len(correct)
     if n == 0:
-        return EvalResult(float("nan"), float("nan") if attack else None, 0)
-    gen = make_generator(seed, "evaluate", device=device)
-    clean = robust = 0
-    with frozen(model):
-        for start in range(0, n, batch_size):
-            x = to_float(data.x[start:start + batch_size], device)
-            y = data.y[start:start + batch_size].to(device)
-            with torch.no_grad():
-                correct = model(x).argmax(1) == y
-            clean += int(correct.sum())
-            if attack is not None and correct.any():
-                robust += int(attack.robust(model, x[correct], y[correct], generator=gen).sum())
-    return EvalResult(clean / n, robust / n if attack is not None else None, n)
+        return EvalResult(float("nan"), float("nan") if robust is not None else None, 0)
+    return EvalResult(int(correct.sum()) / n, int(robust.sum()) / n if robust is not None else None, n)
