@@ -166,10 +166,13 @@ def final_attacks_section(runs: Sequence[RunResults], ds: str, model: str, attac
         rank_aa = {a: i + 1 for i, a in enumerate(sorted(aa, key=lambda a: -aa[a]))}
         for reference in (False, True):  # the functions, then the mode's all-label references
             rows += [[mode, f"{acq} (reference)" if ref else acq, len(rs), *_means(rs, attacks),
-                      None if ref or not rows_pgd else rank_pgd[acq], None if ref else rank_aa[acq]]
+                      None if ref or not rows_pgd else rank_pgd[acq], None if ref else rank_aa[acq],
+                      _flagged(rs, attacks) if rows_pgd else None]
                      for (m, acq, ref), rs in cells.items() if m == mode and ref == reference]
     lines.append(format_table(["training", "acquisition", "runs", "clean", "PGD", short, "gap", "rank PGD",
-                               f"rank {short}"], rows))
+                               f"rank {short}", "masking flags"], rows))
+    if rows_pgd:
+        lines += ["", _masking_note(group, attacks, short)]
     lines += _reference_shares(cells, attacks, short, rows_pgd)
     values = {key: {r.seed: (attacks[r.name].pgd if rows_pgd else None, attacks[r.name].autoattack) for r in rs}
               for key, rs in cells.items() if not key[2]}
@@ -226,6 +229,31 @@ def _verdicts(comparisons, short: str, long: str) -> str:
     said = "; ".join(p for p in parts if p) or f"no function is higher than random at p < {LEVEL} under either attack"
     return (f"Which attack each verdict rests on (p < {LEVEL}, uncorrected): {said}. The robustness claim rests on "
             f"{long}; PGD is the paper's attack, kept for comparison.")
+
+
+def _gap_flag(attack: FinalAttack):
+    """The PGD → final-attack gap check of :mod:`robustal.masking` on a stored row (a gradient-masking sign)."""
+    from robustal.masking import autoattack_gap_check
+
+    return autoattack_gap_check(attack.pgd, attack.autoattack)
+
+
+def _flagged(rs: Sequence[RunResults], attacks: dict[str, FinalAttack]) -> str:
+    """How many of the runs' final models the gap check flags, as ``k / n``."""
+    return f"{sum(not _gap_flag(attacks[r.name]).passed for r in rs)} / {len(rs)}"
+
+
+def _masking_note(group: Sequence[RunResults], attacks: dict[str, FinalAttack], short: str) -> str:
+    """What the masking-flags column counts, and what a flag means."""
+    flagged = [r for r in group if not _gap_flag(attacks[r.name]).passed]
+    check = _gap_flag(attacks[group[0].name])
+    text = (f"Masking flags: final models whose PGD robust accuracy exceeds {short}'s by more than "
+            f"{check.threshold:.0%} of the images (robustal.masking's PGD → AutoAttack gap check; `robustal evaluate "
+            "--checks` runs the full checklist on one model). ")
+    if not flagged:
+        return text + "No model is flagged."
+    meaning = _gap_flag(attacks[flagged[0].name]).meaning
+    return text + f"{len(flagged)} of {len(group)} models are flagged: {meaning}"
 
 
 def _means(rs: Sequence[RunResults], attacks: dict[str, FinalAttack]) -> list[str]:

@@ -139,7 +139,8 @@ def test_every_run_records_its_machine_and_status_shows_it(finished, capsys):
     assert versions["threads"] >= 1 and versions["device"] == "cpu" and versions["numpy"] and versions["python"]
     assert main(["status", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"Machine: {versions['cpu']} ({versions['isa']}), {versions['threads']} threads, cpu" in printed
+    plural = "" if versions["threads"] == 1 else "s"
+    assert f"Machine: {versions['cpu']} ({versions['isa']}), {versions['threads']} thread{plural}, cpu" in printed
 
 
 def test_the_cli_offers_the_final_attacks_of_the_library():
