@@ -85,6 +85,15 @@ def dataset_locator(dataset: str) -> str:
     return str(path.resolve()) if path.exists() else dataset
 
 
+def describe_model(model_name: str, dataset: Dataset, source: str, train: dict) -> dict:
+    """What a stage checkpoint records of its model and data besides the weights (the keys of a ``train --save``
+    checkpoint, :mod:`robustal.checkpoint`): it can then be rebuilt and evaluated away from its results folder."""
+    return {"model_name": model_name, "dataset": dataset_locator(source), "num_classes": dataset.num_classes,
+            "image_shape": [int(s) for s in dataset.image_shape], "epsilon": dataset.epsilon,
+            "classes": None if dataset.class_names is None else list(dataset.class_names),
+            "data_fingerprint": dataset.fingerprint(), "train_config": train}
+
+
 def spec_for_store(spec: RunSpec) -> dict:
     """:meth:`RunSpec.to_dict` with the dataset located absolutely (see :func:`dataset_locator`)."""
     return {**spec.to_dict(), "dataset": dataset_locator(spec.dataset)}
@@ -107,7 +116,9 @@ def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = 
         meta["acquisition_label"] = spec.acquisition_label
     loop = ActiveLearningLoop(None, dataset.splits(), loop_cfg, store=store, name=name or spec.default_name(),
                               device=device, reinit=factory, progress=progress, on_stage=on_stage,
-                              meta=meta, tracker=tracker)
+                              meta=meta, tracker=tracker,
+                              describe=describe_model(model_name, dataset.with_epsilon(spec.loop.train.epsilon),
+                                                      spec.dataset, loop_cfg.train.to_dict()))
     return loop.run()
 
 
