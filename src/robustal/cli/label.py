@@ -1,4 +1,5 @@
-"""``robustal label`` (a person labels what the loop asks for, round by round) and ``robustal status``."""
+"""``robustal label`` (a person labels what the loop asks for, round by round), ``robustal labels`` (the labels
+given, out as CSV) and ``robustal status``."""
 
 from __future__ import annotations
 
@@ -211,6 +212,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_labels(args: argparse.Namespace) -> int:
+    from robustal.label_export import project_labels, write_labels
+    from robustal.outputs import check_output_file
+
+    check_output_file(args.out, "--out", "labels.csv")
+    rows = project_labels(args.dir)
+    write_labels(rows, args.out)
+    rounds = len({r["round"] for r in rows})
+    log(f"wrote {args.out}: {len(rows)} label{'' if len(rows) == 1 else 's'} from {rounds} "
+        f"round{'' if rounds == 1 else 's'} of {args.dir}")
+    return 0
+
+
 def _live_status(status: str, holder: str | None) -> str:
     """A run recorded as running while no process holds its folder was stopped without finishing (killed)."""
     if status == "running" and holder is None:
@@ -299,4 +313,15 @@ def register(sub) -> None:
                                    "file to fill in).")
     p.add_argument("dir", metavar="DIR", help="a results folder (run, study or labeling project)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("labels", help="write the labels a person gave in a labeling project as CSV",
+                       description="Write every label given in the labeling project DIR (the --out of robustal "
+                                   "label) as CSV, one row per labeled image: file (its path in the pool folder, or "
+                                   "its index in the pool's npz), class, round (the stage whose request asked for "
+                                   "it, or heldout), split (train; validation or test for the held-out sample) and "
+                                   "source (csv: a filled request CSV; label-studio: a Label Studio export given "
+                                   "with --answers). Only labels a person gave; never a model's predictions.")
+    p.add_argument("dir", metavar="DIR", help="a labeling project's folder")
+    p.add_argument("--out", required=True, metavar="FILE.csv", help="the CSV to write (atomically)")
+    p.set_defaults(func=cmd_labels)
 
