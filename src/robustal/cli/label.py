@@ -206,7 +206,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _study_status(store, runs)
     else:
         for run in runs:
-            _run_status(store, run, folder, is_project)
+            _run_status(store, run, folder, is_project, holder)
     if holder is not None:
         print(f"\nin use by {holder}")
     return 0
@@ -245,7 +245,19 @@ def _study_status(store, runs: list[dict]) -> None:
                        floatfmt=".4f"))
 
 
-def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
+def _imported_stage(stage: int, n: int, status: str, holder: str | None) -> str:
+    """A stage whose labels are in: being trained now by the process that holds the folder, or waiting for the
+    command to run again (nobody holds it, or the run stopped to wait)."""
+    import re
+
+    if status == "running" and holder is not None:
+        found = re.match(r"pid (\d+), .*, since (.+)$", holder)
+        who = f"pid {found[1]}, since {found[2]}" if found else holder
+        return f"stage {stage}: its {n} labels are imported; training now ({who})"
+    return f"stage {stage}: its {n} labels are imported; it waits for the command to run again"
+
+
+def _run_status(store, run: dict, folder: Path, is_project: bool, holder: str | None = None) -> None:
     from robustal.tables import format_table
 
     name = run["name"]
@@ -265,7 +277,7 @@ def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
             where = folder / "requests" / f"stage-{stage:03d}.csv" if is_project else "the oracle"
             print(f"awaited: {awaited} labels for stage {stage} in {where}")
         else:
-            print(f"stage {stage}: its {len(picked)} labels are imported; it trains when the command runs again")
+            print(_imported_stage(stage, len(picked), run["status"], holder))
 
 
 def register(sub) -> None:

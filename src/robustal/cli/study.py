@@ -14,10 +14,10 @@ from robustal.cli.common import (
     add_tracking_args,
     log,
     output_folder,
-    progress_bar,
     read_text_file,
     tracker_from,
 )
+from robustal.cli.study_progress import StudyProgress
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -63,14 +63,12 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float, tr
     where = (f"Ray cluster at {args.address}" if args.executor == "ray" and args.address is not None
              else f"{args.executor} executor, {args.workers} workers")
     log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {where}; results in {out}")
-    bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
-    bar.n = bar.initial = len(finished)  # the rate and ETA count only the runs done now
-    bar.refresh()
+    bar = StudyProgress(out, tasks, disable=args.no_progress)
 
     def on_done(name: str, stages) -> None:
         if name in finished:
             return
-        bar.update(1)
+        bar.refresh()
         robust = "-" if stages[-1].robust is None else f"{stages[-1].robust:.3f}"
         bar.write(f"{name}: {stages[-1].labeled} labels, clean {stages[-1].clean:.3f}, robust {robust}")
 
