@@ -195,6 +195,11 @@ class ActiveLearningLoop:
         self._initial_state = copy.deepcopy(self.model.state_dict())
         self._at_chance = False  # did the last finished stage end at chance?
 
+    @property
+    def at_chance(self) -> bool:
+        """Whether the model of the last finished stage is at chance level (no better than a constant prediction)."""
+        return self._at_chance
+
     def _fresh_model(self, *keys: object) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.config.seed, "model-init", *keys))

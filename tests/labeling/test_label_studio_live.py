@@ -144,7 +144,10 @@ def test_one_project_across_three_rounds(label_studio, mnist_folder, tmp_path, c
 
     # The project, with robustal's labeling config.
     config = (out / "requests" / "label-studio-config.xml").read_text()
-    project = ls.call("POST", "/api/projects", {"title": "robustal digits", "label_config": config})
+    # docs/labeling.md's JSON body: predictions shown, skip button on (form fields would turn both off)
+    project = ls.call("POST", "/api/projects", {"title": "robustal digits", "show_collab_predictions": True,
+                                                "show_skip_button": True, "label_config": config})
+    assert project["show_collab_predictions"] and project["show_skip_button"]
     pid = project["id"]
     assert project["parsed_label_config"]["label"]["labels"] == CLASSES
     # The images are served only under a Local Files storage of the project (the README's storage step).

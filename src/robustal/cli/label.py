@@ -111,7 +111,6 @@ def _loop_setup(args: argparse.Namespace, project, pool_size: int):
 
 
 def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str, factory) -> int:
-    from robustal.acquisition.inference import predict
     from robustal.labeling import RUN_NAME
     from robustal.loop import ActiveLearningLoop
     from robustal.store import Store
@@ -124,9 +123,7 @@ def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str
                               reinit=factory, progress=not args.no_progress, on_stage=lambda r: bar.update(1),
                               meta={"model_name": model_name}, oracle=state.oracle, tracker=tracker_from(args))
     _check_run_options(project, store, loop)
-    pool_x = state.splits.pool.x
-    # A request after the first carries the predictions of the model that picked it (Label Studio pre-annotations).
-    state.oracle.predict = lambda indices: predict(loop.model, pool_x[indices], device=loop.device).probs
+    state.oracle.predict = _predictions(loop, state.splits.pool.x)
     try:
         result = loop.run()
     finally:
@@ -150,6 +147,21 @@ def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str
         log(f"finished: {result.stages[-1].labeled} labels; the model of the last stage is in "
             f"{project.out / 'checkpoints'}")
     return 0
+
+
+def _predictions(loop, pool_x):
+    """The class probabilities a request after the first carries as Label Studio pre-annotations: those of the model
+    that picked it; none from a model at chance level, whose pre-ticked class would be a guess (a 6 shown as "4" at
+    21 %) that a person confirms too easily."""
+    from robustal.acquisition.inference import predict
+
+    def probs(indices):
+        if loop.at_chance:
+            log("the model is at chance level: this request carries no predictions (Label Studio pre-annotations)")
+            return None
+        return predict(loop.model, pool_x[indices], device=loop.device).probs
+
+    return probs
 
 
 def _check_run_options(project, store, loop) -> None:
