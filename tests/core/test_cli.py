@@ -189,3 +189,20 @@ def test_the_demo_tells_its_story(tmp_path, capsys):
         assert standard.robust < 0.1, f"standard training with {acq} is not fragile: {standard.robust}"
         assert pgd.robust > 0.3 and pgd.robust > standard.robust + 0.25, f"PGD training with {acq}: {pgd.robust}"
         assert not any(s.at_chance for s in store.stages(f"digits-pgd-{acq}-s0"))
+
+
+def test_one_version_everywhere_and_an_mit_license(capsys):
+    """Issue 27.7: ``robustal --version`` said 0.2.0 while the README described 0.3, and there was no LICENSE."""
+    import tomllib
+    from pathlib import Path
+
+    import robustal
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["version"] == robustal.__version__ == "0.4.0"
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"robustal {project['version']}"
+    license_text = (root / "LICENSE").read_text()
+    assert project["license"] == "MIT" and license_text.startswith("MIT License")
+    assert "Copyright (c) 2026 the robustal authors" in license_text
