@@ -18,7 +18,7 @@ from pathlib import Path
 from robustal.comparisons import paired, paired_table
 from robustal.errors import DataError
 from robustal.results import RunResults
-from robustal.stats import mean_std
+from robustal.stats import format_mean_std, mean_std
 from robustal.tables import format_table
 
 #: The file's name in a results folder, and its columns.
@@ -128,7 +128,7 @@ def final_attacks_section(runs: Sequence[RunResults], ds: str, model: str, attac
 def _means(rs: Sequence[RunResults], attacks: dict[str, FinalAttack]) -> list[str]:
     """clean, PGD, AutoAttack as mean ± std over ``rs``, and the mean gap PGD − AutoAttack."""
     rows = [attacks[r.name] for r in rs]
-    pm = lambda vs: "{:.3f} ± {:.3f}".format(*mean_std(vs))
+    pm = lambda vs: format_mean_std(*mean_std(vs), len(vs))
     gap = mean_std([a.pgd - a.autoattack for a in rows])[0]
     return [pm([a.clean for a in rows]), pm([a.pgd for a in rows]), pm([a.autoattack for a in rows]), f"{gap:+.3f}"]
 

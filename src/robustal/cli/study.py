@@ -54,7 +54,7 @@ def _check_executor_options(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace, study, out: Path, store, started: float, tracker) -> int:
-    from robustal.stats import mean_std
+    from robustal.stats import format_mean_std, mean_std
     from robustal.study import run_study
     from robustal.tables import format_table
 
@@ -97,8 +97,8 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float, tr
     for (prefix, mode, acq), finals in cells.items():
         clean = mean_std([r.clean for r in finals])
         robust = mean_std([r.robust for r in finals]) if all(r.robust is not None for r in finals) else None
-        rows.append([prefix, mode, acq, len(finals), f"{clean[0]:.3f} ± {clean[1]:.3f}",
-                     "-" if robust is None else f"{robust[0]:.3f} ± {robust[1]:.3f}"])
+        rows.append([prefix, mode, acq, len(finals), format_mean_std(*clean, len(finals)),
+                     "-" if robust is None else format_mean_std(*robust, len(finals))])
     print(format_table(["dataset-model", "training", "acquisition", "seeds", "clean (final)", "robust (final)"], rows))
     print(f"\n{len(tasks)} runs in {out} ({time.perf_counter() - started:.0f} s); tables, curves and tests: "
           f"robustal report {out}")
