@@ -206,3 +206,19 @@ def test_one_version_everywhere_and_an_mit_license(capsys):
     license_text = (root / "LICENSE").read_text()
     assert project["license"] == "MIT" and license_text.startswith("MIT License")
     assert "Copyright (c) 2026 the robustal authors" in license_text
+
+
+def test_a_run_is_named_after_its_settings_and_an_earlier_robustals_run_resumes(tmp_path, capsys):
+    """Issue 27.7: a run without --name was called 'run' ("run 'run'"); a folder holding one still resumes it."""
+    from robustal.store import Store
+
+    argv = ["run", "--dataset", "digits", "--training", "standard", "--acquisition", "random", "--initial", "30",
+            "--per-stage", "30", "--budget", "30", "--epochs", "1", "--min-steps", "0", "--eval-steps", "0",
+            "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "new")]) == 0
+    assert "run 'digits-small-cnn-standard-random-s0':" in capsys.readouterr().err
+    assert [r["name"] for r in Store(tmp_path / "new").runs()] == ["digits-small-cnn-standard-random-s0"]
+    assert main([*argv, "--out", str(tmp_path / "old"), "--name", "run"]) == 0  # as robustal 0.3 named it
+    assert main([*argv, "--out", str(tmp_path / "old")]) == 0
+    assert "run 'run':" in capsys.readouterr().err
+    assert [r["name"] for r in Store(tmp_path / "old").runs()] == ["run"]
