@@ -849,3 +849,17 @@ def test_the_evaluation_rule_of_a_run_is_stored_or_inferred():
     assert run({"name": "pgd", "rule": "last-iterate"}, {"validate_last": 5}).eval_rule == "last-iterate"
     assert run({"name": "pgd"}, {"validate_last": 5}).eval_rule == "any-iterate"
     assert run({"name": "pgd"}, {"epochs": 10}).eval_rule == "last-iterate"
+
+
+def test_matplotlibs_font_cache_note_stays_out_of_the_output(caplog):
+    """Issue 27.7: "Matplotlib is building the font cache; this may take a moment." leaked into a study's output."""
+    import logging
+
+    from robustal.figures import pyplot
+
+    pyplot()
+    fonts = logging.getLogger("matplotlib.font_manager")
+    with caplog.at_level(logging.WARNING):
+        fonts.warning("Matplotlib is building the font cache; this may take a moment.")
+        fonts.warning("findfont: Font family 'Nope' not found.")
+    assert [r.getMessage() for r in caplog.records] == ["findfont: Font family 'Nope' not found."]
