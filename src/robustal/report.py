@@ -47,7 +47,7 @@ from robustal.results import (
     write_csv,
 )
 from robustal.stats import format_mean_std, mean_std
-from robustal.tables import format_table
+from robustal.tables import count, format_table
 
 #: The rules of :data:`robustal.attacks.RULES` in words.
 RULE_TEXT = {"any-iterate": "an image counts as not robust once any iterate fools it",
@@ -117,7 +117,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
     lines = [f"# Report: {study.name if study else root.name}", ""]
     if header:
         lines += [header.rstrip(), ""]
-    lines += [f"Results folder: `{root}`; {finished} of {expected} runs finished"
+    lines += [f"Results folder: `{root}`; {finished} of {count(expected, 'run')} finished"
               + (" (missing or unfinished runs are left out of the tables)." if finished < expected else "."), "",
               "Accuracies are on the test split: clean, and robust under the stored evaluation attack "
               "(see each run's configuration). Mean ± standard deviation over seeds. AUC: area under the "

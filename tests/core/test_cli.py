@@ -222,3 +222,10 @@ def test_a_run_is_named_after_its_settings_and_an_earlier_robustals_run_resumes(
     assert main([*argv, "--out", str(tmp_path / "old")]) == 0
     assert "run 'run':" in capsys.readouterr().err
     assert [r["name"] for r in Store(tmp_path / "old").runs()] == ["run"]
+
+
+def test_counts_take_the_right_number():
+    from robustal.tables import count
+
+    assert [count(n, "run") for n in (0, 1, 2)] == ["0 runs", "1 run", "2 runs"]
+    assert count(1, "worker") == "1 worker" and count(3, "class", "classes") == "3 classes"

@@ -270,13 +270,13 @@ def _imported_stage(stage: int, n: int, status: str, holder: str | None) -> str:
 
 
 def _run_status(store, run: dict, folder: Path, is_project: bool, holder: str | None = None) -> None:
-    from robustal.tables import format_table
+    from robustal.tables import count, format_table
 
     name = run["name"]
     stages = store.stages(name)
     labeled = store.labels(name)
     labels = len(labeled) or (stages[-1].labeled if stages else 0)
-    print(f"\nrun {name!r}: {run['status']}, {len(stages)} stages, {labels} labels so far")
+    print(f"\nrun {name!r}: {run['status']}, {count(len(stages), 'stage')}, {count(labels, 'label')} so far")
     if stages:
         print(format_table(["stage", "labeled", "clean", "robust", "val score", "at chance"],
                            [[s.stage, s.labeled, s.clean, s.robust, s.val_score, "yes" if s.at_chance else ""]

@@ -144,6 +144,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain_study(args: argparse.Namespace) -> int:
+    from robustal.tables import count
+
     metrics = name_list(args.metrics, "--metrics", acquisition_names())
     sizes = int_list(args.sizes, "--sizes", min_value=1)
     seeds = int_list(args.seeds, "--seeds", min_value=0, max_value=MAX_SEED)
@@ -164,7 +166,7 @@ def _retrain_study(args, metrics, sizes, seeds, ckpt, dataset, training, device,
     from robustal.retrain import retrain_study, study_table
 
     total = len(metrics) * len(sizes) * len(seeds)
-    log(f"retrain study: {', '.join(metrics)} x sizes {sizes} x seeds {seeds} ({total} trials), "
+    log(f"retrain study: {', '.join(metrics)} x sizes {sizes} x seeds {seeds} ({count(total, 'trial')}), "
         f"{cfg.mode} fine-tuning for {cfg.epochs} epochs from {args.model}; results in {args.out}")
     bar = progress_bar(total, "trials", disable=args.no_progress)
 

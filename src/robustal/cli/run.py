@@ -116,7 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from robustal.executors import RunTask, run_local
     from robustal.experiment import RunSpec
     from robustal.loop import LoopConfig
-    from robustal.tables import format_table
+    from robustal.tables import count, format_table
     from robustal.training import TrainConfig
 
     started = time.perf_counter()
@@ -134,9 +134,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         bar.write(f"{name}: clean {stages[-1].clean:.3f}, robust {robust}")
 
     with output_folder(args.out):
-        log(f"demo: {len(tasks)} active-learning runs on scikit-learn's digits (small-cnn, {args.initial} + "
-            f"{args.per_stage}/stage up to {args.budget} labels, {args.epochs} epochs/stage, {args.workers} "
-            f"workers); results in {args.out}")
+        log(f"demo: {count(len(tasks), 'active-learning run')} on scikit-learn's digits (small-cnn, "
+            f"{args.initial} + {args.per_stage}/stage up to {args.budget} labels, {args.epochs} epochs/stage, "
+            f"{count(args.workers, 'worker')}); results in {args.out}")
         bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
         try:
             longest_first = sorted(tasks, key=lambda t: t.spec.loop.train.mode != "pgd")  # balances the workers

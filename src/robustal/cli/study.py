@@ -56,13 +56,14 @@ def _check_executor_options(args: argparse.Namespace) -> None:
 def _study(args: argparse.Namespace, study, out: Path, store, started: float, tracker) -> int:
     from robustal.stats import format_mean_std, mean_std
     from robustal.study import run_study
-    from robustal.tables import format_table
+    from robustal.tables import count, format_table
 
     tasks = study.tasks()
     finished = {t.name for t in tasks if store is not None and store.status(t.name) == "finished"}
     where = (f"Ray cluster at {args.address}" if args.executor == "ray" and args.address is not None
-             else f"{args.executor} executor, {args.workers} workers")
-    log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {where}; results in {out}")
+             else f"{args.executor} executor, {count(args.workers, 'worker')}")
+    log(f"study {study.name!r}: {count(len(tasks), 'run')} ({len(finished)} already finished), {where}; results in "
+        f"{out}")
     bar = StudyProgress(out, tasks, disable=args.no_progress)
 
     def on_done(name: str, stages) -> None:
@@ -100,7 +101,7 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float, tr
         rows.append([prefix, mode, acq, len(finals), format_mean_std(*clean, len(finals)),
                      "-" if robust is None else format_mean_std(*robust, len(finals))])
     print(format_table(["dataset-model", "training", "acquisition", "seeds", "clean (final)", "robust (final)"], rows))
-    print(f"\n{len(tasks)} runs in {out} ({time.perf_counter() - started:.0f} s); tables, curves and tests: "
+    print(f"\n{count(len(tasks), 'run')} in {out} ({time.perf_counter() - started:.0f} s); tables, curves and tests: "
           f"robustal report {out}")
     return 0
 
