@@ -449,11 +449,11 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
                          tracking=tracking)
 
     if isinstance(tracker, MLflowTracker):
-        from robustal.study_tracking import StudyTracking, pending
+        from robustal.study_tracking import StudyTracking, pending, study_params
 
         store = Store(out)
-        with StudyTracking(tracker, study.name, out, len(tasks), pending(tasks, store),
-                           study_file=study_file) as tracking:
+        with StudyTracking(tracker, study.name, out, len(tasks), pending(tasks, store), study_file=study_file,
+                           params=study_params(study)) as tracking:
 
             def mirrored(name: str, stages: list[StageRecord]) -> None:
                 tracking.run_done(store, name)
@@ -461,6 +461,7 @@ def run_study(study: Study, out: str | Path, *, executor: str = "local", workers
                     on_done(name, stages)
 
             results = execute(mirrored, tracking.target)
+            tracking.summarize(out, [t.name for t in tasks])
             if report is not None and tracking.active:
                 tracking.attach(report())
         return results
