@@ -122,10 +122,10 @@ def run_checkpoint(root: str | Path, run: str | None = None, stage: int | None =
     path = path or store.checkpoint_path(run, stage)
     if all(k in state for k in CHECKPOINT_KEYS):
         return checkpoint_from_dict(_standalone(state), path, factory)
-    return checkpoint_from_dict(_described(result, state, stage), path, factory)
+    return checkpoint_from_dict(_described(result, state, stage, root), path, factory)
 
 
-def _described(result, state: dict, stage: int) -> dict:
+def _described(result, state: dict, stage: int, root: Path) -> dict:
     """An earlier robustal's stage checkpoint described from its run's stored configuration."""
     from robustal.data import load_dataset
 
@@ -136,8 +136,10 @@ def _described(result, state: dict, stage: int) -> dict:
         dataset = load_dataset(config["dataset"], image_size=spec.get("image_size"), channels=spec.get("channels"),
                                epsilon=train.get("epsilon"))
     except KeyError:
-        raise ConfigError(f"Run {result.name!r} does not record its dataset; it cannot be evaluated from its "
-                          "results folder.") from None
+        hint = (" It is a labeling project made before robustal 0.4: save its model with robustal label ... --save "
+                "FILE.pt and evaluate that" if (root / "project.json").is_file() else "")
+        raise ConfigError(f"Run {result.name!r} does not record its dataset, so its stage checkpoint cannot be "
+                          f"rebuilt from its results folder.{hint}") from None
     attack = loop.get("eval_attack")
     if attack is not None:
         attack = {**attack, "rule": result.eval_rule}

@@ -48,6 +48,14 @@ def test_labels_given_by_csv_and_label_studio_come_out_with_their_file_class_rou
         + [("0", "train", "csv")] * 20 + [("1", "train", "label-studio")] * 20)
     assert len(Store(out, create=False).labels("label")) == 40  # exactly the stored labels, nothing of stage 2
 
+    # the project's model of its last stage is evaluable from the folder and reproduces its stored accuracy (27.1)
+    import json
+
+    last = Store(out, create=False).stages("label")[-1]
+    assert main(["evaluate", str(out), "--run", "label", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["clean"], got["robust"], got["n"]) == (last.clean, last.robust, 20)  # the 20 held-out test images
+
 
 def test_labels_refuses_a_folder_that_is_no_labeling_project(tmp_path, capsys):
     (tmp_path / "runs").mkdir()

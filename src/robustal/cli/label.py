@@ -119,9 +119,14 @@ def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str
     s = project.settings
     store = Store(project.out)
     bar = progress_bar(len(cfg.stage_sizes()), "stages", disable=args.no_progress)
+    # each stage checkpoint records what --save records: evaluate measures it on the project's held-out labels
+    describe = {"model_name": model_name, "dataset": str(project.out.resolve()), "num_classes": len(s.classes),
+                "image_shape": [s.channels, s.image_size, s.image_size], "epsilon": s.epsilon,
+                "classes": list(s.classes), "data_fingerprint": s.pool_fingerprint, "train_config": cfg.train.to_dict()}
     loop = ActiveLearningLoop(None, state.splits, cfg, store=store, name=RUN_NAME, device=args.device,
                               reinit=factory, progress=not args.no_progress, on_stage=lambda r: bar.update(1),
-                              meta={"model_name": model_name}, oracle=state.oracle, tracker=tracker_from(args))
+                              meta={"model_name": model_name}, oracle=state.oracle, tracker=tracker_from(args),
+                              describe=describe)
     _check_run_options(project, store, loop)
     state.oracle.predict = _predictions(loop, state.splits.pool.x)
     try:
