@@ -191,5 +191,5 @@ def format_mean_std(mean: float, std: float, n: int, digits: int = 3) -> str:
 
 
 __all__ = ["EXACT_LIMIT", "EXACT_PAIRS", "Comparison", "PairedComparison", "compare", "compare_paired",
-           "format_mean_std", "mann_whitney", "mean_ranks", "mean_std", "normalized_auc", "smallest_p_mann_whitney", "smallest_p_signed_rank",
-           "vargha_delaney_a12", "wilcoxon_signed_rank"]
+           "format_mean_std", "mann_whitney", "mean_ranks", "mean_std", "normalized_auc", "smallest_p_mann_whitney",
+           "smallest_p_signed_rank", "vargha_delaney_a12", "wilcoxon_signed_rank"]

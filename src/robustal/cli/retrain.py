@@ -144,8 +144,6 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain_study(args: argparse.Namespace) -> int:
-    from robustal.tables import count
-
     metrics = name_list(args.metrics, "--metrics", acquisition_names())
     sizes = int_list(args.sizes, "--sizes", min_value=1)
     seeds = int_list(args.seeds, "--seeds", min_value=0, max_value=MAX_SEED)
@@ -164,6 +162,7 @@ def cmd_retrain_study(args: argparse.Namespace) -> int:
 def _retrain_study(args, metrics, sizes, seeds, ckpt, dataset, training, device, cfg, attack) -> int:
     from robustal.outputs import atomic_write_bytes
     from robustal.retrain import retrain_study, study_table
+    from robustal.tables import count
 
     total = len(metrics) * len(sizes) * len(seeds)
     log(f"retrain study: {', '.join(metrics)} x sizes {sizes} x seeds {seeds} ({count(total, 'trial')}), "

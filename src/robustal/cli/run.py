@@ -173,7 +173,8 @@ def register(sub) -> None:
     add_runtime_args(p)
     add_tracking_args(p)
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (DIR/results.db, checkpoints)")
-    p.add_argument("--name", default=None, help="the run's name in the results store (default: named after its settings, e.g. "
+    p.add_argument("--name", default=None,
+                   help="the run's name in the results store (default: named after its settings, e.g. "
                         "digits-small-cnn-pgd-dre-s0)")
     p.add_argument("--save", default=None, metavar="FILE.pt",
                    help="save the final model (for robustal evaluate, select, retrain)")
