@@ -120,10 +120,12 @@ def label_studio(tmp_path_factory):
 
 
 def label_args(pool: Path, out: Path, *extra: str) -> list[str]:
+    """Standard training with a floor on the steps, so that the models learn: a model at chance level would send no
+    predictions (issue 27.5), and the test checks that they show."""
     return ["label", "--pool", str(pool), "--classes", ",".join(CLASSES), "--image-size", "16", "--channels", "1",
             "--epsilon", "0.3", "--heldout-size", "40", "--initial", "20", "--per-stage", "20", "--budget", "60",
-            "--epochs", "2", "--eval-steps", "2", "--attack-steps", "2", "--min-steps", "0", "--no-progress",
-            "--out", str(out), *extra]
+            "--epochs", "2", "--eval-steps", "2", "--attack-steps", "2", "--min-steps", "60", "--training",
+            "standard", "--no-progress", "--out", str(out), *extra]
 
 
 def waiting_for(text: str) -> Path | None:
