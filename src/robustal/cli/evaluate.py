@@ -119,9 +119,13 @@ def _add_run_args(g) -> None:
 def register(sub) -> None:
     """Add this module's command to the subparsers ``sub``."""
     p = sub.add_parser("evaluate", help="clean and robust accuracy of a saved model (no training)",
-                       description="Measure a checkpoint saved by robustal (train, retrain, run or label --save) on "
+                       description="Measure a checkpoint saved by robustal (train, retrain, run or label --save, "
+                                   "export), a run's stage checkpoint, or a stored run named by its results folder "
+                                   "(robustal evaluate DIR --run NAME [--stage N]) on "
                                    "the test (or validation) split of its dataset or another one: clean accuracy and "
-                                   "robust accuracy under PGD, AutoAttack or Square. The checkpoint finds its data "
+                                   "robust accuracy under PGD, AutoAttack or Square. A run's model is measured by "
+                                   "default with the run's own evaluation attack and seed, which reproduces the "
+                                   "accuracy it stored. The checkpoint finds its data "
                                    "from any folder (recorded by absolute path and fingerprint; else beside the "
                                    "checkpoint); a labeling project's model is measured on the project's held-out "
                                    "labels. A checkpoint of your own model "
