@@ -1,2 +1,2 @@
 """Robust active learning."""
-__version__ = "0.2.0"
+__version__ = "0.4.0"

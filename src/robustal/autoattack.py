@@ -11,8 +11,9 @@ the extra, running one raises :class:`ConfigError`.
 The third-party code seeds torch globally (``torch.random.manual_seed`` in every ``perturb``); here it runs inside
 ``torch.random.fork_rng`` with a seed drawn from the caller's generator, so the caller's global RNG state is left as
 it was and a run is reproducible from its seed. The model runs in eval mode without parameter gradients
-(:func:`~robustal.models.base.frozen`). AutoAttack's messages go to the ``auto-attack`` logger; below WARNING they are
-dropped unless the ``robustal`` logger has DEBUG enabled (``robustal -v``).
+(:func:`~robustal.models.base.frozen`). AutoAttack's messages go to the ``auto-attack`` logger: its progress (each
+sub-attack as it starts, the robust accuracy and time after it) is routed to robustal's log at INFO; its other
+messages below WARNING are dropped unless the ``robustal`` logger has DEBUG enabled (``robustal -v``).
 
 The parameter-free attacks ignore ``step_size``, ``steps`` and ``random_start`` of :class:`AttackConfig`.
 """
@@ -60,17 +61,30 @@ def require(name: str = "autoattack") -> None:
         _import_pyautoattack()
 
 
-class _QuietBelowWarning(logging.Filter):
-    """Drops AutoAttack's info/debug records unless robustal itself logs at DEBUG."""
+#: AutoAttack's messages that say how far it has come: robustal's log shows them at INFO.
+PROGRESS_MESSAGES = ("running ", "robust accuracy after ", "no robust datapoints left")
+
+
+class _RouteToRobustal(logging.Filter):
+    """AutoAttack's progress (each sub-attack as it starts, the robust accuracy and time after it) goes to robustal's
+    log at INFO, so that a run of minutes says what it is doing; its other records below WARNING are dropped unless
+    robustal logs at DEBUG (``robustal -v``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or logging.getLogger("robustal").isEnabledFor(logging.DEBUG)
+        if record.levelno >= logging.WARNING:
+            return True
+        message = record.getMessage()
+        if message.startswith(PROGRESS_MESSAGES):
+            logger.info("AutoAttack: %s", message)
+            return False
+        return logging.getLogger("robustal").isEnabledFor(logging.DEBUG)
 
 
-def _quiet_autoattack_logger() -> None:
+def _route_autoattack_logger() -> None:
     aa_logger = logging.getLogger("auto-attack")
-    if not any(isinstance(f, _QuietBelowWarning) for f in aa_logger.filters):
-        aa_logger.addFilter(_QuietBelowWarning())
+    aa_logger.setLevel(logging.DEBUG)  # its progress is logged at DEBUG: created, then routed by the filter
+    if not any(isinstance(f, _RouteToRobustal) for f in aa_logger.filters):
+        aa_logger.addFilter(_RouteToRobustal())
 
 
 def _seed_from(generator: torch.Generator | None) -> int:
@@ -120,7 +134,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: f
     if len(x) == 0:
         return x.detach().clone()
     pyautoattack, _ = _import_pyautoattack()
-    _quiet_autoattack_logger()
+    _route_autoattack_logger()
     seed = _seed_from(generator)
     with _isolated(model, x):
         custom = version == "fast"
@@ -131,7 +145,9 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: f
             attack.apgd.n_restarts = 1
             attack.apgd_targeted.n_restarts = 1
             attack.apgd_targeted.n_target_classes = 9
-        attack.verbose = logging.getLogger("robustal").isEnabledFor(logging.DEBUG)
+        attack.verbose = True  # its progress lines, routed to robustal's log (_RouteToRobustal)
+        logger.info("AutoAttack (%s: %s) on %d images, eps=%.4g", version, ", ".join(VERSIONS.get(version, ())),
+                    len(x), epsilon)
         x_adv, _ = attack.run_standard_evaluation(x.detach(), y.detach(), batch_size=batch_size or len(x))
     return x_adv.detach().clamp_(0, 1)
 

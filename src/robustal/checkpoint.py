@@ -47,6 +47,10 @@ class Checkpoint:
         path: Where it was loaded from.
         factory: The user's model factory the person named (``--factory``) to rebuild a user's model with; never
             taken from the file.
+        evaluation: How the run it comes from measured it (a stage checkpoint, or one exported from a run): ``run``,
+            ``stage``, ``attack`` (:class:`~robustal.attacks.AttackConfig` settings), ``seed`` (the seed
+            :func:`~robustal.evaluation.evaluate` was given), and the stored ``clean`` and ``robust`` accuracy; so
+            that ``evaluate`` reproduces them. None for a model not made by an active-learning run.
     """
 
     model_name: str
@@ -63,6 +67,7 @@ class Checkpoint:
     factory_file: str | None = None
     path: Path | None = None
     factory: str | None = None
+    evaluation: dict | None = None
 
     def check(self, dataset: Dataset) -> None:
         """Raise :class:`ConfigError` unless ``dataset`` has this model's image shape and number of classes."""
@@ -166,20 +171,36 @@ def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
             holds a user's model and no ``factory`` was named (or a factory was named for a registered model).
     """
     path = Path(path)
+    return checkpoint_from_dict(read_checkpoint_file(path), path, factory)
+
+
+#: What a model checkpoint can be, for the hints of errors.
+MODEL_SOURCES = ("a model saved by robustal train, retrain or label --save, one written by robustal export, or a "
+                 "run's stage checkpoint DIR/checkpoints/RUN/stage-NNN.pt (also as MLflow keeps it)")
+
+
+def read_checkpoint_file(path: Path) -> object:
+    """The object a checkpoint file holds (``weights_only=True``); a missing or unreadable file says so."""
     if not path.exists():
-        raise ConfigError(f"Checkpoint {path} not found. Save one with: robustal train ... --save {path}")
+        raise ConfigError(f"Checkpoint {path} not found. Give {MODEL_SOURCES}; a stored run's model also as "
+                          "robustal evaluate DIR --run NAME.")
     try:
-        obj = safe_torch_load(path)
+        return safe_torch_load(path)
     except ValueError as e:
-        raise ConfigError(f"Checkpoint {path} cannot be read as a robustal model checkpoint: {e}. Give a file "
-                          "saved by robustal train --save (or save it again).") from None
+        raise ConfigError(f"Checkpoint {path} cannot be read as a robustal model checkpoint: {e}. Give "
+                          f"{MODEL_SOURCES}.") from None
+
+
+def checkpoint_from_dict(obj: object, path: Path, factory: str | None = None) -> Checkpoint:
+    """A :class:`Checkpoint` from what a checkpoint file holds, every field checked (see :func:`load_checkpoint`)."""
     if not isinstance(obj, dict) or any(k not in obj for k in CHECKPOINT_KEYS) or not isinstance(obj["model"], dict):
         have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise ConfigError(f"Checkpoint {path} is not a robustal model checkpoint: expected keys "
-                          f"{', '.join(CHECKPOINT_KEYS)}; found {have}. Save one with robustal train --save.")
+                          f"{', '.join(CHECKPOINT_KEYS)}; found {have}. Give {MODEL_SOURCES}.")
+
     def bad(key: str, must: str) -> ConfigError:
         return ConfigError(f"Checkpoint {path}: {key} must be {must}; got {obj.get(key)!r}. The file was not written "
-                           "by robustal or was edited; save the model again with robustal train --save.")
+                           "by robustal or was edited; save the model again (robustal train --save, robustal export).")
 
     def is_int(v: object) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
@@ -213,13 +234,17 @@ def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
     for key in ("data_fingerprint", "factory_file"):
         if obj.get(key) is not None and not isinstance(obj[key], str):
             raise bad(key, "a string")
+    evaluation = obj.get("evaluation")
+    if evaluation is not None and (not isinstance(evaluation, dict) or not is_int(evaluation.get("seed"))
+                                   or not isinstance(evaluation.get("attack") or {}, dict)):
+        raise bad("evaluation", "the run's evaluation settings (attack and seed)")
     ckpt = Checkpoint(model_name=obj["model_name"], state=obj["model"], num_classes=obj["num_classes"],
                       image_shape=tuple(shape), dataset=obj.get("dataset"), epsilon=epsilon, train_size=train_size,
                       selected=list(selected) if selected is not None else None,
                       train_config=dict(obj.get("train_config") or {}),
                       classes=list(classes) if classes is not None else None,
                       data_fingerprint=obj.get("data_fingerprint"), factory_file=obj.get("factory_file"), path=path,
-                      factory=factory)
+                      factory=factory, evaluation=dict(evaluation) if evaluation is not None else None)
     ckpt.build_name  # noqa: B018 - a user's model without --factory is refused now, before any work
     return ckpt
 

@@ -52,7 +52,10 @@ class RunSpec:
     def default_name(self) -> str:
         ds = Path(self.dataset).stem if self.dataset.endswith(".npz") else self.dataset
         acq = self.acquisition_label or self.loop.acquisition
-        return f"{ds}-{self.model or 'default'}-{self.loop.train.mode}-{acq}-s{self.loop.seed}"
+        from robustal.pool_training import training_label
+
+        training = training_label(self.loop.train.mode, self.loop.pool.mode)
+        return f"{ds}-{self.model or 'default'}-{training}-{acq}-s{self.loop.seed}"
 
 
 def model_factory(name: str, dataset: Dataset | None = None, *, num_classes: int | None = None,
@@ -87,6 +90,15 @@ def dataset_locator(dataset: str) -> str:
     return str(path.resolve()) if path.exists() else dataset
 
 
+def describe_model(model_name: str, dataset: Dataset, source: str, train: dict) -> dict:
+    """What a stage checkpoint records of its model and data besides the weights (the keys of a ``train --save``
+    checkpoint, :mod:`robustal.checkpoint`): it can then be rebuilt and evaluated away from its results folder."""
+    return {"model_name": model_name, "dataset": dataset_locator(source), "num_classes": dataset.num_classes,
+            "image_shape": [int(s) for s in dataset.image_shape], "epsilon": dataset.epsilon,
+            "classes": None if dataset.class_names is None else list(dataset.class_names),
+            "data_fingerprint": dataset.fingerprint(), "train_config": train}
+
+
 def spec_for_store(spec: RunSpec) -> dict:
     """:meth:`RunSpec.to_dict` with the dataset located absolutely (see :func:`dataset_locator`)."""
     return {**spec.to_dict(), "dataset": dataset_locator(spec.dataset)}
@@ -114,7 +126,9 @@ def run_experiment(spec: RunSpec, out: str | Path | None, *, name: str | None = 
         meta["acquisition_label"] = spec.acquisition_label
     loop = ActiveLearningLoop(None, dataset.splits(), loop_cfg, store=store, name=name or spec.default_name(),
                               device=device, reinit=factory, progress=progress, on_stage=on_stage,
-                              meta=meta, tracker=tracker)
+                              meta=meta, tracker=tracker,
+                              describe=describe_model(model_name, dataset.with_epsilon(spec.loop.train.epsilon),
+                                                      spec.dataset, loop_cfg.train.to_dict()))
     result = loop.run()
     if final_attack is not None and store is not None and result.waiting is None:
         from robustal.final_eval import attack_run, is_due

@@ -18,8 +18,22 @@ CURVES_CAPTION = ("Each line is a function's mean accuracy over its finished run
 REFERENCE_COLORS = ("black", "dimgray", "saddlebrown", "indigo")
 
 
+#: matplotlib's note, logged when building its font cache (a fresh machine) takes over 5 s: not robustal's output.
+FONT_CACHE_NOTE = "Matplotlib is building the font cache"
+
+
+def _drop_font_cache_note(record) -> bool:
+    return not str(record.msg).startswith(FONT_CACHE_NOTE)
+
+
 def pyplot():
-    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
+    """matplotlib's pyplot on the Agg backend (files only, no display needed); its font-cache note stays out of
+    robustal's output (a study's or report's log)."""
+    import logging
+
+    fonts = logging.getLogger("matplotlib.font_manager")
+    if _drop_font_cache_note not in fonts.filters:
+        fonts.addFilter(_drop_font_cache_note)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -22,7 +22,7 @@ from robustal.comparisons import LEVEL, paired, paired_table
 from robustal.errors import DataError
 from robustal.provenance import machine_label
 from robustal.results import RunResults
-from robustal.stats import mean_std
+from robustal.stats import format_mean_std, mean_std
 from robustal.tables import format_table
 
 #: The file's name in a results folder, and its columns.
@@ -259,7 +259,7 @@ def _masking_note(group: Sequence[RunResults], attacks: dict[str, FinalAttack], 
 def _means(rs: Sequence[RunResults], attacks: dict[str, FinalAttack]) -> list[str]:
     """clean, PGD, AutoAttack as mean ± std over ``rs``, and the mean gap PGD − AutoAttack."""
     rows = [attacks[r.name] for r in rs]
-    pm = lambda vs: "{:.3f} ± {:.3f}".format(*mean_std(vs))
+    pm = lambda vs: format_mean_std(*mean_std(vs), len(vs))
     if any(a.pgd is None for a in rows):  # runs without an evaluation attack (eval_steps = 0)
         return [pm([a.clean for a in rows]), None, pm([a.autoattack for a in rows]), None]
     gap = mean_std([a.pgd - a.autoattack for a in rows])[0]

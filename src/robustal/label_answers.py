@@ -496,4 +496,42 @@ def filled_in(path: str | Path) -> bool:
     return any(_cell(row, col).strip() for _, row in rows)
 
 
-__all__ = ["CHOICE_NAME", "ID_FIELD", "MAX_PROBLEMS", "check_imported", "filled_in", "read_answers"]
+#: In a project's ``requests/`` folder: which kind of file answered each request whose answers came with
+#: ``--answers`` (``{request: "csv" | "label-studio"}``), so that exported labels say where they came from.
+ANSWER_SOURCES = "answer-sources.json"
+
+
+def answers_kind(path: str | Path) -> str:
+    """``"label-studio"`` for a Label Studio export (JSON, JSON-MIN, or CSV with a ``robustal_id`` column), else
+    ``"csv"`` (a filled request CSV)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return "label-studio"
+    try:
+        header, _ = _csv_table(path.read_bytes().decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError, _Refused):
+        return "csv"
+    return "label-studio" if ID_FIELD in header else "csv"
+
+
+def record_answers_source(folder: str | Path, request: str, kind: str) -> None:
+    """Note in ``folder/`` :data:`ANSWER_SOURCES` that ``request`` was answered by a file of ``kind`` (atomic)."""
+    from robustal.outputs import atomic_write_bytes
+
+    sources = answers_sources(folder)
+    if sources.get(request) != kind:
+        sources[request] = kind
+        atomic_write_bytes(Path(folder) / ANSWER_SOURCES, (json.dumps(sources, indent=1) + "\n").encode())
+
+
+def answers_sources(folder: str | Path) -> dict[str, str]:
+    """What :func:`record_answers_source` noted (empty where nothing was, or the file is unreadable)."""
+    try:
+        sources = json.loads((Path(folder) / ANSWER_SOURCES).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in sources.items()} if isinstance(sources, dict) else {}
+
+
+__all__ = ["ANSWER_SOURCES", "CHOICE_NAME", "ID_FIELD", "MAX_PROBLEMS", "answers_kind", "answers_sources",
+           "check_imported", "filled_in", "read_answers", "record_answers_source"]

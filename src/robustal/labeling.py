@@ -387,17 +387,9 @@ def _csv_cell(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
-def read_heldout(out: str | Path) -> tuple[ProjectSettings, Split]:
-    """A project's settings and its labeled held-out data (validation then test, as :func:`project_splits` splits
-    them), read without changing anything: for ``robustal evaluate`` of a project's model.
-
-    Raises:
-        DataError: ``out`` is not a project, its settings cannot be read, its pool changed, or the held-out labels
-            have not been given yet.
-    """
-    from dataclasses import fields
-
-    out = Path(out).expanduser()
+def read_project(out: Path, why: str) -> tuple[ProjectSettings, Pool]:
+    """A project's settings and pool, read without changing anything; DataError when ``out`` is no project, its
+    settings cannot be read, or its pool changed since it started (``why``: what that prevents)."""
     path = out / PROJECT_FILE
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
@@ -406,8 +398,20 @@ def read_heldout(out: str | Path) -> tuple[ProjectSettings, Split]:
         raise DataError(f"{path} cannot be read as a labeling project's settings ({type(e).__name__}: {e}).") from None
     pool = load_pool(settings.pool, settings.image_size, settings.channels)
     if settings.pool_fingerprint and pool_fingerprint(pool) != settings.pool_fingerprint:
-        raise DataError(f"{out}: the pool {settings.pool} changed since the project started, so its held-out "
-                        "sample cannot be found again.")
+        raise DataError(f"{out}: the pool {settings.pool} changed since the project started, so {why}.")
+    return settings, pool
+
+
+def read_heldout(out: str | Path) -> tuple[ProjectSettings, Split]:
+    """A project's settings and its labeled held-out data (validation then test, as :func:`project_splits` splits
+    them), read without changing anything: for ``robustal evaluate`` of a project's model.
+
+    Raises:
+        DataError: ``out`` is not a project, its settings cannot be read, its pool changed, or the held-out labels
+            have not been given yet.
+    """
+    out = Path(out).expanduser()
+    settings, pool = read_project(out, "its held-out sample cannot be found again")
     if settings.heldout is not None:
         return settings, load_heldout(settings.heldout, settings.classes, pool)
     kept = out / HELDOUT_LABELS
@@ -423,4 +427,4 @@ def read_heldout(out: str | Path) -> tuple[ProjectSettings, Split]:
 __all__ = ["HELDOUT_LABELS", "POOL_INDEX", "PROJECT_FILE", "RUN_NAME", "TOKEN_KEY", "Pool", "Project",
            "ProjectSettings", "ProjectState", "check_answers", "check_settings", "heldout_split", "image_checksums",
            "imported_labels", "load_heldout", "load_pool", "open_project", "pool_fingerprint", "project_splits",
-           "read_project_file"]
+           "read_project", "read_project_file"]

@@ -186,13 +186,16 @@ class ActiveLearningLoop:
             asks for the same samples and continues.
         tracker: Mirrors the run into an experiment tracker (:mod:`robustal.tracking`): the configuration when
             the run starts, every stage as it is stored, the status at the end.
+        describe: What each stage checkpoint records of its model and data besides its weights (model name, data,
+            classes, image shape: :mod:`robustal.stored_model`), so that a copy of it away from its results folder
+            (MLflow's) still says how to rebuild and evaluate the model.
     """
 
     def __init__(self, model: nn.Module | None, splits: Splits, config: LoopConfig, *, store: Store | None = None,
                  name: str = "run", device: str | torch.device = "auto",
                  reinit: Callable[[], nn.Module] | None = None, progress: bool = False,
                  on_stage: Callable[[StageResult], None] | None = None, meta: dict | None = None,
-                 oracle: Oracle | None = None, tracker=None):
+                 oracle: Oracle | None = None, tracker=None, describe: dict | None = None):
         if model is None and reinit is None:
             raise ValueError("Give a model or a reinit factory.")
         pool = len(splits.pool)
@@ -204,6 +207,7 @@ class ActiveLearningLoop:
         self.reinit, self.progress, self.on_stage, self.meta = reinit, progress, on_stage, meta or {}
         self.oracle = oracle if oracle is not None else DatasetOracle(splits.pool.y)
         self.tracker = tracker
+        self.describe = describe or {}
         self.label_of = torch.full((pool,), -1, dtype=torch.int64)  # labels given so far (-1: not labeled)
         #: The stage after the stored ones is redone from new weights (see :meth:`redo_last_stage`).
         self.redo = False
@@ -217,6 +221,11 @@ class ActiveLearningLoop:
         self._initial_state = copy.deepcopy(self.model.state_dict())
         self._at_chance = False  # did the last finished stage end at chance?
         self._last_stage = len(config.stage_sizes()) - 1
+
+    @property
+    def at_chance(self) -> bool:
+        """Whether the model of the last finished stage is at chance level (no better than a constant prediction)."""
+        return self._at_chance
 
     def _fresh_model(self, *keys: object) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -245,6 +254,15 @@ class ActiveLearningLoop:
         teacher = copy.deepcopy(self.model)
         teacher.load_state_dict(self._new_weights("teacher", stage))
         return teacher
+
+    def _described(self, stage: int, record: StageRecord) -> dict:
+        """``describe`` with how this stage was evaluated (attack, seed, accuracies), for a stage checkpoint."""
+        if not self.describe:
+            return {}
+        attack = self.config.eval_attack
+        return {**self.describe, "evaluation": {
+            "run": self.name, "stage": stage, "attack": None if attack is None else asdict(attack),
+            "seed": self._seed("eval", stage), "clean": record.clean, "robust": record.robust}}
 
     def _seed(self, *keys: object) -> int:
         return derive_seed(self.config.seed, *keys)
@@ -299,8 +317,8 @@ class ActiveLearningLoop:
                 records.append(result.record)
                 if self.store is not None:
                     self.store.save_checkpoint(self.name, stage, {
-                        "model": self.model.state_dict(), "optimizer": optimizer.state_dict(), "labeled": labeled,
-                        "stage": stage})
+                        **self._described(stage, result.record), "model": self.model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "labeled": labeled, "stage": stage})
                     self.store.add_stage(self.name, result.record, result.picked, result.scores)
                     self.store.prune_checkpoints(self.name, stage)
                 if self.tracker is not None:

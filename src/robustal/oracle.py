@@ -123,7 +123,7 @@ class FileOracle(Oracle):
     def read(self, name: str, indices: torch.Tensor) -> torch.Tensor | None:
         """The answers to request ``name``, never writing anything: None while its CSV is not filled in (or not
         written) and no ``answers`` file is given; refused (DataError) when they are wrong."""
-        from robustal.label_answers import filled_in, read_answers
+        from robustal.label_answers import answers_kind, filled_in, read_answers, record_answers_source
 
         ids = [self.ids[i] for i in indices.tolist()]
         csv = self.request_csv(name)
@@ -133,6 +133,8 @@ class FileOracle(Oracle):
         if source == csv and not filled_in(csv):
             return None
         answers = read_answers(source, ids, self.classes, known=self.known, request=name, origin=self.origin)
+        if source != csv:  # which kind of file answered it: for the exported labels (robustal labels)
+            record_answers_source(self.folder, name, answers_kind(source))
         return torch.tensor([answers[i] for i in ids], dtype=torch.int64)
 
     def awaited(self, stage: int, n: int) -> str:

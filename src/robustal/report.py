@@ -50,8 +50,8 @@ from robustal.results import (
     summarize,
     write_csv,
 )
-from robustal.stats import mean_std
-from robustal.tables import format_table
+from robustal.stats import format_mean_std, mean_std
+from robustal.tables import count, format_table
 
 #: The rules of :data:`robustal.attacks.RULES` in words.
 RULE_TEXT = {"any-iterate": "an image counts as not robust once any iterate fools it",
@@ -86,8 +86,8 @@ def chance_counts(runs: Sequence[RunResults], labels: Sequence[int]) -> list[int
     return [sum(any(s.at_chance for s in r.stages if s.labeled == n) for r in runs) for n in labels]
 
 
-def _pm(ms: tuple[float, float] | None) -> str:
-    return "-" if ms is None else f"{ms[0]:.3f} ± {ms[1]:.3f}"
+def _pm(ms: tuple[float, float] | None, n: int) -> str:
+    return "-" if ms is None else format_mean_std(*ms, n)
 
 
 def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: str | Path | None = None,
@@ -121,7 +121,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
     lines = [f"# Report: {study.name if study else root.name}", ""]
     if header:
         lines += [header.rstrip(), ""]
-    lines += [f"Results folder: `{root}`; {finished} of {expected} runs finished"
+    lines += [f"Results folder: `{root}`; {finished} of {count(expected, 'run')} finished"
               + (" (missing or unfinished runs are left out of the tables)." if finished < expected else "."), "",
               "Accuracies are on the test split: clean, and robust under the stored evaluation attack "
               "(see each run's configuration). Mean ± standard deviation over seeds. AUC: area under the "
@@ -207,10 +207,10 @@ def _final_table(cell: Sequence[Summary]) -> list[str]:
         for s in cell:
             if s.training == mode and not s.reference:
                 gap = f"{s.robust[0] - ref.robust[0]:+.3f}" if ref is not None and s.robust is not None else None
-                rows.append([s.training, s.acquisition, s.seeds, s.labels, _pm(s.clean), _pm(s.robust),
-                             _pm(s.auc_clean), _pm(s.auc_robust), gap])
-        rows += [[s.training, f"{s.acquisition} (reference)", s.seeds, s.labels, _pm(s.clean), _pm(s.robust), None,
-                  None, None] for s in cell if s.training == mode and s.reference]
+                rows.append([s.training, s.acquisition, s.seeds, s.labels, _pm(s.clean, s.seeds),
+                             _pm(s.robust, s.seeds), _pm(s.auc_clean, s.seeds), _pm(s.auc_robust, s.seeds), gap])
+        rows += [[s.training, f"{s.acquisition} (reference)", s.seeds, s.labels, _pm(s.clean, s.seeds),
+                  _pm(s.robust, s.seeds), None, None, None] for s in cell if s.training == mode and s.reference]
     headers = ["training", "acquisition", "seeds", "labels", "clean", "robust", "AUC clean", "AUC robust"]
     lines = ["### Final accuracy and area under the curves", ""]
     if references:
@@ -264,8 +264,8 @@ def _references_section(runs: Sequence[RunResults], ds: str, model: str) -> list
         rows.append([mode, acq, len(rs), rs[0].final.labeled, epochs, " / ".join(map(str, steps)),
                      f"{statistics.median(al):g}" if al else None,
                      f"{min(best)} / {statistics.median(best):g} / {max(best)}" if best else None,
-                     _pm(mean_std([r.final.clean for r in rs])),
-                     None if None in robust else _pm(mean_std(robust))])
+                     _pm(mean_std([r.final.clean for r in rs]), len(rs)),
+                     None if None in robust else _pm(mean_std(robust), len(rs))])
         if best:
             sentences.append(_kept_epoch_sentence(mode, best, epochs))
     validated = dict.fromkeys("all" if v is None or v >= int(r.train_config.get("epochs", 0)) else f"the last {v}"

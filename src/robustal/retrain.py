@@ -311,12 +311,11 @@ def retrain_study(checkpoint: Checkpoint, dataset: Dataset, metrics: Sequence[st
 
 
 def _mean_std(values: list[float]) -> str:
-    from robustal.stats import mean_std
+    from robustal.stats import format_mean_std, mean_std
 
     if not values:
         return "-"
-    mean, std = mean_std(values)
-    return f"{mean:.4f} ± {std:.4f}"
+    return format_mean_std(*mean_std(values), len(values), digits=4)
 
 
 def _num(v) -> float | None:

@@ -183,6 +183,13 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-__all__ = ["EXACT_LIMIT", "EXACT_PAIRS", "Comparison", "PairedComparison", "compare", "compare_paired", "mann_whitney",
-           "mean_ranks", "mean_std", "normalized_auc", "smallest_p_mann_whitney", "smallest_p_signed_rank",
-           "vargha_delaney_a12", "wilcoxon_signed_rank"]
+def format_mean_std(mean: float, std: float, n: int, digits: int = 3) -> str:
+    """``mean ± std`` over ``n`` values; one value alone, with ``(n=1)``: the spread of one seed is unknown, not 0."""
+    if n == 1:
+        return f"{mean:.{digits}f} (n=1)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+__all__ = ["EXACT_LIMIT", "EXACT_PAIRS", "Comparison", "PairedComparison", "compare", "compare_paired",
+           "format_mean_std", "mann_whitney", "mean_ranks", "mean_std", "normalized_auc", "smallest_p_mann_whitney",
+           "smallest_p_signed_rank", "vargha_delaney_a12", "wilcoxon_signed_rank"]

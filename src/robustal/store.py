@@ -382,6 +382,13 @@ class Store:
             rows = con.execute(f"SELECT {_STAGE_COLS} FROM stages WHERE run = ? ORDER BY stage", (name,)).fetchall()
         return [_stage_record(r) for r in rows]
 
+    def progress(self) -> dict[str, tuple[str, int, float]]:
+        """Every run's ``(status, finished stages, last update time)`` in one query: a study's progress bar."""
+        with self._connect() as con:
+            rows = con.execute("SELECT r.name, r.status, COUNT(s.stage), r.updated FROM runs r LEFT JOIN stages s "
+                               "ON s.run = r.name GROUP BY r.name").fetchall()
+        return {name: (status, count, updated) for name, status, count, updated in rows}
+
     def selections(self, name: str) -> dict[int, list[int]]:
         """Pool indices labeled at each stage of run ``name`` (stage 0: the initial random set)."""
         with self._connect() as con:

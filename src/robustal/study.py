@@ -542,11 +542,11 @@ def _execute(study: Study, tasks: list[RunTask], out: str | Path, *, executor, w
                          tracking=tracking)
 
     if isinstance(tracker, MLflowTracker):
-        from robustal.study_tracking import StudyTracking, pending
+        from robustal.study_tracking import StudyTracking, pending, study_params
 
         store = Store(out)
-        with StudyTracking(tracker, study.name, out, len(tasks), pending(tasks, store),
-                           study_file=study_file) as tracking:
+        with StudyTracking(tracker, study.name, out, len(tasks), pending(tasks, store), study_file=study_file,
+                           params=study_params(study)) as tracking:
 
             def mirrored(name: str, stages: list[StageRecord]) -> None:
                 tracking.run_done(store, name)
@@ -554,6 +554,7 @@ def _execute(study: Study, tasks: list[RunTask], out: str | Path, *, executor, w
                     on_done(name, stages)
 
             results = execute(mirrored, tracking.target)
+            tracking.summarize(out, [t.name for t in tasks])
             if report is not None and tracking.active:
                 tracking.attach(report())
         return results

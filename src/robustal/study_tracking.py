@@ -24,6 +24,18 @@ from robustal.tracking_store import absolute_uri, is_local_uri, why
 STUDY_TAG = "robustal.study"
 #: The tag holding how many runs the study has.
 RUNS_TAG = "robustal.runs"
+#: The study's run is tagged with the versions its results depend on: ``robustal.version``, ``torch.version``...
+VERSION_TAGS = ("robustal", "torch", "numpy", "python")
+
+
+def study_params(study) -> dict:
+    """A study's settings as nested params of its MLflow run: its grid(s), ``[loop]``, ``[train]`` and
+    ``[acquisition.*]`` (see :func:`robustal.tracking.flatten_params`)."""
+    grids = [{"datasets": list(g.datasets), "models": {d: [m or "default" for m in ms] for d, ms in g.models.items()},
+              "training": list(g.training), "acquisitions": list(g.acquisitions), "seeds": list(g.seeds),
+              "loop": dict(g.loop), "train": dict(g.train)} for g in study.grids]
+    return {"grid": grids[0] if len(grids) == 1 else {str(i): g for i, g in enumerate(grids)},
+            "loop": dict(study.loop), "train": dict(study.train), "acquisition": dict(study.acquisition_options)}
 
 
 @dataclass(frozen=True)
@@ -78,12 +90,14 @@ class StudyTracking:
         runs: How many runs the study has.
         todo: How many of them are not finished yet.
         study_file: Attached to the study's run.
+        params: The study's settings (:func:`study_params`), logged as the study's run's params (each once: a
+            continued study's run keeps those it has), with the versions as tags.
     """
 
     def __init__(self, tracker: MLflowTracker, name: str, out: str | Path, runs: int, todo: int,
-                 study_file: str | Path | None = None):
+                 study_file: str | Path | None = None, params: dict | None = None):
         self.tracker, self.name, self.out = tracker, name, str(Path(out).resolve())
-        self.runs, self.todo, self.study_file = runs, todo, study_file
+        self.runs, self.todo, self.study_file, self.params = runs, todo, study_file, params or {}
         self.run_id: str | None = None
         self.active = False  # whether this invocation writes to the study's run
 
@@ -102,7 +116,50 @@ class StudyTracking:
                 client.set_tag(self.run_id, RUNS_TAG, str(self.runs))
         if self.active and self.study_file is not None:
             client.log_artifact(self.run_id, str(self.study_file))
+        if self.active:
+            self._describe(found.data.params if found is not None else {})
         return self
+
+    def _describe(self, have: dict) -> None:
+        """The study's settings as params (those the run lacks) and the versions as tags."""
+        from mlflow.entities import Param, RunTag
+
+        from robustal.store import library_versions
+        from robustal.tracking import flatten_params
+
+        params = [Param(k, v) for k, v in flatten_params(self.params).items() if k not in have]
+        versions = library_versions()
+        tags = [RunTag(f"{k}.version", str(versions[k])) for k in VERSION_TAGS if k in versions]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            self.tracker.client.log_batch(self.run_id, params=params[start:start + 100])
+        self.tracker.client.log_batch(self.run_id, tags=tags)
+
+    def summarize(self, out: str | Path, names: Sequence[str]) -> None:
+        """Log the study's summary as metrics of its run: per grid cell, the final clean and robust accuracy (mean
+        over the finished seeds; ``final_robust.DATASET.MODEL.TRAINING.ACQUISITION``), and how many runs finished."""
+        if not self.active:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        from robustal.results import collect, summarize
+        from robustal.tracking import mlflow_key
+
+        try:
+            runs = collect(out, list(names))
+            now, metrics = int(time.time() * 1000), []
+            for s in summarize(runs):
+                cell = (s.dataset, s.model, s.training, f"{s.acquisition}{' (reference)' if s.reference else ''}")
+                for what, value in (("final_clean", s.clean), ("final_robust", s.robust)):
+                    if value is not None:
+                        metrics.append(Metric(mlflow_key(what, *cell), float(value[0]), now, 0))
+            metrics.append(Metric("runs_finished", float(sum(r.status == "finished" for r in runs)), now, 0))
+            for start in range(0, len(metrics), 1000):
+                self.tracker.client.log_batch(self.run_id, metrics=metrics[start:start + 1000])
+        except Exception as e:
+            warnings.warn(TrackingWarning(f"cannot log the study's summary to its MLflow run ({why(e)})"),
+                          stacklevel=2)
 
     @property
     def target(self) -> TrackingTarget:
@@ -146,4 +203,4 @@ def pending(tasks: Sequence, store) -> int:
     return sum(1 for t in tasks if store.status(t.name) != "finished")
 
 
-__all__ = ["STUDY_TAG", "StudyTracking", "TrackingTarget", "pending"]
+__all__ = ["STUDY_TAG", "VERSION_TAGS", "StudyTracking", "TrackingTarget", "pending", "study_params"]

@@ -22,4 +22,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], float
     return "\n".join([line(headers), sep, *(line(r) for r in body)])
 
 
-__all__ = ["format_table"]
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 run``, ``2 runs``: a number with its noun in the right number (``plural``: when not ``noun + "s"``)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+__all__ = ["count", "format_table"]

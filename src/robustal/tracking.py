@@ -99,6 +99,11 @@ def _key(path: tuple[str, ...]) -> str:
     return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in key)[:_MAX_KEY]
 
 
+def mlflow_key(*parts: str) -> str:
+    """A dotted MLflow key of ``parts`` (a metric's or param's), with the characters MLflow refuses replaced."""
+    return _key(tuple(parts))
+
+
 def flatten_params(params: dict) -> dict[str, str]:
     """Nested settings as MLflow params: dotted keys, string values (lists as JSON), unset values left out."""
     return {_key(path): value[:_MAX_PARAM_VALUE] for path, value in _flatten(params)}

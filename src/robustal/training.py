@@ -390,4 +390,5 @@ def _autocast(precision: str, device: torch.device):
 def _progress_bar(total: int, desc: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                disable=None)  # none when stderr is not a terminal: no escape codes in logs and pipes

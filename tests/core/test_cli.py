@@ -189,3 +189,43 @@ def test_the_demo_tells_its_story(tmp_path, capsys):
         assert standard.robust < 0.1, f"standard training with {acq} is not fragile: {standard.robust}"
         assert pgd.robust > 0.3 and pgd.robust > standard.robust + 0.25, f"PGD training with {acq}: {pgd.robust}"
         assert not any(s.at_chance for s in store.stages(f"digits-pgd-{acq}-s0"))
+
+
+def test_one_version_everywhere_and_an_mit_license(capsys):
+    """Issue 27.7: ``robustal --version`` said 0.2.0 while the README described 0.3, and there was no LICENSE."""
+    import tomllib
+    from pathlib import Path
+
+    import robustal
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["version"] == robustal.__version__ == "0.4.0"
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"robustal {project['version']}"
+    license_text = (root / "LICENSE").read_text()
+    assert project["license"] == "MIT" and license_text.startswith("MIT License")
+    assert "Copyright (c) 2026 the robustal authors" in license_text
+
+
+def test_a_run_is_named_after_its_settings_and_an_earlier_robustals_run_resumes(tmp_path, capsys):
+    """Issue 27.7: a run without --name was called 'run' ("run 'run'"); a folder holding one still resumes it."""
+    from robustal.store import Store
+
+    argv = ["run", "--dataset", "digits", "--training", "standard", "--acquisition", "random", "--initial", "30",
+            "--per-stage", "30", "--budget", "30", "--epochs", "1", "--min-steps", "0", "--eval-steps", "0",
+            "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "new")]) == 0
+    assert "run 'digits-small-cnn-standard-random-s0':" in capsys.readouterr().err
+    assert [r["name"] for r in Store(tmp_path / "new").runs()] == ["digits-small-cnn-standard-random-s0"]
+    assert main([*argv, "--out", str(tmp_path / "old"), "--name", "run"]) == 0  # as robustal 0.3 named it
+    assert main([*argv, "--out", str(tmp_path / "old")]) == 0
+    assert "run 'run':" in capsys.readouterr().err
+    assert [r["name"] for r in Store(tmp_path / "old").runs()] == ["run"]
+
+
+def test_counts_take_the_right_number():
+    from robustal.tables import count
+
+    assert [count(n, "run") for n in (0, 1, 2)] == ["0 runs", "1 run", "2 runs"]
+    assert count(1, "worker") == "1 worker" and count(3, "class", "classes") == "3 classes"

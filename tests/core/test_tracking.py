@@ -499,14 +499,23 @@ def test_run_command_mirrors_its_stages_into_mlflow(uri, tmp_path, capsys):
     assert main(argv) == 0  # finished: nothing runs, nothing is logged, the MLflow run is left as it was
     (again,) = _runs(uri)
     assert (again.info.status, again.info.end_time) == ("FINISHED", run.info.end_time)
-    assert run.data.tags["robustal.run"] == "run" and run.info.run_name == "digits-small-cnn-pgd-entropy-s0"
+    name = "digits-small-cnn-pgd-entropy-s0"  # the run's name in the store too, not 'run' (issue 27.7)
+    assert run.data.tags["robustal.run"] == name and run.info.run_name == name
     assert run.data.params["loop.acquisition"] == "entropy" and run.data.params["loop.train.epochs"] == "1"
     assert run.data.params["loop.train.epsilon"] == "0.2" and "None" not in run.data.params.values()
-    stages = Store(tmp_path / "out").stages("run")
+    stages = Store(tmp_path / "out").stages(name)
     assert _history(uri, run.info.run_id, "clean") == [(s.labeled, s.clean) for s in stages]
     client = _client(uri)
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/stage-002.pt"]
     assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {"model/MLmodel"}
+    # the checkpoint MLflow keeps is evaluable where it is downloaded, and reproduces the stored accuracy (27.1)
+    import json
+
+    ckpt = client.download_artifacts(run.info.run_id, "checkpoint/stage-002.pt", str(tmp_path / "download"))
+    capsys.readouterr()
+    assert main(["evaluate", "--model", ckpt, "--json", "--device", "cpu"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["clean"], got["robust"]) == (stages[-1].clean, stages[-1].robust)
 
 
 def test_tracking_options_that_contradict_are_refused(tmp_path, capsys):

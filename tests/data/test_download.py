@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 
 import pytest
 
@@ -63,10 +64,13 @@ def test_downloaded_file_mode_follows_the_umask(served, tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644  # readable by the other users of a shared cache
 
 
-def test_sha256_and_progress_bar(served, tmp_path, capsys):
+def test_sha256_and_progress_bar(served, tmp_path, capsys, monkeypatch):
     r = Resource(url=served.url + NAME, filename=NAME, sha256=hashlib.sha256(PAYLOAD).hexdigest().upper())
-    assert fetch(r, tmp_path).read_bytes() == PAYLOAD
-    assert NAME in capsys.readouterr().err  # tqdm's bar, on stderr
+    assert fetch(r, tmp_path / "piped").read_bytes() == PAYLOAD
+    assert capsys.readouterr().err == ""  # stderr is no terminal: no bar, no escape codes (issue 27.4)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert fetch(r, tmp_path / "terminal").read_bytes() == PAYLOAD
+    assert NAME in capsys.readouterr().err  # on a terminal: tqdm's bar, on stderr
 
 
 def test_file_placed_by_hand_is_used_offline(tmp_path):

@@ -161,7 +161,7 @@ def write_tiny_study(folder: Path, acquisitions=("random", "entropy"), epochs: i
 #: The tiny run of ``artefacts.run_dir``: its argv without ``--out`` (append ``["--out", DIR]``).
 RUN_ARGS = ["run", "--dataset", "digits", "--training", "standard", "--acquisition", "entropy", "--initial", "30",
             "--per-stage", "30", "--budget", "60", "--epochs", "1", "--min-steps", "0", "--eval-steps", "0",
-            "--no-progress"]
+            "--no-progress", "--name", "run"]
 #: How ``artefacts.ckpt`` is trained: on the first 600 of digits' 1 297 training samples.
 TRAIN_SIZE = 600
 #: The retrain study of ``artefacts.rs_dir``, without ``--model``/``--out``.

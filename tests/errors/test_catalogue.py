@@ -938,6 +938,21 @@ CASES: list[Case] = [
     Case("evaluate --split is unknown", lambda c: ["evaluate", "--model", c.art.ckpt, "--split", "train"],
          ("--split", "invalid choice")),
     Case("status of a folder without results", lambda c: ["status", c.dir("empty")], ("holds no results.db",)),
+    # stored models and a person's labels out (issue 27)
+    Case("evaluate both --model and a results folder",
+         lambda c: ["evaluate", c.art.run_dir, "--run", "run", "--model", c.art.ckpt],
+         ("either with --model", "DIR --run NAME")),
+    Case("evaluate a run the results folder does not hold",
+         lambda c: ["evaluate", c.art.run_dir, "--run", "rnu", "--eval-steps", "0"],
+         ("--run 'rnu'", "no such run", "did you mean 'run'")),
+    Case("export a stage the run did not keep",
+         lambda c: ["export", c.art.run_dir, "--run", "run", "--stage", "0", "--out", c.path("m.pt")],
+         ("--stage 0", "keeps only its last stage's checkpoint (stage 1)")),
+    Case("export of a folder without results", lambda c: ["export", c.dir("empty"), "--out", c.path("m.pt")],
+         ("holds no results.db",)),
+    Case("labels of a folder that is no labeling project",
+         lambda c: ["labels", c.art.run_dir, "--out", c.path("labels.csv")],
+         ("not a labeling project", "project.json", "robustal label")),
     # checkpoints that work anywhere, the picks CSV, checks before any work (issues 18 and 19.8)
     Case("retrain --selected with only a header", lambda c: RETRAIN(c, selected=c.file("s.csv", CSV_HEAD)),
          ("s.csv", "holds no picks, only its header")),
@@ -1053,7 +1068,7 @@ if not torch.cuda.is_available():  # where a GPU exists, --device cuda is valid
                       ("CUDA", "--device cpu")))
 
 COMMANDS = ("train", "run", "demo", "study", "report", "select", "retrain", "retrain-study", "label", "evaluate",
-            "status")
+            "status", "export", "labels")
 
 
 def test_the_catalogue_covers_every_command():

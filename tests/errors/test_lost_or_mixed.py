@@ -228,10 +228,11 @@ def test_two_identical_runs_into_one_folder_at_once_one_runs_the_other_is_refuse
 
     store = Store(out)
     runs = store.runs()
-    assert [(r["name"], r["status"]) for r in runs] == [("run", "finished")]
-    assert [s.labeled for s in store.stages("run")] == [100, 200, 300]
-    assert [len(v) for v in store.selections("run").values()] == [100, 100, 100]
-    assert sorted(p.name for p in (out / "checkpoints" / "run").iterdir()) == ["stage-002.pt"]
+    name = "digits-small-cnn-standard-random-s0"  # named after its settings, not 'run' (issue 27.7)
+    assert [(r["name"], r["status"]) for r in runs] == [(name, "finished")]
+    assert [s.labeled for s in store.stages(name)] == [100, 200, 300]
+    assert [len(v) for v in store.selections(name).values()] == [100, 100, 100]
+    assert sorted(p.name for p in (out / "checkpoints" / name).iterdir()) == ["stage-002.pt"]
 
 
 # permissions ----------------------------------------------------------------------------------------------------------

@@ -177,6 +177,28 @@ def test_predictions_are_label_studio_pre_annotations_with_their_score(tmp_path,
         write_request(tmp_path, "s", ["a"], torch.from_numpy(images[:1, None]), DIGITS, predictions=probs[:2])
 
 
+def test_a_model_at_chance_level_sends_no_pre_annotations(tmp_path, digit_images):
+    """Issue 27.5: a model flagged at chance pre-ticked a 6 as "4" at 21 %; its request carries no predictions."""
+    from types import SimpleNamespace
+
+    from robustal.cli.label import _predictions
+    from robustal.experiment import model_factory
+    from robustal.oracle import FileOracle
+
+    images, _ = digit_images
+    x = torch.from_numpy(images[:6, None])
+    model = model_factory("small-cnn", num_classes=10, in_channels=1, image_size=8)()
+    loop = SimpleNamespace(at_chance=True, model=model, device="cpu")
+    oracle = FileOracle(tmp_path, [f"d{i}" for i in range(6)], x, DIGITS, image_paths=None,
+                        predict=_predictions(loop, x))
+    assert oracle.ask("stage-001", torch.arange(3), predict=True) is None
+    assert not any("predictions" in t for t in json.loads((tmp_path / "stage-001-label-studio.json").read_text()))
+    loop.at_chance = False  # a model that has learned: its classes are pre-annotations
+    oracle.ask("stage-002", torch.arange(3, 6), predict=True)
+    tasks = json.loads((tmp_path / "stage-002-label-studio.json").read_text())
+    assert len(tasks) == 3 and all(len(t["predictions"]) == 1 for t in tasks)
+
+
 # Request CSVs as spreadsheets save them (issue 19.4) -----------------------------------------------------------
 
 @pytest.mark.parametrize("header, sep", [("id,label", ";"), ("id,label", "\t"), ("ID,Label", ","),

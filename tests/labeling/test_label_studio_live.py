@@ -120,10 +120,12 @@ def label_studio(tmp_path_factory):
 
 
 def label_args(pool: Path, out: Path, *extra: str) -> list[str]:
+    """Standard training with a floor on the steps, so that the models learn: a model at chance level would send no
+    predictions (issue 27.5), and the test checks that they show."""
     return ["label", "--pool", str(pool), "--classes", ",".join(CLASSES), "--image-size", "16", "--channels", "1",
             "--epsilon", "0.3", "--heldout-size", "40", "--initial", "20", "--per-stage", "20", "--budget", "60",
-            "--epochs", "2", "--eval-steps", "2", "--attack-steps", "2", "--min-steps", "0", "--no-progress",
-            "--out", str(out), *extra]
+            "--epochs", "2", "--eval-steps", "2", "--attack-steps", "2", "--min-steps", "60", "--training",
+            "standard", "--no-progress", "--out", str(out), *extra]
 
 
 def waiting_for(text: str) -> Path | None:
@@ -144,7 +146,10 @@ def test_one_project_across_three_rounds(label_studio, mnist_folder, tmp_path, c
 
     # The project, with robustal's labeling config.
     config = (out / "requests" / "label-studio-config.xml").read_text()
-    project = ls.call("POST", "/api/projects", {"title": "robustal digits", "label_config": config})
+    # docs/labeling.md's JSON body: predictions shown, skip button on (form fields would turn both off)
+    project = ls.call("POST", "/api/projects", {"title": "robustal digits", "show_collab_predictions": True,
+                                                "show_skip_button": True, "label_config": config})
+    assert project["show_collab_predictions"] and project["show_skip_button"]
     pid = project["id"]
     assert project["parsed_label_config"]["label"]["labels"] == CLASSES
     # The images are served only under a Local Files storage of the project (the README's storage step).

@@ -110,15 +110,20 @@ def test_csv_round_trip_from_an_unlabeled_folder(mnist_folder, tmp_path, capsys)
 
 @pytest.mark.parametrize("fmt", ["json", "json-min", "csv"])
 def test_one_label_studio_project_across_rounds(mnist_folder, tmp_path, capsys, fmt):
-    """Every round's tasks go into one project; each export holds the earlier rounds' tasks too."""
+    """Every round's tasks go into one project; each export holds the earlier rounds' tasks too. Standard training
+    with a floor on the steps, so that the models learn: a model at chance level sends no predictions (issue 27.5)."""
     pool, truth = mnist_folder
     out = tmp_path / "project"
-    assert main(label_args(pool, out)) == 0
+
+    def args(*extra: str) -> list[str]:
+        return label_args(pool, out, "--training", "standard", "--min-steps", "60", *extra)
+
+    assert main(args()) == 0
     request = _waiting_for(capsys.readouterr().out)
     project: list[dict] = []
     for _ in range(4):
         annotate(project, request, truth)
-        assert main(label_args(pool, out, "--answers", str(export(project, fmt, tmp_path)))) == 0
+        assert main(args("--answers", str(export(project, fmt, tmp_path)))) == 0
         text = capsys.readouterr().out
         if "waiting for" not in text:
             break
@@ -128,6 +133,7 @@ def test_one_label_studio_project_across_rounds(mnist_folder, tmp_path, capsys, 
     from robustal.store import Store
 
     assert [s.labeled for s in Store(out).stages("label")] == [20, 40, 60]
+    assert not any(s.at_chance for s in Store(out).stages("label")[:2])  # the models that sent predictions learned
     assert len(project) == 100  # held-out 40 + 3 stages of 20, all in the one project
     # the model's predictions came with every request after the first stage, as Label Studio pre-annotations
     predicted = [t for t in project if t["predictions"]]
@@ -137,7 +143,7 @@ def test_one_label_studio_project_across_rounds(mnist_folder, tmp_path, capsys, 
         assert p["model_version"] == "robustal" and 0.1 <= p["score"] <= 1
         assert p["result"][0]["value"]["choices"][0] in map(str, range(10))
     # given again once finished: nothing to answer, and it agrees with what was imported
-    assert main(label_args(pool, out, "--answers", str(export(project, fmt, tmp_path)))) == 0
+    assert main(args("--answers", str(export(project, fmt, tmp_path)))) == 0
     assert "no request is awaited that it could answer" in capsys.readouterr().err
 
 

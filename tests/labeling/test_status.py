@@ -59,3 +59,21 @@ def test_status_says_running_only_while_a_process_holds_the_folder(tmp_path, cap
     assert f"run 'run': running now (pid {pid}, since " in out
     assert f"running now: pid {pid}, since " in out and "(robustal run --out x)" in out
     assert store.status("run") == "running"  # status only reads
+
+
+def test_a_stage_with_its_labels_in_is_training_now_while_a_process_holds_the_folder(tmp_path, capsys):
+    """Issue 27.4: status said a stage of a running study "trains when the command runs again" while it trained."""
+    import torch
+
+    store = Store(tmp_path)
+    store.start_run("run", {"loop": {}}, 0)
+    store.set_pending("run", 0, torch.arange(5), None)
+    store.add_labels("run", 0, torch.arange(5), torch.zeros(5, dtype=torch.int64))
+    with folder_lock(tmp_path, "robustal study s.toml --out x"):
+        assert main(["status", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+    assert "stage 0: its 5 labels are imported; training now (pid " in out and ", since 20" in out
+    assert "runs again" not in out
+    store.set_status("run", "waiting")  # stopped for labels that came afterwards: nobody trains it
+    assert main(["status", str(tmp_path)]) == 0
+    assert "stage 0: its 5 labels are imported; it waits for the command to run again" in capsys.readouterr().out

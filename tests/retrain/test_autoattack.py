@@ -93,3 +93,19 @@ def test_autoattack_vs_pgd50_on_robust_model(digits):
     assert torch.equal(state, torch.get_rng_state())
     assert pgd.robust > 0.3  # the model is meaningfully robust
     assert pgd.robust - 0.10 <= aa.robust <= pgd.robust + 0.005
+
+
+def test_autoattack_logs_each_sub_attack_as_it_goes(standard_model, digits, caplog):
+    """``evaluate --attack autoattack`` printed nothing for 7 minutes (issue 27.4): each sub-attack is logged at INFO
+    as it starts and ends, with the robust accuracy and the time; AutoAttack's other chatter stays out."""
+    import logging
+
+    test = digits.splits().test
+    x, y = test.x[:20].float() / 255, test.y[:20]
+    with caplog.at_level(logging.INFO, logger="robustal"):
+        autoattack(standard_model, x, y, epsilon=0.3, generator=torch.Generator().manual_seed(0))
+    lines = [r.getMessage() for r in caplog.records if r.name == "robustal.autoattack"]
+    assert lines[0].startswith("AutoAttack (standard") and "on 20 images" in lines[0]
+    assert "AutoAttack: running apgd-ce" in lines
+    assert any(m.startswith("AutoAttack: robust accuracy after APGD-CE:") and "total time" in m for m in lines)
+    assert not any("successfully perturbed" in r.getMessage() for r in caplog.records)  # per-batch chatter: -v only

@@ -808,7 +808,7 @@ def test_final_models_under_autoattack_from_a_partial_file(reference_study, tmp_
                                                  f"{flagged} / {len(rs)}"]
     assert _row(section, "pgd", "entropy")[-3:-1] == ["1", "2"]  # first by PGD, second by AutoAttack
     assert "models are flagged: PGD overstates robustness" in section
-    assert _row(section, "pgd", "all-labels (reference)")[2:4] == ["1", "0.950 ± 0.000"]
+    assert _row(section, "pgd", "all-labels (reference)")[2:4] == ["1", "0.950 (n=1)"]  # one seed: no "± 0.000"
     assert not any(ln.startswith("| pgd") and "margin" in ln for ln in section.splitlines())
     paired = section[section.index("Each function vs random under both attacks"):]
     row = _row(paired, "pgd", "entropy")
@@ -942,3 +942,17 @@ def test_the_share_of_the_references_robustness_is_given_under_both_attacks(refe
                        "### Final models under AutoAttack")
     assert ("- pgd: the all-label reference all-labels (2 runs: PGD 0.800, AutoAttack 0.600); the functions reach "
             "PGD 50% to 75% (best entropy); AutoAttack 50% to 50% (best random) of its robust accuracy.") in section
+
+
+def test_matplotlibs_font_cache_note_stays_out_of_the_output(caplog):
+    """Issue 27.7: "Matplotlib is building the font cache; this may take a moment." leaked into a study's output."""
+    import logging
+
+    from robustal.figures import pyplot
+
+    pyplot()
+    fonts = logging.getLogger("matplotlib.font_manager")
+    with caplog.at_level(logging.WARNING):
+        fonts.warning("Matplotlib is building the font cache; this may take a moment.")
+        fonts.warning("findfont: Font family 'Nope' not found.")
+    assert [r.getMessage() for r in caplog.records] == ["findfont: Font family 'Nope' not found."]

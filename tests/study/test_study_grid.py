@@ -130,8 +130,11 @@ def test_cli_study_then_report(make_study, tmp_path, capsys):
     path = make_study(acquisitions=("random", "entropy"))
     out = tmp_path / "out"
     assert main(["study", str(path), "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "digits-small-cnn" in printed and "robustal report" in printed
+    assert "local executor, 1 worker;" in captured.err and "1 workers" not in captured.err  # issue 27.7
+    assert "(n=1)" in printed and "± 0.000" not in printed  # one seed: the value alone (issue 27.7)
     assert (out / "study.toml").read_text() == path.read_text()
     assert [t.name for t in load_study_copy(out).tasks()] == [t.name for t in Study.load(path).tasks()]
     # a second call has nothing to do
@@ -140,6 +143,7 @@ def test_cli_study_then_report(make_study, tmp_path, capsys):
     assert main(["report", str(out), "--no-entropy", "--header", str(tmp_path / "head.md")]) == 0
     text = (out / "report" / "report.md").read_text()
     assert text.startswith("# Report: tiny\n\nMade with `robustal study tiny.toml`.")
+    assert "(n=1)" in text and "± 0.000" not in text
 
 
 def test_cli_study_errors(tmp_path, capsys):

@@ -70,6 +70,17 @@ def test_a_study_nests_named_runs_logged_live_and_a_rerun_changes_nothing(make_s
         assert [a.path for a in mlflow_client.list_artifacts(run.info.run_id, "checkpoint")] == [
             f"checkpoint/stage-{stages[-1].stage:03d}.pt"]
     assert {a.path for a in mlflow_client.list_artifacts(study.info.run_id)} == {"tiny.toml", "report"}
+    # the study's own run: its settings as params, its summary as metrics, the versions as tags (issue 27.7)
+    import robustal
+
+    assert study.data.params["grid.acquisitions"] == '["random", "entropy"]'
+    assert study.data.params["loop.budget"] == "90" and study.data.params["train.epochs"] == "1"
+    assert study.data.tags["robustal.version"] == robustal.__version__ and "torch.version" in study.data.tags
+    for name in RUNS:
+        cell = "digits.small-cnn.standard." + name.split("-")[-2]
+        assert study.data.metrics[f"final_robust.{cell}"] == store.stages(name)[-1].robust
+        assert study.data.metrics[f"final_clean.{cell}"] == store.stages(name)[-1].clean
+    assert study.data.metrics["runs_finished"] == 2
     assert "report/report.md" in {a.path for a in mlflow_client.list_artifacts(study.info.run_id, "report")}
 
     capsys.readouterr()

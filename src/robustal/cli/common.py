@@ -432,7 +432,8 @@ def log(msg: str) -> None:
 
 
 def progress_bar(total: int, unit: str, disable: bool = False):
+    """A tqdm bar on stderr; none (no escape codes) with ``disable`` or when stderr is not a terminal."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit=unit.rstrip("s"), desc=unit, disable=disable, dynamic_ncols=True)
+    return tqdm(total=total, unit=unit.rstrip("s"), desc=unit, disable=True if disable else None, dynamic_ncols=True)
 

@@ -1,4 +1,5 @@
-"""``robustal label`` (a person labels what the loop asks for, round by round) and ``robustal status``."""
+"""``robustal label`` (a person labels what the loop asks for, round by round), ``robustal labels`` (the labels
+given, out as CSV) and ``robustal status``."""
 
 from __future__ import annotations
 
@@ -131,7 +132,6 @@ def _loop_setup(args: argparse.Namespace, project, pool_size: int):
 
 
 def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str, factory) -> int:
-    from robustal.acquisition.inference import predict
     from robustal.errors import CheckpointError, StoreError
     from robustal.labeling import RUN_NAME
     from robustal.loop import ActiveLearningLoop
@@ -141,15 +141,18 @@ def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str
     s = project.settings
     store = Store(project.out)
     bar = progress_bar(len(cfg.stage_sizes()), "stages", disable=args.no_progress)
+    # each stage checkpoint records what --save records: evaluate measures it on the project's held-out labels
+    describe = {"model_name": model_name, "dataset": str(project.out.resolve()), "num_classes": len(s.classes),
+                "image_shape": [s.channels, s.image_size, s.image_size], "epsilon": s.epsilon,
+                "classes": list(s.classes), "data_fingerprint": s.pool_fingerprint, "train_config": cfg.train.to_dict()}
     loop = ActiveLearningLoop(None, state.splits, cfg, store=store, name=RUN_NAME, device=args.device,
                               reinit=factory, progress=not args.no_progress, on_stage=lambda r: bar.update(1),
-                              meta={"model_name": model_name}, oracle=state.oracle, tracker=tracker_from(args))
+                              meta={"model_name": model_name}, oracle=state.oracle, tracker=tracker_from(args),
+                              describe=describe)
     _check_run_options(project, store, loop)
     if args.redo_stage is not None:
         log(f"stage {loop.redo_last_stage()} is trained again from new weights on the same labels")
-    pool_x = state.splits.pool.x
-    # A request after the first carries the predictions of the model that picked it (Label Studio pre-annotations).
-    state.oracle.predict = lambda indices: predict(loop.model, pool_x[indices], device=loop.device).probs
+    state.oracle.predict = _predictions(loop, state.splits.pool.x)
     try:
         result = loop.run()
     except CheckpointError as e:
@@ -179,6 +182,21 @@ def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str
         log(f"finished: {result.stages[-1].labeled} labels; the model of the last stage is in "
             f"{project.out / 'checkpoints'}")
     return 0
+
+
+def _predictions(loop, pool_x):
+    """The class probabilities a request after the first carries as Label Studio pre-annotations: those of the model
+    that picked it; none from a model at chance level, whose pre-ticked class would be a guess (a 6 shown as "4" at
+    21 %) that a person confirms too easily."""
+    from robustal.acquisition.inference import predict
+
+    def probs(indices):
+        if loop.at_chance:
+            log("the model is at chance level: this request carries no predictions (Label Studio pre-annotations)")
+            return None
+        return predict(loop.model, pool_x[indices], device=loop.device).probs
+
+    return probs
 
 
 def _check_run_options(project, store, loop) -> None:
@@ -235,7 +253,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _study_status(store, runs)
     else:
         for run in runs:
-            _run_status(store, run, folder, is_project)
+            _run_status(store, run, folder, is_project, holder)
     _provenance_status(store, runs)
     if holder is not None:
         print(f"\n{_holder_line(holder)}")
@@ -254,6 +272,19 @@ def _holder_line(holder: str) -> str:
     """``running now: pid P, since T (COMMAND)``."""
     parts = _holder(holder)
     return f"running now: pid {parts[0]}, since {parts[2]} ({parts[1]})" if parts else f"running now: {holder}"
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from robustal.label_export import project_labels, write_labels
+    from robustal.outputs import check_output_file
+
+    check_output_file(args.out, "--out", "labels.csv")
+    rows = project_labels(args.dir)
+    write_labels(rows, args.out)
+    rounds = len({r["round"] for r in rows})
+    log(f"wrote {args.out}: {len(rows)} label{'' if len(rows) == 1 else 's'} from {rounds} "
+        f"round{'' if rounds == 1 else 's'} of {args.dir}")
+    return 0
 
 
 def _live_status(status: str, holder: str | None) -> str:
@@ -331,14 +362,26 @@ def _provenance_status(store, runs: list[dict]) -> None:
             print(f"  {row_line(row)}" + ("" if one else f" on {machines[row['run'] + row['attack']]}"))
 
 
-def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
-    from robustal.tables import format_table
+def _imported_stage(stage: int, n: int, status: str, holder: str | None) -> str:
+    """A stage whose labels are in: being trained now by the process that holds the folder, or waiting for the
+    command to run again (nobody holds it, or the run stopped to wait)."""
+    import re
+
+    if status == "running" and holder is not None:
+        found = re.match(r"pid (\d+), .*, since (.+)$", holder)
+        who = f"pid {found[1]}, since {found[2]}" if found else holder
+        return f"stage {stage}: its {n} labels are imported; training now ({who})"
+    return f"stage {stage}: its {n} labels are imported; it waits for the command to run again"
+
+
+def _run_status(store, run: dict, folder: Path, is_project: bool, holder: str | None = None) -> None:
+    from robustal.tables import count, format_table
 
     name = run["name"]
     stages = store.stages(name)
     labeled = store.labels(name)
     labels = len(labeled) or (stages[-1].labeled if stages else 0)
-    print(f"\nrun {name!r}: {run['status']}, {len(stages)} stages, {labels} labels so far")
+    print(f"\nrun {name!r}: {run['status']}, {count(len(stages), 'stage')}, {count(labels, 'label')} so far")
     if stages:
         pool = any(s.pool_images is not None for s in stages)
         print(format_table(["stage", "labeled", "clean", "robust", "val score", "at chance"] + POOL_HEADERS * pool,
@@ -353,7 +396,7 @@ def _run_status(store, run: dict, folder: Path, is_project: bool) -> None:
             where = folder / "requests" / f"stage-{stage:03d}.csv" if is_project else "the oracle"
             print(f"awaited: {awaited} labels for stage {stage} in {where}")
         else:
-            print(f"stage {stage}: its {len(picked)} labels are imported; it trains when the command runs again")
+            print(_imported_stage(stage, len(picked), run["status"], holder))
 
 
 def register(sub) -> None:
@@ -404,4 +447,15 @@ def register(sub) -> None:
                                    "file to fill in).")
     p.add_argument("dir", metavar="DIR", help="a results folder (run, study or labeling project)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("labels", help="write the labels a person gave in a labeling project as CSV",
+                       description="Write every label given in the labeling project DIR (the --out of robustal "
+                                   "label) as CSV, one row per labeled image: file (its path in the pool folder, or "
+                                   "its index in the pool's npz), class, round (the stage whose request asked for "
+                                   "it, or heldout), split (train; validation or test for the held-out sample) and "
+                                   "source (csv: a filled request CSV; label-studio: a Label Studio export given "
+                                   "with --answers). Only labels a person gave; never a model's predictions.")
+    p.add_argument("dir", metavar="DIR", help="a labeling project's folder")
+    p.add_argument("--out", required=True, metavar="FILE.csv", help="the CSV to write (atomically)")
+    p.set_defaults(func=cmd_labels)
 

@@ -29,13 +29,13 @@ def _checkpoint_and_data(args: argparse.Namespace):
     """``--model``'s checkpoint, its data (``--data``, default: the recorded ones, found from any folder), the
     model's original training data in them (:class:`~robustal.retrain.TrainingSet`) and the device."""
     from robustal._runtime import resolve_device
-    from robustal.checkpoint import load_checkpoint
     from robustal.checkpoint_data import checkpoint_data
     from robustal.errors import ConfigError
     from robustal.retrain import resolve_training_set
+    from robustal.stored_model import load_model
 
     device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.model, args.factory)
+    ckpt = load_model(args.model, args.factory)
     metric = getattr(args, "metric", None)
     if metric is not None:
         from robustal.acquisition import create_acquisition
@@ -162,9 +162,10 @@ def cmd_retrain_study(args: argparse.Namespace) -> int:
 def _retrain_study(args, metrics, sizes, seeds, ckpt, dataset, training, device, cfg, attack) -> int:
     from robustal.outputs import atomic_write_bytes
     from robustal.retrain import retrain_study, study_table
+    from robustal.tables import count
 
     total = len(metrics) * len(sizes) * len(seeds)
-    log(f"retrain study: {', '.join(metrics)} x sizes {sizes} x seeds {seeds} ({total} trials), "
+    log(f"retrain study: {', '.join(metrics)} x sizes {sizes} x seeds {seeds} ({count(total, 'trial')}), "
         f"{cfg.mode} fine-tuning for {cfg.epochs} epochs from {args.model}; results in {args.out}")
     bar = progress_bar(total, "trials", disable=args.no_progress)
 
@@ -194,7 +195,8 @@ def _retrain_study(args, metrics, sizes, seeds, ckpt, dataset, training, device,
 def add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", required=True, metavar="CKPT",
-                   help="a checkpoint saved by robustal (train, run or retrain --save)")
+                   help="a checkpoint saved by robustal (train or retrain --save, export) or a run's stage "
+                        "checkpoint DIR/checkpoints/RUN/stage-NNN.pt (also MLflow's copy of it)")
     add_factory_arg(g)
     g.add_argument("--data", default=None, metavar="NAME|FILE.npz|DIR",
                    help="its dataset (default: the one recorded in the checkpoint, found by absolute path and "

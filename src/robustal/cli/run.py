@@ -56,6 +56,24 @@ def final_attack_from(args: argparse.Namespace):
     return FinalAttackConfig(args.final_attack, args.final_n if args.final_n is not None else DEFAULT_N)
 
 
+#: The name robustal before 0.4 gave every run without --name: a folder holding one is resumed under it.
+LEGACY_RUN_NAME = "run"
+
+
+def default_run_name(spec, dataset, out: str | None) -> str:
+    """A run's name without ``--name``: its settings, as a study names its runs (``digits-small-cnn-pgd-dre-s0``);
+    ``run`` where ``out`` holds a run of that name (robustal before 0.4 named every run so), so that it resumes."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    if out is not None and (Path(out) / "results.db").is_file():
+        from robustal.store import Store
+
+        if Store(out, create=False).run_config(LEGACY_RUN_NAME) is not None:
+            return LEGACY_RUN_NAME
+    return replace(spec, model=spec.model or dataset.default_model).default_name()
+
+
 def _stage_line(result) -> str:
     r = result.record
     robust = "-" if r.robust is None else f"{r.robust:.4f}"
@@ -75,19 +93,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = loop_spec(args)
     tracker = tracker_from(args)
     stages = len(spec.loop.stage_sizes())
-    name = args.name if args.name is not None else "run"
-    if not name.strip():
-        raise ConfigError("--name is empty; give the run a name (or leave --name out: 'run').")
+    if args.name is not None and not args.name.strip():
+        raise ConfigError("--name is empty; give the run a name (or leave --name out: it is named after its "
+                          "settings, e.g. digits-small-cnn-pgd-dre-s0).")
 
     def on_stage(result) -> None:
         bar.update(1)
         bar.write(_stage_line(result))
 
     with output_folder(args.out):
+        dataset = spec.load_data(args.data_dir)
+        name = args.name if args.name is not None else default_run_name(spec, dataset, args.out)
         log(f"run {name!r}: {spec.loop.acquisition} on {spec.dataset}, {spec.loop.train.mode} training, "
             f"{spec.loop.initial} + {spec.loop.per_stage}/stage up to {spec.loop.budget} labels"
             + (f"; results in {args.out}" if args.out else ""))
-        dataset = spec.load_data(args.data_dir)
         bar = progress_bar(stages, "stages", disable=args.no_progress)
         try:
             result = run_experiment(spec, args.out, name=name, data_dir=args.data_dir, device=args.device,
@@ -129,7 +148,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from robustal.executors import RunTask, run_local
     from robustal.experiment import RunSpec
     from robustal.loop import LoopConfig
-    from robustal.tables import format_table
+    from robustal.tables import count, format_table
     from robustal.training import TrainConfig
 
     started = time.perf_counter()
@@ -147,9 +166,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         bar.write(f"{name}: clean {stages[-1].clean:.3f}, robust {robust}")
 
     with output_folder(args.out):
-        log(f"demo: {len(tasks)} active-learning runs on scikit-learn's digits (small-cnn, {args.initial} + "
-            f"{args.per_stage}/stage up to {args.budget} labels, {args.epochs} epochs/stage, {args.workers} "
-            f"workers); results in {args.out}")
+        log(f"demo: {count(len(tasks), 'active-learning run')} on scikit-learn's digits (small-cnn, "
+            f"{args.initial} + {args.per_stage}/stage up to {args.budget} labels, {args.epochs} epochs/stage, "
+            f"{count(args.workers, 'worker')}); results in {args.out}")
         bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
         try:
             longest_first = sorted(tasks, key=lambda t: t.spec.loop.train.mode != "pgd")  # balances the workers
@@ -186,7 +205,9 @@ def register(sub) -> None:
     add_runtime_args(p)
     add_tracking_args(p)
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (DIR/results.db, checkpoints)")
-    p.add_argument("--name", default=None, help="the run's name in the results store (default: run)")
+    p.add_argument("--name", default=None,
+                   help="the run's name in the results store (default: named after its settings, e.g. "
+                        "digits-small-cnn-pgd-dre-s0)")
     p.add_argument("--save", default=None, metavar="FILE.pt",
                    help="save the final model (for robustal evaluate, select, retrain)")
     g = p.add_argument_group("final attack (stored in DIR/results.db, table final_attacks; not part of the run's "

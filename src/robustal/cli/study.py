@@ -14,10 +14,10 @@ from robustal.cli.common import (
     add_tracking_args,
     log,
     output_folder,
-    progress_bar,
     read_text_file,
     tracker_from,
 )
+from robustal.cli.study_progress import StudyProgress
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -54,31 +54,29 @@ def _check_executor_options(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace, study, out: Path, store, started: float, tracker) -> int:
-    from robustal.stats import mean_std
+    from robustal.stats import format_mean_std, mean_std
     from robustal.study import run_study
-    from robustal.tables import format_table
+    from robustal.tables import count, format_table
 
     tasks = study.tasks()
     finished = {t.name for t in tasks if store is not None and store.status(t.name) == "finished"}
     where = (f"Ray cluster at {args.address}" if args.executor == "ray" and args.address is not None
-             else f"{args.executor} executor, {args.workers} workers")
+             else f"{args.executor} executor, {count(args.workers, 'worker')}")
     final = ""
     if study.final_attack is not None:
         from robustal.final_eval import is_due
 
         due = sum(is_due(store, t.name, study.final_attack) for t in tasks if t.name in finished)
         final = (f"; final attack {study.final_attack.describe()} after each run"
-                 + (f" ({due} finished runs to attack, without retraining)" if due else ""))
-    log(f"study {study.name!r}: {len(tasks)} runs ({len(finished)} already finished), {where}; results in {out}"
-        + final)
-    bar = progress_bar(len(tasks), "runs", disable=args.no_progress)
-    bar.n = bar.initial = len(finished)  # the rate and ETA count only the runs done now
-    bar.refresh()
+                 + (f" ({count(due, 'finished run')} to attack, without retraining)" if due else ""))
+    log(f"study {study.name!r}: {count(len(tasks), 'run')} ({len(finished)} already finished), {where}; results in "
+        f"{out}" + final)
+    bar = StudyProgress(out, tasks, disable=args.no_progress)
 
     def on_done(name: str, stages) -> None:
         if name in finished:
             return
-        bar.update(1)
+        bar.refresh()
         robust = "-" if stages[-1].robust is None else f"{stages[-1].robust:.3f}"
         bar.write(f"{name}: {stages[-1].labeled} labels, clean {stages[-1].clean:.3f}, robust {robust}")
 
@@ -110,10 +108,10 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float, tr
     for (prefix, mode, acq), finals in cells.items():
         clean = mean_std([r.clean for r in finals])
         robust = mean_std([r.robust for r in finals]) if all(r.robust is not None for r in finals) else None
-        rows.append([prefix, mode, acq, len(finals), f"{clean[0]:.3f} ± {clean[1]:.3f}",
-                     "-" if robust is None else f"{robust[0]:.3f} ± {robust[1]:.3f}"])
+        rows.append([prefix, mode, acq, len(finals), format_mean_std(*clean, len(finals)),
+                     "-" if robust is None else format_mean_std(*robust, len(finals))])
     print(format_table(["dataset-model", "training", "acquisition", "seeds", "clean (final)", "robust (final)"], rows))
-    print(f"\n{len(tasks)} runs in {out} ({time.perf_counter() - started:.0f} s); tables, curves and tests: "
+    print(f"\n{count(len(tasks), 'run')} in {out} ({time.perf_counter() - started:.0f} s); tables, curves and tests: "
           f"robustal report {out}")
     return 0
 

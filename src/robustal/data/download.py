@@ -205,7 +205,7 @@ def _stream(url: str, out: BinaryIO, part: Path, name: str, algo: str, progress:
             total = int(length) if length and length.isdigit() else None
             logger.info("Downloading %s to %s", url, part)
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
-                      file=sys.stderr, disable=not progress, leave=False) as bar:
+                      file=sys.stderr, disable=None if progress else True, leave=False) as bar:
                 while chunk := response.read(CHUNK):
                     try:
                         out.write(chunk)
