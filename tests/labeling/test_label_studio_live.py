@@ -146,7 +146,7 @@ def test_one_project_across_three_rounds(label_studio, mnist_folder, tmp_path, c
 
     # The project, with robustal's labeling config.
     config = (out / "requests" / "label-studio-config.xml").read_text()
-    # docs/labeling.md's JSON body: predictions shown, skip button on (form fields would turn both off)
+    # docs/guides/labeling.md's JSON body: predictions shown, skip button on (form fields would turn both off)
     project = ls.call("POST", "/api/projects", {"title": "robustal digits", "show_collab_predictions": True,
                                                 "show_skip_button": True, "label_config": config})
     assert project["show_collab_predictions"] and project["show_skip_button"]
