@@ -113,20 +113,21 @@ def test_run_with_a_real_final_attack_then_resumed_skips_it(tmp_path, monkeypatc
                "random", "--initial", "100", "--per-stage", "50", "--budget", "150", "--epochs", "2", "--eval-steps",
                "2", "--no-progress", "--out", str(out), "--final-attack", "autoattack-fast", "--final-n", "5"]
     assert main(command) == 0
-    assert "final attack: run: autoattack-fast on 5 test images" in capsys.readouterr().err
+    name = "digits-small-cnn-standard-random-s0"  # named after its settings (robustal 0.4)
+    assert f"final attack: {name}: autoattack-fast on 5 test images" in capsys.readouterr().err
     store = Store(out)
-    (row,) = store.final_attacks("run")
+    (row,) = store.final_attacks(name)
     assert row["n"] == 5 and 0 <= row["robust"] <= row["pgd"] <= row["clean"] <= 1
     assert "final_attack" not in str(store.runs()[0]["config"])  # not a run setting
-    stages = store.stages("run")
+    stages = store.stages(name)
 
     def refuse(*args, **kwargs):
         raise AssertionError("attacked again")
 
     monkeypatch.setitem(ATTACKS._entries, "autoattack-fast", refuse)
-    assert main(command) == 0 and store.stages("run") == stages
+    assert main(command) == 0 and store.stages(name) == stages
     assert main(command[:-4]) == 0  # the same run without the setting: still resumable, the row kept
-    assert len(store.final_attacks("run")) == 1
+    assert len(store.final_attacks(name)) == 1
     assert main([*command[:-4], "--final-n", "5"]) == 2
     assert "--final-n sets the test images of the final attack" in capsys.readouterr().err
 
@@ -190,7 +191,7 @@ def test_the_study_command_says_what_it_will_attack_and_logs_each_attack(finishe
     _with_final(study_file, 5)
     with caplog.at_level("INFO", logger="robustal"):
         assert main(["study", str(study_file), "--out", str(out), "--no-progress"]) == 0
-    assert "autoattack-fast on the first 5 test images after each run (1 finished runs to attack, without " \
+    assert "autoattack-fast on the first 5 test images after each run (1 finished run to attack, without " \
            "retraining)" in capsys.readouterr().err
     (name,) = [r["name"] for r in Store(out).runs()]
     assert f"final attack: {name}: autoattack-fast on 5 test images" in caplog.text

@@ -365,11 +365,9 @@ def _provenance_status(store, runs: list[dict]) -> None:
 def _imported_stage(stage: int, n: int, status: str, holder: str | None) -> str:
     """A stage whose labels are in: being trained now by the process that holds the folder, or waiting for the
     command to run again (nobody holds it, or the run stopped to wait)."""
-    import re
-
-    if status == "running" and holder is not None:
-        found = re.match(r"pid (\d+), .*, since (.+)$", holder)
-        who = f"pid {found[1]}, since {found[2]}" if found else holder
+    if status.startswith("running") and holder is not None:  # _live_status's "running now (pid P, since T)"
+        parts = _holder(holder)
+        who = f"pid {parts[0]}, since {parts[2]}" if parts else holder
         return f"stage {stage}: its {n} labels are imported; training now ({who})"
     return f"stage {stage}: its {n} labels are imported; it waits for the command to run again"
 
