@@ -1,6 +1,7 @@
 """The package shows the architecture: modules live in layer packages, each package says what it owns, the public
 import paths are thin re-exports, and the layers import each other without a cycle (read with ast, nothing run)."""
 import ast
+import itertools
 from pathlib import Path
 
 import robustal
@@ -133,7 +134,7 @@ def test_the_layers_import_each_other_without_a_cycle():
     graph = _layer_graph()
     assert {"core", "storage", "engine", "loop", "studies", "reports", "cli"} <= set(graph)
     cycle = _cycle(graph)
-    assert cycle is None, " → ".join(cycle) + ": " + "; ".join(graph[a][b] for a, b in zip(cycle, cycle[1:]))
+    assert cycle is None, " → ".join(cycle) + ": " + "; ".join(graph[a][b] for a, b in itertools.pairwise(cycle))
     assert graph["core"] == {}, "errors and the core helpers import no layer"
     assert "cli" not in {b for edges in graph.values() for b in edges}, "only the CLI imports the CLI"
 
