@@ -22,8 +22,8 @@ import torch
 from robustal.acquisition import SelectionContext, create_acquisition, list_acquisitions, predict
 from robustal.data.dataset import Split
 from robustal.data.readers import read_idx
+from robustal.engine.training import TrainConfig, fit
 from robustal.models import create_model
-from robustal.training import TrainConfig, fit
 
 #: The real MNIST test set beside the repository (../shared/datasets/mnist), or $ROBUSTAL_TEST_MNIST as for the tests.
 DEFAULT_MNIST = Path(os.environ.get("ROBUSTAL_TEST_MNIST",

@@ -16,8 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from robustal.engine.training import TrainConfig
 from robustal.models import create_model
-from robustal.training import TrainConfig
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch_size,), generator=gen)
     attack = TrainConfig(mode="pgd", epsilon=0.3, attack_steps=args.steps).train_attack()
 
-    def step(adversarial: bool) -> None:  # exactly what robustal.training.fit does per batch
+    def step(adversarial: bool) -> None:  # exactly what robustal.engine.training.fit does per batch
         xb = attack.run(model, x, y, generator=gen) if adversarial else x
         loss = F.cross_entropy(model(xb), y)
         optimizer.zero_grad(set_to_none=True)

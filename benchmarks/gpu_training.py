@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from robustal.data.dataset import Split
+from robustal.engine.training import TrainConfig, fit
 from robustal.models import create_model
-from robustal.training import TrainConfig, fit
 
 EPSILON = 8 / 255
 
@@ -100,7 +100,7 @@ def throughput(kind: str, model_name: str, n: int, batch: int, precision: str, d
 def eval_throughput(model_name: str, n: int, steps: int, device: str, batch: int = 500) -> float:
     """Samples/s of the robust-accuracy attack (PGD-``steps``, fp32, eval mode) run on every one of ``n`` images:
     an upper bound, as evaluation attacks only the images still classified correctly."""
-    from robustal.attacks import AttackConfig
+    from robustal.engine.attacks import AttackConfig
     from robustal.models.base import frozen
 
     torch.manual_seed(0)
@@ -128,7 +128,7 @@ def study_hours(per_model: dict[str, tuple[float, float, float]]) -> tuple[float
     from pathlib import Path
 
     from robustal.data.registry import default_model_for
-    from robustal.study import Study
+    from robustal.studies.study import Study
 
     study = Study.load(Path(__file__).resolve().parents[1] / "studies" / "paper.toml")
     total, lines = 0.0, []

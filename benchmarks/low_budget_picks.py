@@ -21,8 +21,8 @@ import torch
 
 from robustal.acquisition import SelectionContext, create_acquisition
 from robustal.data.dataset import Split
+from robustal.engine.training import TrainConfig, fit
 from robustal.models import create_model
-from robustal.training import TrainConfig, fit
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from acquisition import DEFAULT_MNIST, load_mnist  # noqa: E402

@@ -38,13 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import robustal.loop as loop_module
-import robustal.training as training_module
-from robustal.attacks import AttackConfig
-from robustal.experiment import RunSpec, run_experiment
+import robustal.engine.training as training_module
+import robustal.loop.active as loop_module
+from robustal.engine.attacks import AttackConfig
+from robustal.engine.pool_training import PoolConfig
+from robustal.engine.training import TrainConfig
 from robustal.loop import LoopConfig
-from robustal.pool_training import PoolConfig
-from robustal.training import TrainConfig
+from robustal.loop.experiment import RunSpec, run_experiment
 
 MNIST_DIR = Path(os.environ.get("ROBUSTAL_TEST_MNIST",
                                 Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"))

@@ -1,9 +1,10 @@
 """The p-values docs/claims.md quotes, unrounded, with Holm's adjustment over each family it uses.
 
 A development helper: it reads only the committed result files, pairs runs by seed as the study report does
-(:mod:`robustal.comparisons`: finals are a run's last stage, the area under the curve is
-:func:`robustal.stats.normalized_auc` over its stages) and tests with the exact two-sided Wilcoxon signed-rank test
-(:func:`robustal.stats.compare_paired`), then adjusts each family with :func:`robustal.stats.holm`. The families:
+(:mod:`robustal.reports.comparisons`: finals are a run's last stage, the area under the curve is
+:func:`robustal.reports.stats.normalized_auc` over its stages) and tests with the exact two-sided Wilcoxon signed-rank
+test (:func:`robustal.reports.stats.compare_paired`), then adjusts each family with
+:func:`robustal.reports.stats.holm`. The families:
 
 * ``pgd-vs-random``: each of the 15 functions minus random under PGD training (paper-mnist), on final robust
   accuracy and, separately, on its area under the curve (claims b and c; the report's Holm sentence);
@@ -49,7 +50,7 @@ def read_csv(path: Path) -> list[dict]:
 def run_measures(rows: Sequence[dict], training: str) -> dict[str, dict[int, tuple[float, float]]]:
     """Per acquisition function and seed of ``training``'s finished active-learning runs: (final robust accuracy,
     area under the robust curve). All-label references (one stage) are left out, as the report does."""
-    from robustal.stats import normalized_auc
+    from robustal.reports.stats import normalized_auc
 
     stages: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
@@ -68,7 +69,7 @@ def run_measures(rows: Sequence[dict], training: str) -> dict[str, dict[int, tup
 def paired_family(pairs: Sequence[tuple[str, Mapping[int, float], Mapping[int, float]]]) -> list[tuple]:
     """For each ``(name, x by seed, y by seed)``: x − y on the seeds both have, tested and Holm-adjusted over the
     family. Rows: (name, pairs, mean difference, higher, lower, p, Holm-adjusted p)."""
-    from robustal.stats import compare_paired, holm
+    from robustal.reports.stats import compare_paired, holm
 
     tests = []
     for name, x, y in pairs:

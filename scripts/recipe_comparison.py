@@ -15,11 +15,11 @@ import statistics
 import time
 from dataclasses import replace
 
-from robustal.executors import RunTask, run_local
-from robustal.experiment import RunSpec
+from robustal.engine.training import TrainConfig
 from robustal.loop import LoopConfig
-from robustal.store import Store
-from robustal.training import TrainConfig
+from robustal.loop.experiment import RunSpec
+from robustal.storage.store import Store
+from robustal.studies.executors import RunTask, run_local
 
 #: The settings before the recipe (robustal 0.1's defaults, with its best-epoch tie-breaking fixed); every variant
 #: changes only what it names, so the table holds even when robustal's defaults change.

@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON lines: one per epoch, then a summary line")
     args = parser.parse_args(argv)
 
-    import robustal.training as training_module
+    import robustal.engine.training as training_module
     from robustal._runtime import derive_seed
-    from robustal.evaluation import evaluate
-    from robustal.experiment import model_factory, resolve, run_experiment
-    from robustal.results import fit_steps
-    from robustal.study import Study
+    from robustal.engine.evaluation import evaluate
+    from robustal.loop.experiment import model_factory, resolve, run_experiment
+    from robustal.reports.results import fit_steps
+    from robustal.studies.study import Study
 
     study = Study.load(args.study)
     wanted = f"-{args.training}-{args.acquisition}-s{args.seed}"

@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folder", type=Path, help="a results folder (results.db)")
     ap.add_argument("stages", type=Path, help="a committed stages.csv")
     args = ap.parse_args(argv)
-    from robustal.provenance import machine_label
-    from robustal.results import collect
+    from robustal.reports.results import collect
+    from robustal.storage.provenance import machine_label
 
     reference = committed(args.stages)
     rows = []

@@ -43,7 +43,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def per_image(model, data, attack, device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(correct, robust)`` per image, computed exactly as :func:`robustal.evaluation.evaluate` does."""
+    """``(correct, robust)`` per image, computed exactly as :func:`robustal.engine.evaluation.evaluate` does."""
     from robustal._runtime import make_generator
     from robustal.data.dataset import to_float
     from robustal.models.base import frozen
@@ -68,12 +68,12 @@ def run_seed(args: tuple[str, int, int, str]) -> list[dict]:
     """One run (seed), recording every epoch's scores under every rule and its test accuracy."""
     npz, seed, budget, out = args
     torch.set_num_threads(1)
-    import robustal.loop as loop_module
-    import robustal.training as training_module
-    from robustal.evaluation import EvalResult, paper_attack
-    from robustal.experiment import RunSpec, run_experiment
+    import robustal.engine.training as training_module
+    import robustal.loop.active as loop_module
+    from robustal.engine.evaluation import EvalResult, paper_attack
+    from robustal.engine.training import TrainConfig
     from robustal.loop import LoopConfig
-    from robustal.training import TrainConfig
+    from robustal.loop.experiment import RunSpec, run_experiment
 
     spec = RunSpec(npz, LoopConfig(acquisition="dre", initial=100, per_stage=100, budget=budget, seed=seed,
                                    train=TrainConfig(mode="pgd")), model="lenet5")

@@ -287,9 +287,9 @@ def test_robust_boundary_needs_an_epsilon(digits_model, digits):
 
 
 def test_the_loop_passes_its_training_epsilon(digits):
-    from robustal.experiment import RunSpec, run_experiment
+    from robustal.engine.training import TrainConfig
     from robustal.loop import LoopConfig
-    from robustal.training import TrainConfig
+    from robustal.loop.experiment import RunSpec, run_experiment
 
     train = TrainConfig(mode="standard", epochs=1, batch_size=32, min_steps=0)
     spec = RunSpec(dataset="digits", model="small-cnn", eval_steps=1,
@@ -308,8 +308,8 @@ def pool_8x8():
 @pytest.fixture(scope="module")
 def digits_model(digits):
     """small-cnn trained for a few epochs on 200 digits, so its softmax and features are not random."""
+    from robustal.engine.training import TrainConfig, fit
     from robustal.models import create_model
-    from robustal.training import TrainConfig, fit
 
     torch.manual_seed(0)
     model = create_model("small-cnn", num_classes=10, in_channels=1, image_size=8)
@@ -332,7 +332,7 @@ def test_new_functions_are_seeded_through_a_context(name, digits_model, digits):
 
 
 def test_study_files_give_the_new_functions_options(tmp_path):
-    from robustal.study import Study
+    from robustal.studies.study import Study
 
     path = tmp_path / "s.toml"
     path.write_text('''

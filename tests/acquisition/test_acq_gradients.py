@@ -9,7 +9,7 @@ from torch import nn
 
 from robustal.acquisition.gradients import deepfool_distances, expected_gradient_length
 from robustal.acquisition.inference import mc_predict, predict
-from robustal.attacks import deepfool
+from robustal.engine.attacks import deepfool
 from robustal.models.base import Classifier, MCDropout
 
 

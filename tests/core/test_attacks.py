@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustal.attacks import ATTACKS, AttackConfig, fgsm, list_attacks, pgd
+from robustal.engine.attacks import ATTACKS, AttackConfig, fgsm, list_attacks, pgd
 from robustal.errors import ConfigError
 from robustal.models.base import frozen
 
@@ -116,7 +116,7 @@ class FooledAtOneCall(nn.Module):
 
 def test_an_image_fooled_at_an_intermediate_iterate_counts_as_not_robust():
     from robustal.data.dataset import Split
-    from robustal.evaluation import evaluate
+    from robustal.engine.evaluation import evaluate
 
     x, y = torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.int64)
     cfg = AttackConfig("pgd", epsilon=0.1, step_size=0.05, steps=5)
@@ -132,7 +132,7 @@ def test_an_image_fooled_at_an_intermediate_iterate_counts_as_not_robust():
 
 
 def test_the_any_iterate_rule_is_never_weaker_than_the_last_iterate_and_drops_fooled_images(batch):
-    from robustal.attacks import pgd_robust
+    from robustal.engine.attacks import pgd_robust
 
     x = torch.rand(64, 1, 6, 6, generator=torch.Generator().manual_seed(2))
     y = torch.arange(64) % 3

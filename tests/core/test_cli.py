@@ -164,7 +164,7 @@ def test_run_prints_a_final_table(tmp_path):
 
 def test_the_demos_step_floor_is_robustals_default():
     from robustal.cli.run import DEMO_MIN_STEPS
-    from robustal.training import TrainConfig
+    from robustal.engine.training import TrainConfig
 
     assert DEMO_MIN_STEPS == TrainConfig().min_steps
 
@@ -174,7 +174,7 @@ def test_the_demo_tells_its_story(tmp_path, capsys):
     """The default demo: standard training gives accurate but fragile models, PGD training robust ones, for every
     function (the README's conclusion), read from the stored runs."""
     from robustal.cli.run import DEMO_FUNCTIONS
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--no-progress"]) == 0
@@ -210,7 +210,7 @@ def test_one_version_everywhere_and_an_mit_license(capsys):
 
 def test_a_run_is_named_after_its_settings_and_an_earlier_robustals_run_resumes(tmp_path, capsys):
     """Issue 27.7: a run without --name was called 'run' ("run 'run'"); a folder holding one still resumes it."""
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     argv = ["run", "--dataset", "digits", "--training", "standard", "--acquisition", "random", "--initial", "30",
             "--per-stage", "30", "--budget", "30", "--epochs", "1", "--min-steps", "0", "--eval-steps", "0",
@@ -225,7 +225,7 @@ def test_a_run_is_named_after_its_settings_and_an_earlier_robustals_run_resumes(
 
 
 def test_counts_take_the_right_number():
-    from robustal.tables import count
+    from robustal.reports.tables import count
 
     assert [count(n, "run") for n in (0, 1, 2)] == ["0 runs", "1 run", "2 runs"]
     assert count(1, "worker") == "1 worker" and count(3, "class", "classes") == "3 classes"

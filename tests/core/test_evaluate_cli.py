@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustal.attacks import ATTACKS
 from robustal.cli import main
+from robustal.engine.attacks import ATTACKS
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_a_labeling_projects_model_is_evaluated_on_its_held_out_labels_and_its_f
     request.write_text("id,label\n" + "".join(f"{i},{i.split('/')[0]}\n" for i in ids))  # the truth: its folder
     assert main(argv) == 0
     assert fake_square, "label --attack square did not run the Square attack"
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     reported = Store(project).stages("label")[-1]
     assert reported.clean > 0.5 and reported.robust == reported.clean  # the fake Square changes nothing
@@ -99,8 +99,8 @@ def test_evaluate_json_reports_the_attacks_real_settings(capsys, tmp_path, fake_
 
 
 def test_attack_settings_of_autoattack():
-    from robustal.attacks import AttackConfig
     from robustal.cli.common import attack_settings
+    from robustal.engine.attacks import AttackConfig
 
     settings = attack_settings(AttackConfig(name="autoattack", epsilon=0.3))
     assert settings["version"] == "standard" and "steps" not in settings and "step_size" not in settings
@@ -115,11 +115,11 @@ PLAIN = ("from torch import nn\n\n\ndef plain(num_classes, in_channels, image_si
                                                          ("k-center", {"space": "features"}, "penultimate features")])
 def test_an_acquisition_function_the_model_cannot_serve_is_refused_before_any_training(tmp_path, monkeypatch,
                                                                                         acquisition, options, needs):
-    from robustal import loop as loop_module
+    from robustal.engine.training import TrainConfig
     from robustal.errors import ConfigError
-    from robustal.experiment import RunSpec, run_experiment
     from robustal.loop import LoopConfig
-    from robustal.training import TrainConfig
+    from robustal.loop import active as loop_module
+    from robustal.loop.experiment import RunSpec, run_experiment
 
     (tmp_path / "plain_nets.py").write_text(PLAIN)
     monkeypatch.setattr(loop_module, "fit", lambda *a, **k: pytest.fail("trained before checking the function"))
@@ -131,7 +131,7 @@ def test_an_acquisition_function_the_model_cannot_serve_is_refused_before_any_tr
     assert not (tmp_path / "out" / "results.db").exists()  # nothing stored either
     # through the API's loop, too
     from robustal.data import load_dataset
-    from robustal.experiment import model_factory
+    from robustal.loop.experiment import model_factory
 
     digits = load_dataset("digits")
     with pytest.raises(ConfigError, match=needs):
@@ -203,10 +203,10 @@ def test_a_users_factory_is_recorded_so_that_it_can_be_named_from_any_folder(tmp
 
 
 def test_a_retrain_study_of_a_run_checkpoint_is_keyed_by_its_training_samples():
-    from robustal.checkpoint import Checkpoint
     from robustal.data import load_dataset
-    from robustal.retrain import study_settings
-    from robustal.training import TrainConfig
+    from robustal.engine.training import TrainConfig
+    from robustal.loop.checkpoint import Checkpoint
+    from robustal.studies.retrain import study_settings
 
     digits = load_dataset("digits")
     ckpt = Checkpoint("small-cnn", {}, 10, (1, 8, 8))

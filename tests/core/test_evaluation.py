@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustal.attacks import AttackConfig
 from robustal.data import Split
-from robustal.evaluation import evaluate, paper_attack
+from robustal.engine.attacks import AttackConfig
+from robustal.engine.evaluation import evaluate, paper_attack
 
 
 class Constant(nn.Module):

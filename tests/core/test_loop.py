@@ -14,13 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from robustal.attacks import AttackConfig
 from robustal.data import Split
+from robustal.engine.attacks import AttackConfig
+from robustal.engine.training import TrainConfig
 from robustal.errors import ConfigError, StoreError, UnknownNameError
-from robustal.experiment import RunSpec, run_experiment
 from robustal.loop import LoopConfig, run_active_learning
-from robustal.store import Store
-from robustal.training import TrainConfig
+from robustal.loop.experiment import RunSpec, run_experiment
+from robustal.storage.store import Store
 
 FAST = TrainConfig(mode="pgd", epochs=2, batch_size=32, attack_steps=2, min_steps=0)
 
@@ -204,7 +204,7 @@ def test_a_stage_at_chance_is_warned_about_and_flagged(digits, tmp_path):
 
 
 def test_chance_recovery_retrains_from_new_weights_and_warms_up_the_next_stage(digits, tmp_path, monkeypatch):
-    from robustal import loop
+    from robustal.loop import active as loop
 
     warmups = []
     real_fit = loop.fit
@@ -234,7 +234,7 @@ def test_a_learning_run_is_not_at_chance(digits, recwarn):
 
 
 def test_a_chosen_epsilon_is_also_the_evaluation_budget(digits):
-    from robustal.experiment import resolve
+    from robustal.loop.experiment import resolve
 
     spec = digits_spec()
     _, loop = resolve(replace(spec, loop=replace(spec.loop, train=replace(FAST, epsilon=0.1))), digits)
@@ -246,7 +246,7 @@ def test_a_chosen_epsilon_is_also_the_evaluation_budget(digits):
 
 def test_reduced_step_evaluations_take_madry_steps():
     from robustal.data import Dataset
-    from robustal.evaluation import paper_attack
+    from robustal.engine.evaluation import paper_attack
 
     d = Dataset("d", Split(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64)),
                 Split(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64)), 10,

@@ -1,4 +1,4 @@
-"""Gradient-masking checks (robustal.masking): models built to mask gradients are flagged, a normally trained one
+"""Gradient-masking checks (robustal.engine.masking): models built to mask gradients are flagged, a normally trained one
 passes, the best known robust accuracy never exceeds any attack's, and ``evaluate --checks`` reports them."""
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from robustal.attacks import AttackConfig
 from robustal.data.dataset import to_float
-from robustal.errors import ConfigError
-from robustal.evaluation import evaluate, robust_mask
-from robustal.masking import (
+from robustal.engine.attacks import AttackConfig
+from robustal.engine.evaluation import evaluate, robust_mask
+from robustal.engine.masking import (
     AUTOATTACK_GAP,
     SWEEP_MAX_ROBUST,
     accuracy_checks,
@@ -25,6 +24,7 @@ from robustal.masking import (
     sweep_checks,
     zero_gradient_mask,
 )
+from robustal.errors import ConfigError
 
 #: Cheap settings: PGD-10 and a 300-query Square on 60 test digits.
 FAST = {"steps": 10, "square_queries": 300}
@@ -215,8 +215,8 @@ def test_evaluate_checks_reuse_the_evaluation_attacks_mask(tmp_path, capsys, mon
     """``--attack square|autoattack --checks``: the evaluation's mask is the checks' (not run again), the checks run
     PGD themselves, and AutoAttack's mask adds the PGD -> AutoAttack gap. The attack is replaced by one that changes
     nothing (robust = clean): the wiring is tested, not pyautoattack."""
-    from robustal.attacks import ATTACKS
     from robustal.cli import main
+    from robustal.engine.attacks import ATTACKS
 
     monkeypatch.setitem(ATTACKS._entries, attack, lambda model, x, y, **kwargs: x)
     model = tmp_path / "m.pt"

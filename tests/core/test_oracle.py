@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from robustal.data import Split
+from robustal.engine.training import TrainConfig
 from robustal.errors import ConfigError
+from robustal.labeling.oracle import CallableOracle, DatasetOracle
 from robustal.loop import LoopConfig, run_active_learning
 from robustal.models import create_model
-from robustal.oracle import CallableOracle, DatasetOracle
-from robustal.store import Store
-from robustal.training import TrainConfig
+from robustal.storage.store import Store
 
 CFG = LoopConfig(acquisition="entropy", initial=30, per_stage=30, budget=90, seed=1,
                  train=TrainConfig(mode="standard", epochs=1, batch_size=32))

@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from robustal.data import Split
+from robustal.engine.pool_training import PoolConfig, Unlabeled, training_label
+from robustal.engine.training import TrainConfig, fit
 from robustal.errors import ConfigError, StoreError
-from robustal.experiment import RunSpec, run_experiment
 from robustal.loop import LoopConfig
-from robustal.pool_training import PoolConfig, Unlabeled, training_label
-from robustal.pseudo_labels import pseudo_label
-from robustal.store import Store, config_diff
-from robustal.training import TrainConfig, fit
+from robustal.loop.experiment import RunSpec, run_experiment
+from robustal.loop.pseudo_labels import pseudo_label
+from robustal.storage.store import Store, config_diff
 
 FAST = TrainConfig(mode="pgd", epochs=2, batch_size=32, attack_steps=2, min_steps=0, epsilon=0.2)
 POOL = PoolConfig(mode="self-training", teacher_epochs=3)
@@ -224,7 +224,7 @@ def test_a_run_stored_before_the_pool_setting_counts_as_without_it():
 
 
 # --- when to stop labeling ------------------------------------------------------------------------------------------
-from robustal.stopping import StoppingRule  # noqa: E402
+from robustal.loop.stopping import StoppingRule  # noqa: E402
 
 
 def test_the_stopping_rule_fires_on_a_plateau_of_the_best_validation_score():
@@ -252,7 +252,7 @@ def test_a_run_stops_early_under_its_rule_and_goes_on_without_it(digits, tmp_pat
 
 def test_status_and_report_show_the_pool_and_the_stopping_rule(digits, tmp_path, capsys):
     from robustal.cli import main
-    from robustal.report import write_report
+    from robustal.studies.report import write_report
 
     run_experiment(spec(budget=90), tmp_path, name="pool", dataset=digits)
     run_experiment(spec(PoolConfig(), budget=90), tmp_path, name="plain", dataset=digits)

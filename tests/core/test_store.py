@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from robustal.errors import StoreError
-from robustal.outputs import atomic_write_bytes
-from robustal.store import StageRecord, Store, config_diff
+from robustal.storage.outputs import atomic_write_bytes
+from robustal.storage.store import StageRecord, Store, config_diff
 
 
 def _writer(root: str, worker: int, runs: int, stages: int) -> None:

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from robustal.cli import main
-from robustal.outputs import atomic_torch_save, safe_torch_load
-from robustal.store import Store
+from robustal.storage.outputs import atomic_torch_save, safe_torch_load
+from robustal.storage.store import Store
 
 RUN = "tiny"
 

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from robustal.errors import ConfigError, TrackingWarning
-from robustal.store import StageRecord
-from robustal.tracking import (
+from robustal.storage.store import StageRecord
+from robustal.tracking.tracking import (
     DEFAULT_URI,
     INSTALL_HINT,
     PARENT_TAG,
@@ -72,7 +72,7 @@ def test_missing_extra_says_how_to_install(monkeypatch, tmp_path):
 
 
 def test_importing_the_module_does_not_import_mlflow():
-    code = "import sys, robustal.tracking; print('mlflow' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, robustal.tracking.tracking; print('mlflow' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -144,7 +144,7 @@ def _client(uri):
     """A plain MLflow client on ``uri``, opened the way the tracker opens one (alembic's logging changes undone)."""
     import mlflow
 
-    from robustal.tracking_store import loggers_kept
+    from robustal.tracking.tracking_store import loggers_kept
 
     with loggers_kept():
         client = mlflow.MlflowClient(tracking_uri=uri)
@@ -488,7 +488,7 @@ def test_the_uri_defaults_to_mlflow_tracking_uri(monkeypatch, uri):
 
 def test_run_command_mirrors_its_stages_into_mlflow(uri, tmp_path, capsys):
     from robustal.cli import main
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     argv = ["run", "--dataset", "digits", "--model", "small-cnn", "--acquisition", "entropy", "--initial", "30",
             "--per-stage", "30", "--budget", "90", "--epochs", "1", "--eval-steps", "2", "--attack-steps", "1",

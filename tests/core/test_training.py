@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from robustal.data import Split
+from robustal.engine.evaluation import evaluate
+from robustal.engine.training import TrainConfig, augment_batch, fit
 from robustal.errors import ConfigError
-from robustal.evaluation import evaluate
 from robustal.models import create_model
-from robustal.training import TrainConfig, augment_batch, fit
 
 
 @pytest.mark.parametrize("kwargs, param", [
@@ -137,8 +137,8 @@ def test_fit_rejects_empty_training_set():
 
 def _scripted_validation(monkeypatch, results):
     """Make fit's per-epoch validation return ``results`` (clean, robust) in turn."""
-    from robustal import training
-    from robustal.evaluation import EvalResult
+    from robustal.engine import training
+    from robustal.engine.evaluation import EvalResult
 
     it = iter(results)
     monkeypatch.setattr(training, "evaluate", lambda *a, **k: EvalResult(*next(it), n=100))
@@ -161,7 +161,7 @@ def test_best_epoch_ties_go_to_clean_accuracy_then_the_later_epoch(monkeypatch, 
 
 
 def test_chance_level_is_the_majority_share_and_at_chance_is_at_most_1_5_times_it(monkeypatch, digits):
-    from robustal.training import chance_level, is_at_chance
+    from robustal.engine.training import chance_level, is_at_chance
 
     assert chance_level(torch.tensor([0, 0, 0, 1])) == 0.75
     assert is_at_chance(0.15, 0.1) and not is_at_chance(0.16, 0.1)
@@ -186,7 +186,7 @@ def test_min_steps_is_a_floor_on_optimizer_steps(digits):
 def test_trades_adversary_stays_in_the_ball_and_raises_the_kl():
     import torch.nn.functional as F
 
-    from robustal.attacks import trades_adversary
+    from robustal.engine.attacks import trades_adversary
 
     torch.manual_seed(0)
     model = create_model("small-cnn").eval()
@@ -204,7 +204,7 @@ def test_trades_adversary_stays_in_the_ball_and_raises_the_kl():
 def test_trades_trains_lenet5_on_mnist_to_nontrivial_robustness(mnist_npz):
     """TRADES (β = 6) on 4 000 real MNIST images, 5 epochs: robust under PGD-20 at ε = 0.3 (standard training: 0)."""
     from robustal.data import load_dataset
-    from robustal.evaluation import paper_attack
+    from robustal.engine.evaluation import paper_attack
 
     data = load_dataset(str(mnist_npz))
     splits = data.splits()
@@ -219,7 +219,7 @@ def test_trades_trains_lenet5_on_mnist_to_nontrivial_robustness(mnist_npz):
 
 def test_bf16_trains_in_bfloat16_and_validates_in_fp32(digits, monkeypatch):
     """Mixed precision covers the training passes and the training attack; validation stays fp32."""
-    from robustal import training
+    from robustal.engine import training
 
     seen = {"train": set(), "val": set()}
     phase = {"now": "train"}
@@ -251,7 +251,7 @@ def test_bf16_trains_in_bfloat16_and_validates_in_fp32(digits, monkeypatch):
 @pytest.mark.parametrize("n, batch_size", [(129, 128), (257, 128), (1, 128), (65, 32), (300, 64), (3, 2)])
 def test_an_epoch_is_a_partition_and_a_last_batch_of_one_joins_the_previous(n, batch_size):
     """Every sample once per pass, no batch of one (BatchNorm needs two) -- with two, three or more batches."""
-    from robustal.training import _batches
+    from robustal.engine.training import _batches
 
     parts = _batches(n, batch_size, torch.Generator().manual_seed(0))
     assert sorted(torch.cat(parts).tolist()) == list(range(n))

@@ -260,8 +260,8 @@ def test_another_factory_than_the_recorded_one_is_warned_about():
     module or by its file is not another one."""
     import warnings
 
-    from robustal.checkpoint import trusted_model_name
     from robustal.errors import FactoryWarning
+    from robustal.loop.checkpoint import trusted_model_name
 
     with pytest.warns(FactoryWarning, match=r"--factory other\.py:build: Checkpoint m\.pt was made by the factory "
                                             r"'nets:make', another one"):

@@ -32,7 +32,7 @@ from errors_conftest import (
     write_npz,
 )
 
-from robustal.store import Store
+from robustal.storage.store import Store
 
 pytestmark = pytest.mark.filterwarnings("ignore::robustal.errors.ChanceLevelWarning")
 

@@ -28,7 +28,7 @@ from errors_conftest import (
     write_tiny_study,
 )
 
-from robustal.store import Store
+from robustal.storage.store import Store
 
 pytestmark = pytest.mark.filterwarnings("ignore::robustal.errors.ChanceLevelWarning")
 

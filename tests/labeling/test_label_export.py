@@ -10,7 +10,7 @@ from test_round_trip import _waiting_for, annotate, export, fill, label_args
 
 from robustal.cli import main
 from robustal.data.dataset import validation_size
-from robustal.store import Store
+from robustal.storage.store import Store
 
 
 def _rows(path):

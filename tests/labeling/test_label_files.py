@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from robustal.errors import ConfigError, DataError
-from robustal.label_answers import read_answers
-from robustal.label_files import LABEL_STUDIO_CONFIG, LOCAL_FILES_URL, write_request
+from robustal.labeling.label_answers import read_answers
+from robustal.labeling.label_files import LABEL_STUDIO_CONFIG, LOCAL_FILES_URL, write_request
 
 DIGITS = [str(c) for c in range(10)]
 TASK_IDS = itertools.count(7)  # Label Studio's task ids: unique in a project

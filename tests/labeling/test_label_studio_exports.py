@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from robustal.errors import AnswersWarning, DataError
-from robustal.label_answers import check_imported, filled_in, read_answers
-from robustal.label_files import PREDICTION_MODEL_VERSION, write_request
+from robustal.labeling.label_answers import check_imported, filled_in, read_answers
+from robustal.labeling.label_files import PREDICTION_MODEL_VERSION, write_request
 
 DIGITS = [str(c) for c in range(10)]
 
@@ -182,8 +182,8 @@ def test_a_model_at_chance_level_sends_no_pre_annotations(tmp_path, digit_images
     from types import SimpleNamespace
 
     from robustal.cli.label import _predictions
-    from robustal.experiment import model_factory
-    from robustal.oracle import FileOracle
+    from robustal.labeling.oracle import FileOracle
+    from robustal.loop.experiment import model_factory
 
     images, _ = digit_images
     x = torch.from_numpy(images[:6, None])

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from robustal.cli import main
-from robustal.label_answers import read_answers
+from robustal.labeling.label_answers import read_answers
 
 pytestmark = pytest.mark.labelstudio
 
@@ -199,7 +199,7 @@ def test_one_project_across_three_rounds(label_studio, mnist_folder, tmp_path, c
         rounds.append((name, fmt))
         request = waiting_for(capsys.readouterr().out)
     assert rounds == [("heldout", "JSON"), ("stage-000", "JSON_MIN"), ("stage-001", "CSV"), ("stage-002", "JSON")]
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     store = Store(out)
     assert store.status("label") == "finished" and [s.labeled for s in store.stages("label")] == [20, 40, 60]

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from robustal.cli import main
-from robustal.label_origin import PROJECT_FIELD
-from robustal.labeling import PROJECT_FILE, TOKEN_KEY
+from robustal.labeling.label_origin import PROJECT_FIELD
+from robustal.labeling.labeling import PROJECT_FILE, TOKEN_KEY
 
 N = 40
 

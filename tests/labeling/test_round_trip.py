@@ -95,7 +95,7 @@ def test_csv_round_trip_from_an_unlabeled_folder(mnist_folder, tmp_path, capsys)
     assert requests == ["heldout.csv", "stage-000.csv", "stage-001.csv", "stage-002.csv"]
     assert len(asked) == len(set(asked)) == 40 + 60  # nobody labels an image twice
     assert "| 2     | 60      |" in text  # the final table: stage 2 at 60 labels
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     store = Store(out)
     assert store.status("label") == "finished" and [s.labeled for s in store.stages("label")] == [20, 40, 60]
@@ -130,7 +130,7 @@ def test_one_label_studio_project_across_rounds(mnist_folder, tmp_path, capsys, 
         request = _waiting_for(text)
         if request.name == "stage-001.csv":  # its predictions are those of stage 0's model, the latest checkpoint
             assert_predictions_are_the_models(request, pool, out / "checkpoints" / "label" / "stage-000.pt")
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     assert [s.labeled for s in Store(out).stages("label")] == [20, 40, 60]
     assert not any(s.at_chance for s in Store(out).stages("label")[:2])  # the models that sent predictions learned
@@ -149,7 +149,7 @@ def test_one_label_studio_project_across_rounds(mnist_folder, tmp_path, capsys, 
 
 def test_a_run_stored_with_its_project_folder_name_resumes_in_a_renamed_folder():
     """robustal 0.2 stored the project folder's name with the run; it is not a setting (issue 19.6)."""
-    from robustal.store import config_diff
+    from robustal.storage.store import config_diff
 
     assert config_diff({"loop": {"budget": 60}, "project": "old-name"}, {"loop": {"budget": 60}}) == []
     assert config_diff({"loop": {"budget": 60}}, {"loop": {"budget": 80}}) == ["loop.budget: stored 60, now 80"]
@@ -158,7 +158,7 @@ def test_a_run_stored_with_its_project_folder_name_resumes_in_a_renamed_folder()
 def assert_predictions_are_the_models(request: Path, pool: Path, checkpoint: Path) -> None:
     from robustal.acquisition.inference import predict
     from robustal.data.folders import read_image_folder
-    from robustal.experiment import model_factory
+    from robustal.loop.experiment import model_factory
 
     model = model_factory("small-cnn", num_classes=10, in_channels=1, image_size=16)()
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
@@ -187,7 +187,7 @@ def test_requests_filled_in_place_by_a_spreadsheet_and_a_renamed_project_folder(
     moved = out.rename(tmp_path / "renamed")  # the project's folder may move
     assert main(label_args(pool, moved)) == 0
     assert _waiting_for(capsys.readouterr().out) == moved / "requests" / "stage-001.csv"
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     assert len(Store(moved).labels("label")) == 20
 
@@ -211,7 +211,7 @@ def test_bad_answers_are_refused_whole_and_nothing_is_imported(mnist_folder, tmp
     for fragment in ("row 3", "'eleven'", "row 6", "no label", "row 22", "appears again", "digit-9999.png",
                      "not asked for"):
         assert fragment in err, fragment
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     assert Store(out).labels("label") == {}  # nothing half-imported
     request.write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
@@ -265,7 +265,7 @@ def test_killed_at_any_moment_the_same_command_loses_nothing_and_asks_nothing_tw
     assert request0.read_bytes() == before  # the answered request was not rewritten
     asked = fill(nxt, truth)
     run()
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     store = Store(out)
     assert [s.labeled for s in store.stages("label")] == [20, 40]
@@ -287,7 +287,7 @@ def test_killed_at_any_moment_the_same_command_loses_nothing_and_asks_nothing_tw
 def test_pseudo_labels_never_reach_a_persons_labels_or_requests(mnist_folder, tmp_path, capsys):
     """A project that trains on its unlabeled images: the store, the requests and the Label Studio tasks hold the
     person's answers and the images asked for, never a pseudo-label."""
-    from robustal.store import Store
+    from robustal.storage.store import Store
 
     pool, truth = mnist_folder
     out = tmp_path / "project"

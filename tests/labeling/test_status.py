@@ -10,8 +10,8 @@ import pytest
 
 from robustal.cli import main
 from robustal.errors import StoreError
-from robustal.outputs import LOCK_FILE, folder_lock, lock_holder
-from robustal.store import Store
+from robustal.storage.outputs import LOCK_FILE, folder_lock, lock_holder
+from robustal.storage.store import Store
 
 
 def test_lock_holder_names_the_live_process_and_nothing_once_it_is_gone(tmp_path):

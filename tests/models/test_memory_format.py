@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from robustal.engine.training import TrainConfig
 from robustal.models import create_model
 from robustal.models.memory_format import apply_memory_format, uses_channels_last
-from robustal.training import TrainConfig
 
 
 @pytest.mark.parametrize("name, channels, size", [("lenet5", 1, 32), ("small-cnn", 1, 8), ("vgg8", 3, 32)])
@@ -42,7 +42,7 @@ def test_the_layout_is_chosen_per_model_and_setting():
 
 
 def test_training_under_either_layout_ends_within_float_tolerance(digits):
-    from robustal.training import fit
+    from robustal.engine.training import fit
 
     splits = digits.splits()
     train = splits.pool.subset(torch.arange(200))

@@ -8,13 +8,13 @@ import sys
 import pytest
 import torch
 
-from robustal.attacks import ATTACKS, AttackConfig
-from robustal.autoattack import autoattack, square
 from robustal.cli import main
+from robustal.engine.attacks import ATTACKS, AttackConfig
+from robustal.engine.autoattack import autoattack, square
+from robustal.engine.evaluation import evaluate, paper_attack
+from robustal.engine.training import TrainConfig, fit
 from robustal.errors import ConfigError
-from robustal.evaluation import evaluate, paper_attack
-from robustal.experiment import model_factory
-from robustal.training import TrainConfig, fit
+from robustal.loop.experiment import model_factory
 
 
 def _trained(digits, mode: str, epochs: int) -> torch.nn.Module:
@@ -104,7 +104,7 @@ def test_autoattack_logs_each_sub_attack_as_it_goes(standard_model, digits, capl
     x, y = test.x[:20].float() / 255, test.y[:20]
     with caplog.at_level(logging.INFO, logger="robustal"):
         autoattack(standard_model, x, y, epsilon=0.3, generator=torch.Generator().manual_seed(0))
-    lines = [r.getMessage() for r in caplog.records if r.name == "robustal.autoattack"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "robustal.engine.autoattack"]
     assert lines[0].startswith("AutoAttack (standard") and "on 20 images" in lines[0]
     assert "AutoAttack: running apgd-ce" in lines
     assert any(m.startswith("AutoAttack: robust accuracy after APGD-CE:") and "total time" in m for m in lines)

@@ -199,7 +199,7 @@ def test_picks_of_an_image_folder_name_their_files_and_a_person_may_label_them(f
         writer = csv.DictWriter(f, fieldnames=["Rank", "Index", "Score", "File", "Label"], delimiter=";")
         writer.writeheader()
         writer.writerows({k.capitalize(): v for k, v in r.items()} for r in rows)
-    from robustal import retrain as retrain_module
+    from robustal.studies import retrain as retrain_module
 
     seen = []
     real_fit = retrain_module.fit

@@ -164,10 +164,10 @@ def test_retrain_study(checkpoint, small_npz, tmp_path, capsys):
 
 
 def test_api_fine_tuning_does_not_warm_up_by_default(checkpoint, small_npz, monkeypatch):
-    from robustal import retrain as retrain_module
-    from robustal.checkpoint import load_checkpoint
     from robustal.data import load_dataset
-    from robustal.training import TrainConfig
+    from robustal.engine.training import TrainConfig
+    from robustal.loop.checkpoint import load_checkpoint
+    from robustal.studies import retrain as retrain_module
 
     seen = []
     monkeypatch.setattr(retrain_module, "fit", lambda *a, **k: seen.append(a[3].epsilon_warmup))
@@ -180,11 +180,11 @@ def test_api_fine_tuning_does_not_warm_up_by_default(checkpoint, small_npz, monk
 
 
 def test_retrain_study_measures_before_and_after_with_the_same_seed(checkpoint, small_npz, tmp_path):
-    from robustal.checkpoint import load_checkpoint
     from robustal.data import load_dataset
-    from robustal.evaluation import evaluate, paper_attack
-    from robustal.retrain import retrain_study
-    from robustal.training import TrainConfig
+    from robustal.engine.evaluation import evaluate, paper_attack
+    from robustal.engine.training import TrainConfig
+    from robustal.loop.checkpoint import load_checkpoint
+    from robustal.studies.retrain import retrain_study
 
     data = load_dataset(str(small_npz))
     ckpt = load_checkpoint(checkpoint)
@@ -197,7 +197,7 @@ def test_retrain_study_measures_before_and_after_with_the_same_seed(checkpoint, 
 
 
 def test_retrain_study_pairs_each_metric_with_random_by_seed():
-    from robustal.retrain import paired_table, study_table
+    from robustal.studies.retrain import paired_table, study_table
 
     rows = []
     for seed in range(5):

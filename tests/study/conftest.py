@@ -77,7 +77,7 @@ def tiny_writer():
 def mlflow_template(tmp_path_factory) -> Path:
     """A migrated, empty MLflow SQLite file (MLflow's migrations take several seconds: made once, then copied)."""
     pytest.importorskip("mlflow", reason="the MLflow tests need the extra: pip install 'robustal[mlflow]'")
-    from robustal.tracking import MLflowTracker
+    from robustal.tracking.tracking import MLflowTracker
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     MLflowTracker(uri=f"sqlite:///{path}", experiment="template")
@@ -98,7 +98,7 @@ def mlflow_client(mlflow_uri):
     """A plain MLflow client on :func:`mlflow_uri` (alembic's logging changes undone)."""
     import mlflow
 
-    from robustal.tracking_store import loggers_kept
+    from robustal.tracking.tracking_store import loggers_kept
 
     with loggers_kept():
         client = mlflow.MlflowClient(tracking_uri=mlflow_uri)

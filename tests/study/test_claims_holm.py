@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from robustal.stats import compare_paired, holm, normalized_auc
+from robustal.reports.stats import compare_paired, holm, normalized_auc
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "claims_holm.py"
 STAGE_FIELDS = ("run", "training", "acquisition", "seed", "status", "stage", "labeled", "robust")

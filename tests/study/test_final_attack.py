@@ -9,11 +9,11 @@ import shutil
 import pytest
 import torch
 
-from robustal.attacks import ATTACKS
 from robustal.cli import main
+from robustal.engine.attacks import ATTACKS
 from robustal.errors import ConfigError
-from robustal.store import Store
-from robustal.study import Study, run_study
+from robustal.storage.store import Store
+from robustal.studies.study import Study, run_study
 
 FINAL = '\n[final_attack]\nattack = "autoattack-fast"\nn = {n}\n'
 
@@ -146,7 +146,7 @@ def test_every_run_records_its_machine_and_status_shows_it(finished, capsys):
 
 def test_the_cli_offers_the_final_attacks_of_the_library():
     from robustal.cli.run import FINAL_ATTACK_NAMES
-    from robustal.final_eval import FINAL_ATTACKS
+    from robustal.loop.final_eval import FINAL_ATTACKS
 
     assert FINAL_ATTACK_NAMES == tuple(FINAL_ATTACKS)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from robustal.study import stored_stages
+from robustal.studies.study import stored_stages
 
 STUDY = """\
 [study]
@@ -101,7 +101,7 @@ def test_sigkill_of_the_main_process_leaves_no_worker_running(tmp_path):
 
 FORKED_CHILD = """\
 import os, sys, time
-import robustal._lifeline as lifeline
+import robustal.studies._lifeline as lifeline
 
 parent = os.getpid()
 pid = os.fork()

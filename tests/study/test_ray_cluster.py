@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from robustal.errors import ConfigError
-from robustal.store import Store
+from robustal.storage.store import Store
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 def test_an_address_where_no_cluster_answers_is_refused_at_once():
     pytest.importorskip("ray")
-    from robustal.ray_cluster import check_cluster
+    from robustal.studies.ray_cluster import check_cluster
 
     address = f"127.0.0.1:{_free_port()}"
     started = time.perf_counter()
@@ -76,7 +76,7 @@ def no_token(monkeypatch, tmp_path):
 
 
 def test_a_token_cluster_without_a_token_here_is_refused_saying_what_to_set(token_gcs, no_token):
-    from robustal.ray_cluster import check_cluster
+    from robustal.studies.ray_cluster import check_cluster
 
     with pytest.raises(ConfigError, match="uses token authentication and no token was found") as err:
         check_cluster(token_gcs)
@@ -84,7 +84,7 @@ def test_a_token_cluster_without_a_token_here_is_refused_saying_what_to_set(toke
 
 
 def test_a_wrong_token_is_refused_naming_where_it_came_from(token_gcs, no_token, monkeypatch, tmp_path):
-    from robustal.ray_cluster import check_cluster
+    from robustal.studies.ray_cluster import check_cluster
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "0" * 32)
     with pytest.raises(ConfigError, match="refuses the token from RAY_AUTH_TOKEN"):
@@ -97,7 +97,7 @@ def test_a_wrong_token_is_refused_naming_where_it_came_from(token_gcs, no_token,
 
 
 def test_the_right_token_turns_token_mode_on_while_connected(token_gcs, no_token, monkeypatch, tmp_path):
-    from robustal.ray_cluster import _token_mode, check_cluster
+    from robustal.studies.ray_cluster import _token_mode, check_cluster
 
     token_file = tmp_path / "token.txt"
     token_file.write_text(TOKEN)

@@ -7,9 +7,8 @@ import math
 
 import pytest
 
-from robustal.report import attack_text, checkpoint_labels, write_report
-from robustal.results import collect, fit_steps, summarize
-from robustal.stats import (
+from robustal.reports.results import collect, fit_steps, summarize
+from robustal.reports.stats import (
     compare,
     compare_paired,
     holm,
@@ -22,8 +21,9 @@ from robustal.stats import (
     vargha_delaney_a12,
     wilcoxon_signed_rank,
 )
-from robustal.store import Store
-from robustal.study import Study, run_study, save_study_copy
+from robustal.storage.store import Store
+from robustal.studies.report import attack_text, checkpoint_labels, write_report
+from robustal.studies.study import Study, run_study, save_study_copy
 
 
 def test_a12_on_hand_made_samples():
@@ -255,9 +255,9 @@ def test_class_balance_counts_the_labels_of_every_pick(finished_study, tmp_path)
 def test_class_balance_prefers_the_labels_a_person_gave(tmp_path):
     import torch
 
-    from robustal.picks import class_counts
-    from robustal.results import RunResults
-    from robustal.store import StageRecord
+    from robustal.reports.picks import class_counts
+    from robustal.reports.results import RunResults
+    from robustal.storage.store import StageRecord
 
     store = Store(tmp_path)
     store.start_run("r", {"dataset": "mine"}, seed=0)
@@ -330,7 +330,7 @@ def test_the_report_says_what_the_curves_band_is_and_the_figure_draws_it(finishe
     import matplotlib.axes
     import numpy as np
 
-    from robustal.figures import CURVES_CAPTION, plot_curves
+    from robustal.reports.figures import CURVES_CAPTION, plot_curves
 
     text = write_report(finished_study, tmp_path / "rep", entropies=False).read_text()
     curves = text[text.index("### Curves"):]
@@ -404,7 +404,7 @@ def test_fit_steps_follow_the_training_rule(n, batch_size, epochs, min_steps):
     """Counted against the batches training really makes (a last batch of one joins the previous; min_steps)."""
     import torch
 
-    from robustal.training import TrainConfig, _epoch_batches
+    from robustal.engine.training import TrainConfig, _epoch_batches
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, min_steps=min_steps)
     batches = _epoch_batches(n, cfg, torch.Generator().manual_seed(0))
@@ -535,7 +535,7 @@ def test_the_references_section_counts_steps_and_kept_epochs(reference_study, re
 
     import torch
 
-    from robustal.training import TrainConfig, _epoch_batches
+    from robustal.engine.training import TrainConfig, _epoch_batches
 
     store = Store(reference_study)
     section = _section(reference_report, "### References: all labels")
@@ -566,7 +566,7 @@ def test_the_references_section_counts_steps_and_kept_epochs(reference_study, re
 def test_the_curves_draw_each_reference_as_a_dotted_line(reference_study, tmp_path, monkeypatch):
     import matplotlib.figure
 
-    from robustal.figures import plot_curves
+    from robustal.reports.figures import plot_curves
 
     figures = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
@@ -583,7 +583,7 @@ def test_the_curves_draw_each_reference_as_a_dotted_line(reference_study, tmp_pa
 
 
 def test_the_kept_epoch_says_whether_more_training_would_help():
-    from robustal.report import _kept_epoch_sentence
+    from robustal.studies.report import _kept_epoch_sentence
 
     assert "more training might help" in _kept_epoch_sentence("pgd", [30, 30, 12, 30], 30)
     assert "the last in 3 of 4 seeds" in _kept_epoch_sentence("pgd", [30, 30, 12, 30], 30)
@@ -598,8 +598,8 @@ def test_the_kept_epoch_says_whether_more_training_would_help():
 
 
 def test_the_gap_is_to_the_most_robust_reference_of_the_mode():
-    from robustal.report import _final_table
-    from robustal.results import Summary
+    from robustal.reports.results import Summary
+    from robustal.studies.report import _final_table
 
     def summary(acq, robust, reference=False):
         return Summary("digits", "small-cnn", "pgd", acq, 3, 90 if not reference else 1297, (0.9, 0.01),
@@ -618,7 +618,7 @@ def test_the_entropy_histogram_is_labelled_and_readable(tmp_path, monkeypatch):
     import matplotlib.figure
     import numpy as np
 
-    from robustal.figures import plot_entropies
+    from robustal.reports.figures import plot_entropies
 
     figures = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
@@ -646,8 +646,9 @@ def test_picks_does_not_import_the_report():
     import robustal
 
     src = str(Path(robustal.__file__).parents[1])
-    code = ("import sys, robustal.picks; assert 'robustal.report' not in sys.modules, 'picks imported the report'; "
-            "import robustal.report")
+    code = ("import sys, robustal.reports.picks; "
+            "assert 'robustal.studies.report' not in sys.modules, 'picks imported the report'; "
+            "import robustal.studies.report")
     result = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": src}, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -691,7 +692,7 @@ def test_tables_say_when_the_seeds_cannot_reach_significance(reference_report):
 
 
 def test_a_table_lists_only_the_rows_that_cannot_reach_significance():
-    from robustal.comparisons import paired, paired_table
+    from robustal.reports.comparisons import paired, paired_table
 
     many = {s: (0.5 + 0.01 * s, 0.31) for s in range(6)}  # 6 seeds, higher in each: min p 2 / 2^6
     few = {s: (0.5 + 0.01 * s, 0.3) for s in range(3)}  # 3 seeds; robust equal in each: no non-zero pair, min p 1
@@ -730,7 +731,7 @@ def test_the_area_under_the_curves_paired_with_random(reference_study, reference
 
 
 def test_one_function_against_each_other_of_its_mode_paired_by_seed(reference_study):
-    from robustal.comparisons import versus_section
+    from robustal.reports.comparisons import versus_section
 
     store, runs = Store(reference_study), collect(reference_study)
     section = "\n".join(versus_section(runs, "digits", "small-cnn", function="margin"))
@@ -747,7 +748,7 @@ def test_one_function_against_each_other_of_its_mode_paired_by_seed(reference_st
 
 
 def test_a_function_that_beats_random_on_both_robust_measures_is_named():
-    from robustal.comparisons import _beats_random, paired
+    from robustal.reports.comparisons import _beats_random, paired
 
     base = {s: (0.9, 0.5) for s in range(8)}
     better = {s: (0.9 + 0.001 * (s % 2), 0.52 + 0.002 * s) for s in range(8)}  # robust +0.020 to +0.034
@@ -763,7 +764,7 @@ def test_a_function_that_beats_random_on_both_robust_measures_is_named():
 
 def test_a_winner_that_may_be_luck_of_many_comparisons_is_said_to_be():
     """p = 0.008 against random is below 0.05 on its own, not once corrected for six functions compared (x 6)."""
-    from robustal.comparisons import _beats_random, paired
+    from robustal.reports.comparisons import _beats_random, paired
 
     base = {s: (0.9, 0.5) for s in range(8)}
     better = {s: (0.9, 0.52 + 0.002 * s) for s in range(8)}  # all 8 seeds higher: p = 2 / 2^8
@@ -801,7 +802,7 @@ def test_final_models_under_autoattack_from_a_partial_file(reference_study, tmp_
     means = {a: [sum(r[i] for r in rs) / len(rs) for i in (3, 4)] for a, rs in cells.items()}  # PGD, AutoAttack
     for acq, rs in cells.items():
         ranks = [str(1 + sum(means[b][i] > means[acq][i] for b in means)) for i in (0, 1)]
-        flagged = sum(r[3] - r[4] > 0.05 for r in rs)  # robustal.masking's PGD → AutoAttack gap check
+        flagged = sum(r[3] - r[4] > 0.05 for r in rs)  # robustal.engine.masking's PGD → AutoAttack gap check
         assert _row(section, "pgd", acq)[2:] == [str(len(rs)), _pm([r[2] for r in rs]), _pm([r[3] for r in rs]),
                                                  _pm([r[4] for r in rs]),
                                                  f"{sum(r[3] - r[4] for r in rs) / len(rs):+.3f}", *ranks,
@@ -843,7 +844,7 @@ def test_a_bad_final_attacks_file_leaves_its_section_out_with_the_reason(finishe
 def test_the_evaluation_rule_of_a_run_is_stored_or_inferred():
     """The rule a run's robust accuracy used: as stored; else robustal 0.2's last-iterate rule, unless the run
     records validate_last (the any-iterate rule came with it)."""
-    from robustal.results import RunResults
+    from robustal.reports.results import RunResults
 
     def run(attack: dict, train: dict) -> RunResults:
         return RunResults("r", "d", "m", "pgd", "random", 0, "finished", [], {"loop": {"eval_attack": attack,
@@ -856,7 +857,7 @@ def test_the_evaluation_rule_of_a_run_is_stored_or_inferred():
 
 def _add_final_rows(store, rows, attack, machine=None):
     """Final-attack rows ``(run, clean, pgd, robust)`` under ``attack``, as robustal attack stores them."""
-    from robustal.provenance import provenance
+    from robustal.storage.provenance import provenance
 
     where = {**provenance("cpu"), **(machine or {})}
     for run, clean, pgd, robust in rows:
@@ -919,7 +920,7 @@ def test_the_committed_paper_mnist_final_attacks_file_stays_readable():
     """docs/results/paper-mnist/final-attacks.csv (robustal 0.3's script) is read as AutoAttack's rows."""
     from pathlib import Path
 
-    from robustal.final_attacks import read_final_attacks, store_sources
+    from robustal.reports.final_attacks import read_final_attacks, store_sources
 
     path = Path(__file__).resolve().parents[2] / "docs" / "results" / "paper-mnist" / "final-attacks.csv"
     rows, incomplete = read_final_attacks(path)
@@ -948,7 +949,7 @@ def test_matplotlibs_font_cache_note_stays_out_of_the_output(caplog):
     """Issue 27.7: "Matplotlib is building the font cache; this may take a moment." leaked into a study's output."""
     import logging
 
-    from robustal.figures import pyplot
+    from robustal.reports.figures import pyplot
 
     pyplot()
     fonts = logging.getLogger("matplotlib.font_manager")

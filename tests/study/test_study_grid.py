@@ -8,10 +8,10 @@ import pytest
 
 from robustal.cli import main
 from robustal.errors import ConfigError, DataError, UnknownNameError
-from robustal.executors import run_local
-from robustal.experiment import run_experiment
-from robustal.store import Store
-from robustal.study import Study, load_study_copy, run_study, save_study_copy
+from robustal.loop.experiment import run_experiment
+from robustal.storage.store import Store
+from robustal.studies.executors import run_local
+from robustal.studies.study import Study, load_study_copy, run_study, save_study_copy
 
 BASE = {"grid": {"datasets": ["digits"], "training": ["standard"], "acquisitions": ["random"], "seeds": [0]}}
 
@@ -257,9 +257,9 @@ def test_a_grid_overrides_the_study_loop_and_train_settings():
 @pytest.mark.parametrize("model, share", [("lenet5", 0.25), ("small-cnn", 0.25), ("vgg8", 0.5), ("resnet18", 0.5),
                                           ("wide-resnet", 1.0), ("mymodule:factory", 1.0), (None, 0.25)])
 def test_ray_gpu_share_follows_the_model_size(model, share):
-    from robustal.executors import gpu_share
-    from robustal.experiment import RunSpec
     from robustal.loop import LoopConfig
+    from robustal.loop.experiment import RunSpec
+    from robustal.studies.executors import gpu_share
 
     assert gpu_share(RunSpec(dataset="mnist", model=model, loop=LoopConfig())) == share  # None: mnist's lenet5
 

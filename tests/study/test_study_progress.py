@@ -10,10 +10,10 @@ import torch
 from robustal.cli import study_progress
 from robustal.cli.common import progress_bar
 from robustal.cli.study_progress import StudyProgress
-from robustal.executors import RunTask
-from robustal.experiment import RunSpec
 from robustal.loop import LoopConfig
-from robustal.store import StageRecord, Store
+from robustal.loop.experiment import RunSpec
+from robustal.storage.store import StageRecord, Store
+from robustal.studies.executors import RunTask
 
 
 def _task(name: str, budget: int) -> RunTask:

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from robustal.errors import ConfigError
-from robustal.executors import run_local, run_ray
-from robustal.store import Store
-from robustal.study import Study
+from robustal.storage.store import Store
+from robustal.studies.executors import run_local, run_ray
+from robustal.studies.study import Study
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_two_runs_through_ray_match_local_runs(make_study, tmp_path, ray_local):
 
 
 def test_ray_resumes_an_interrupted_run(make_study, tmp_path, digits, ray_local):
-    from robustal.experiment import run_experiment
+    from robustal.loop.experiment import run_experiment
 
     (task,) = Study.load(make_study(acquisitions=("dre",))).tasks()
 
@@ -63,7 +63,7 @@ def test_a_ray_task_attacks_a_finished_run_without_retraining_it(make_study, tmp
     """A finished run whose final attack is due goes to Ray whole; its row comes back, its stages are untouched."""
     from dataclasses import replace
 
-    from robustal.final_eval import FinalAttackConfig
+    from robustal.loop.final_eval import FinalAttackConfig
 
     (task,) = Study.load(make_study(acquisitions=("random",))).tasks()
     run_local([task], tmp_path)
@@ -82,8 +82,8 @@ def test_missing_ray_is_a_config_error(make_study, tmp_path, monkeypatch):
 
 def test_ray_tasks_log_their_runs_live_nested_under_the_study(make_study, tmp_path, ray_local, mlflow_uri,
                                                               mlflow_client):
-    from robustal.study import run_study
-    from robustal.tracking import PARENT_TAG, MLflowTracker
+    from robustal.studies.study import run_study
+    from robustal.tracking.tracking import PARENT_TAG, MLflowTracker
 
     study = Study.load(make_study(acquisitions=("random", "entropy")))
     tracker = MLflowTracker(mlflow_uri, "ray", log_model=False)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from robustal.cli import main
-from robustal.store import Store
-from robustal.tracking import OUT_TAG, PARENT_TAG, RUN_TAG, MLflowTracker
+from robustal.storage.store import Store
+from robustal.tracking.tracking import OUT_TAG, PARENT_TAG, RUN_TAG, MLflowTracker
 
 pytestmark = pytest.mark.filterwarnings("ignore::robustal.errors.ChanceLevelWarning")
 
@@ -31,8 +31,8 @@ def _by_name(client, experiment="studies"):
 
 def test_a_study_nests_named_runs_logged_live_and_a_rerun_changes_nothing(make_study, tmp_path, mlflow_uri,
                                                                           mlflow_client, capsys):
-    from robustal.experiment import run_experiment
-    from robustal.study import Study
+    from robustal.loop.experiment import run_experiment
+    from robustal.studies.study import Study
 
     path = make_study(acquisitions=("random", "entropy"))
     path.write_text(path.read_text() + f'\n[tracking]\nuri = "{mlflow_uri}"\nexperiment = "studies"\n')

@@ -8,7 +8,7 @@ import types
 import pytest
 
 from robustal.errors import ConfigError, DataError, UnknownNameError
-from robustal.executors import _ray_result
+from robustal.studies.executors import _ray_result
 
 
 class FakeTaskError(Exception):
@@ -49,7 +49,7 @@ def test_a_local_workers_warnings_are_one_plain_line():
     import sys
     from pathlib import Path
 
-    code = ("import os, warnings\nfrom robustal.executors import _worker_init\n"
+    code = ("import os, warnings\nfrom robustal.studies.executors import _worker_init\n"
             "from robustal.errors import ChanceLevelWarning\n_worker_init(os.getppid())\n"
             "warnings.warn(ChanceLevelWarning('stage 1 is at chance level'))\nwarnings.warn('a library note')\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}

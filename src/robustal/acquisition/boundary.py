@@ -20,8 +20,8 @@ from torch import nn
 from robustal._validation import check_float, check_int
 from robustal.acquisition.base import Acquisition, SelectionContext, register_acquisition
 from robustal.acquisition.scores import boundary_sample
-from robustal.attacks import pgd
 from robustal.data.dataset import to_float
+from robustal.engine.attacks import pgd
 from robustal.errors import ConfigError
 from robustal.models.base import frozen
 

@@ -13,8 +13,8 @@ from torch import nn
 
 from robustal._validation import check_float, check_int
 from robustal.acquisition.base import Acquisition, ScoreAcquisition, SelectionContext, register_acquisition
-from robustal.attacks import deepfool
 from robustal.data.dataset import to_float
+from robustal.engine.attacks import deepfool
 from robustal.models.base import frozen
 
 
@@ -97,7 +97,7 @@ class DeepFoolActiveLearning(Acquisition):
     Args:
         candidate_factor: Candidates per pick (the reference: 10).
         attempts: DeepFool runs per sample before it counts as unflippable (the reference: 10).
-        overshoot, max_iter, num_classes_limit: DeepFool's (see :func:`robustal.attacks.deepfool`).
+        overshoot, max_iter, num_classes_limit: DeepFool's (see :func:`robustal.engine.attacks.deepfool`).
     """
 
     def __init__(self, candidate_factor: int = 10, attempts: int = 10, overshoot: float = 0.02, max_iter: int = 50,

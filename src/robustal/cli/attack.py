@@ -27,11 +27,11 @@ def _select(runs, args: argparse.Namespace) -> list:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from robustal.autoattack import require
-    from robustal.final_eval import FinalAttackConfig, attack_runs, is_due, row_line
-    from robustal.results import collect
-    from robustal.store import Store
-    from robustal.study import load_study_copy
+    from robustal.engine.autoattack import require
+    from robustal.loop.final_eval import FinalAttackConfig, attack_runs, is_due, row_line
+    from robustal.reports.results import collect
+    from robustal.storage.store import Store
+    from robustal.studies.study import load_study_copy
 
     config = FinalAttackConfig(args.attack, args.n, args.seed)
     require(args.attack)

@@ -99,9 +99,9 @@ def add_factory_arg(g) -> None:
 
 
 def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
-    """Training options; their defaults are :class:`~robustal.training.TrainConfig`'s (``epochs`` may differ)."""
+    """Training options; their defaults are :class:`~robustal.engine.training.TrainConfig`'s (``epochs`` may differ)."""
+    from robustal.engine.training import TRAINING_MODES, TrainConfig
     from robustal.models.memory_format import MEMORY_FORMATS
-    from robustal.training import TRAINING_MODES, TrainConfig
 
     d = TrainConfig()
     g = p.add_argument_group("training")
@@ -159,8 +159,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 def eval_attack(args: argparse.Namespace, dataset):
     """The robust-accuracy attack of ``--attack``/``--eval-steps`` (None: skipped); fails early on a missing extra."""
-    from robustal.autoattack import require
-    from robustal.evaluation import paper_attack
+    from robustal.engine.autoattack import require
+    from robustal.engine.evaluation import paper_attack
 
     check_attack_steps(args)
     if not args.eval_steps:
@@ -190,7 +190,7 @@ def attack_label(attack) -> str:
 def attack_settings(attack) -> dict:
     """The settings an attack really runs with (``evaluate --json``): PGD's steps and step; Square's queries; the
     attacks of AutoAttack's standard version. The parameter-free attacks ignore steps and step size."""
-    from robustal.autoattack import SQUARE_QUERIES
+    from robustal.engine.autoattack import SQUARE_QUERIES
 
     settings = {"name": attack.name, "epsilon": attack.epsilon, "norm": "Linf"}
     if attack.name == "pgd":
@@ -244,8 +244,8 @@ def add_loop_args(p: argparse.ArgumentParser, budget: int = 1000) -> None:
 
 
 def add_pool_args(p: argparse.ArgumentParser) -> None:
-    """Training on the unlabeled pool (robustal.pool_training): the images a run has not labeled."""
-    from robustal.pool_training import POOL_MODES, POOL_STAGES, TEACHERS, PoolConfig
+    """Training on the unlabeled pool (robustal.engine.pool_training): the images a run has not labeled."""
+    from robustal.engine.pool_training import POOL_MODES, POOL_STAGES, TEACHERS, PoolConfig
 
     d = PoolConfig()
     g = p.add_argument_group("training on the unlabeled pool (pgd, trades; pseudo-labels are never stored as labels)")
@@ -270,15 +270,15 @@ def add_pool_args(p: argparse.ArgumentParser) -> None:
 
 
 def pool_config(args: argparse.Namespace):
-    """The :class:`~robustal.pool_training.PoolConfig` of the pool options."""
-    from robustal.pool_training import PoolConfig
+    """The :class:`~robustal.engine.pool_training.PoolConfig` of the pool options."""
+    from robustal.engine.pool_training import PoolConfig
 
     return PoolConfig(mode=args.pool_training, share=args.pool_share, weight=args.pool_weight, teacher=args.teacher,
                       teacher_epochs=args.teacher_epochs, confidence=args.pool_confidence, stages=args.pool_stages)
 
 
 def add_tracking_args(p: argparse.ArgumentParser, study: bool = False) -> None:
-    from robustal.tracking import DEFAULT_URI, TRACKERS, URI_VARIABLE
+    from robustal.tracking.tracking import DEFAULT_URI, TRACKERS, URI_VARIABLE
 
     g = p.add_argument_group("experiment tracking")
     g.add_argument("--track", choices=TRACKERS, default=None,
@@ -308,7 +308,7 @@ def tracker_from(args: argparse.Namespace, study=None):
     other work), but tracking that is on uses it.
     """
     from robustal.errors import ConfigError
-    from robustal.tracking import create_tracker
+    from robustal.tracking.tracking import create_tracker
 
     table = study.tracking if study is not None else {}
     where = f"the [tracking] table of {study.source}" if study is not None else None
@@ -336,7 +336,7 @@ def loop_config(args: argparse.Namespace, train=None, eval_attack=None):
     """The :class:`~robustal.loop.LoopConfig` of the active-learning options (``train``: default from the training
     options)."""
     from robustal.loop import LoopConfig
-    from robustal.stopping import StoppingRule
+    from robustal.loop.stopping import StoppingRule
 
     options = {"bins": args.dre_bins} if args.dre_bins is not None and args.acquisition == "dre" else {}
     return LoopConfig(acquisition=args.acquisition, acquisition_options=options, initial=args.initial,
@@ -347,7 +347,7 @@ def loop_config(args: argparse.Namespace, train=None, eval_attack=None):
 
 
 def train_config(args: argparse.Namespace):
-    from robustal.training import TrainConfig
+    from robustal.engine.training import TrainConfig
 
     return TrainConfig(mode=args.training, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                        lr=args.lr, weight_decay=args.weight_decay, epsilon=args.epsilon,
@@ -420,7 +420,7 @@ def output_folder(path: str | None, flag: str = "--out"):
     ``with`` block; None: no folder, no lock."""
     import contextlib
 
-    from robustal.outputs import claimed_folder
+    from robustal.storage.outputs import claimed_folder
 
     if path is None:
         return contextlib.nullcontext()

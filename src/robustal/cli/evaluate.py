@@ -21,7 +21,7 @@ from robustal.cli.common import (
 def _model(args: argparse.Namespace):
     """The checkpoint ``--model`` names, or (``DIR --run NAME [--stage N]``) a stored run's."""
     from robustal.errors import ConfigError
-    from robustal.stored_model import load_model, run_checkpoint
+    from robustal.reports.stored_model import load_model, run_checkpoint
 
     if (args.model is None) == (args.dir is None):
         raise ConfigError("Give the model either with --model FILE.pt or as a results folder and a run: robustal "
@@ -38,7 +38,7 @@ def _model(args: argparse.Namespace):
 def _attack_and_seed(args: argparse.Namespace, ckpt, dataset):
     """``--attack``/``--eval-steps``/``--seed`` as given; left out for a run's model, the run's own evaluation
     attack and seed (so that the stored accuracies are reproduced), else PGD-50 and seed 0."""
-    from robustal.stored_model import run_evaluation
+    from robustal.reports.stored_model import run_evaluation
 
     own = run_evaluation(ckpt)
     custom = args.attack is not None or args.eval_steps is not None or args.epsilon is not None
@@ -55,9 +55,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from robustal._runtime import resolve_device
-    from robustal.checkpoint_data import checkpoint_data
+    from robustal.engine.evaluation import evaluate
     from robustal.errors import ConfigError
-    from robustal.evaluation import evaluate
+    from robustal.loop.checkpoint_data import checkpoint_data
 
     device = resolve_device(args.device)
     ckpt, source = _model(args)
@@ -84,7 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if runs_own and data.recorded and args.split == "test" and len(part) == whole:
         stored = {k: ckpt.evaluation.get(k) for k in ("run", "stage", "clean", "robust")}
     if args.json:
-        from robustal.provenance import provenance
+        from robustal.storage.provenance import provenance
 
         out = {"model": source, "model_name": ckpt.model_name, "data": data.source,
                "data_is_recorded": data.recorded, "split": args.split, "n": result.n,
@@ -107,11 +107,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _with_checks(model, part, dataset, attack, args, device, seed: int):
-    """The evaluation's result and the gradient-masking checks (:mod:`robustal.masking`), which reuse the
+    """The evaluation's result and the gradient-masking checks (:mod:`robustal.engine.masking`), which reuse the
     evaluation attack's per-image mask; their PGD is the evaluation's (or the paper's PGD-50 when that is not PGD)."""
-    from robustal.autoattack import require
-    from robustal.evaluation import EVAL_STEPS, accuracy_masks, from_masks, paper_attack
-    from robustal.masking import CHECK_SQUARE_QUERIES, masking_checks
+    from robustal.engine.autoattack import require
+    from robustal.engine.evaluation import EVAL_STEPS, accuracy_masks, from_masks, paper_attack
+    from robustal.engine.masking import CHECK_SQUARE_QUERIES, masking_checks
 
     require("square")  # before any attack runs
     correct, robust = accuracy_masks(model, part, attack, device=device, seed=seed)
@@ -140,8 +140,8 @@ def _print_checks(report) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from robustal.outputs import check_output_file
-    from robustal.stored_model import export_checkpoint, run_checkpoint
+    from robustal.reports.stored_model import export_checkpoint, run_checkpoint
+    from robustal.storage.outputs import check_output_file
 
     check_output_file(args.out, "--out")
     ckpt = run_checkpoint(args.dir, args.run, args.stage, args.factory)

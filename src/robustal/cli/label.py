@@ -38,9 +38,9 @@ def _classes(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from robustal.autoattack import require
+    from robustal.engine.autoattack import require
     from robustal.errors import ConfigError
-    from robustal.labeling import (
+    from robustal.labeling.labeling import (
         ProjectSettings,
         check_answers,
         heldout_split,
@@ -49,7 +49,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         pool_fingerprint,
         project_splits,
     )
-    from robustal.outputs import check_output_file
+    from robustal.storage.outputs import check_output_file
 
     check_attack_steps(args)
     require(args.attack)  # a missing extra: before any work
@@ -95,8 +95,8 @@ def cmd_label(args: argparse.Namespace) -> int:
 def _check_redo(args: argparse.Namespace, project) -> None:
     """``--redo-stage N``: N must be the project's last finished stage (checked before anything is written)."""
     from robustal.errors import ConfigError
-    from robustal.labeling import RUN_NAME
-    from robustal.store import Store
+    from robustal.labeling.labeling import RUN_NAME
+    from robustal.storage.store import Store
 
     if args.redo_stage is None:
         return
@@ -114,9 +114,9 @@ def _loop_setup(args: argparse.Namespace, project, pool_size: int):
     """The loop's configuration and model factory, checked before anything is written."""
     from dataclasses import replace
 
-    from robustal.attacks import AttackConfig
-    from robustal.evaluation import eval_step_size
-    from robustal.experiment import model_factory
+    from robustal.engine.attacks import AttackConfig
+    from robustal.engine.evaluation import eval_step_size
+    from robustal.loop.experiment import model_factory
     from robustal.models import default_model_for_images
 
     s = project.settings
@@ -133,10 +133,10 @@ def _loop_setup(args: argparse.Namespace, project, pool_size: int):
 
 def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str, factory) -> int:
     from robustal.errors import CheckpointError, StoreError
-    from robustal.labeling import RUN_NAME
+    from robustal.labeling.labeling import RUN_NAME
     from robustal.loop import ActiveLearningLoop
-    from robustal.store import Store
-    from robustal.tables import format_table
+    from robustal.reports.tables import format_table
+    from robustal.storage.store import Store
 
     s = project.settings
     store = Store(project.out)
@@ -168,7 +168,7 @@ def _label_rounds(args: argparse.Namespace, project, state, cfg, model_name: str
                            [[r.stage, r.labeled, r.clean, r.robust, "yes" if r.at_chance else ""]
                             for r in result.stages], floatfmt=".4f"))
     if args.save is not None and result.stages:
-        from robustal.checkpoint import save_checkpoint
+        from robustal.loop.checkpoint import save_checkpoint
 
         save_checkpoint(args.save, result.model, model_name, num_classes=len(s.classes),
                         image_shape=(s.channels, s.image_size, s.image_size), epsilon=s.epsilon,
@@ -205,8 +205,8 @@ def _check_run_options(project, store, loop) -> None:
     import json
 
     from robustal.errors import StoreError
-    from robustal.labeling import RUN_NAME
-    from robustal.store import config_diff
+    from robustal.labeling.labeling import RUN_NAME
+    from robustal.storage.store import config_diff
 
     stored = store.run_config(RUN_NAME)
     if stored is None:
@@ -220,9 +220,9 @@ def _check_run_options(project, store, loop) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from robustal.errors import StoreError
-    from robustal.labeling import PROJECT_FILE, read_project_file
-    from robustal.outputs import lock_holder
-    from robustal.store import Store
+    from robustal.labeling.labeling import PROJECT_FILE, read_project_file
+    from robustal.storage.outputs import lock_holder
+    from robustal.storage.store import Store
 
     folder = Path(args.dir)
     project = folder / PROJECT_FILE
@@ -275,8 +275,8 @@ def _holder_line(holder: str) -> str:
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
-    from robustal.label_export import project_labels, write_labels
-    from robustal.outputs import check_output_file
+    from robustal.labeling.label_export import project_labels, write_labels
+    from robustal.storage.outputs import check_output_file
 
     check_output_file(args.out, "--out", "labels.csv")
     rows = project_labels(args.dir)
@@ -300,7 +300,7 @@ def _live_status(status: str, holder: str | None) -> str:
 
 def _stopping_advice(run: dict, stages: list) -> str:
     """What the run's stopping rule (robustal's default rule if it has none) says about its stages so far."""
-    from robustal.stopping import StoppingRule
+    from robustal.loop.stopping import StoppingRule
 
     stored = run["config"].get("loop", {}).get("stop")
     rule = StoppingRule(**stored) if stored else StoppingRule()
@@ -326,7 +326,7 @@ def _pool_cells(stage) -> list:
 
 
 def _study_status(store, runs: list[dict]) -> None:
-    from robustal.tables import format_table
+    from robustal.reports.tables import format_table
 
     rows, pool = [], False
     for run in runs:
@@ -344,8 +344,8 @@ def _study_status(store, runs: list[dict]) -> None:
 def _provenance_status(store, runs: list[dict]) -> None:
     """Where the runs were computed (one line per machine, saying so when there are several), their versions, and
     the final attacks stored."""
-    from robustal.final_eval import row_line
-    from robustal.provenance import machine_label, machine_lines, version_label
+    from robustal.loop.final_eval import row_line
+    from robustal.storage.provenance import machine_label, machine_lines, version_label
 
     if not runs:
         return
@@ -373,7 +373,7 @@ def _imported_stage(stage: int, n: int, status: str, holder: str | None) -> str:
 
 
 def _run_status(store, run: dict, folder: Path, is_project: bool, holder: str | None = None) -> None:
-    from robustal.tables import count, format_table
+    from robustal.reports.tables import count, format_table
 
     name = run["name"]
     stages = store.stages(name)

@@ -27,12 +27,12 @@ from robustal.cli.common import (
 
 def _checkpoint_and_data(args: argparse.Namespace):
     """``--model``'s checkpoint, its data (``--data``, default: the recorded ones, found from any folder), the
-    model's original training data in them (:class:`~robustal.retrain.TrainingSet`) and the device."""
+    model's original training data in them (:class:`~robustal.studies.retrain.TrainingSet`) and the device."""
     from robustal._runtime import resolve_device
-    from robustal.checkpoint_data import checkpoint_data
     from robustal.errors import ConfigError
-    from robustal.retrain import resolve_training_set
-    from robustal.stored_model import load_model
+    from robustal.loop.checkpoint_data import checkpoint_data
+    from robustal.reports.stored_model import load_model
+    from robustal.studies.retrain import resolve_training_set
 
     device = resolve_device(args.device)
     ckpt = load_model(args.model, args.factory)
@@ -79,9 +79,9 @@ def _check_metric(metric: str, model, flag: str) -> None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from robustal.acquisition import create_acquisition
-    from robustal.outputs import check_output_file
-    from robustal.picks_csv import write_selection
-    from robustal.retrain import select_samples
+    from robustal.reports.picks_csv import write_selection
+    from robustal.storage.outputs import check_output_file
+    from robustal.studies.retrain import select_samples
 
     out = check_output_file(args.out, "--out", example="picks.csv")
     ckpt, data, training, device = _checkpoint_and_data(args)
@@ -104,11 +104,11 @@ def cmd_select(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     import torch
 
-    from robustal.checkpoint import data_meta, save_checkpoint
-    from robustal.evaluation import evaluate
-    from robustal.outputs import check_output_file
-    from robustal.picks_csv import read_selection
-    from robustal.retrain import retrain
+    from robustal.engine.evaluation import evaluate
+    from robustal.loop.checkpoint import data_meta, save_checkpoint
+    from robustal.reports.picks_csv import read_selection
+    from robustal.storage.outputs import check_output_file
+    from robustal.studies.retrain import retrain
 
     save = check_output_file(args.save, "--save")
     ckpt, data, training, device = _checkpoint_and_data(args)
@@ -160,9 +160,9 @@ def cmd_retrain_study(args: argparse.Namespace) -> int:
 
 
 def _retrain_study(args, metrics, sizes, seeds, ckpt, dataset, training, device, cfg, attack) -> int:
-    from robustal.outputs import atomic_write_bytes
-    from robustal.retrain import retrain_study, study_table
-    from robustal.tables import count
+    from robustal.reports.tables import count
+    from robustal.storage.outputs import atomic_write_bytes
+    from robustal.studies.retrain import retrain_study, study_table
 
     total = len(metrics) * len(sizes) * len(seeds)
     log(f"retrain study: {', '.join(metrics)} x sizes {sizes} x seeds {seeds} ({count(total, 'trial')}), "

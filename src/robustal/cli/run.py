@@ -23,14 +23,14 @@ from robustal.cli.common import (
 )
 
 #: ``--final-attack``'s choices, written out so that building the parser does not import torch (a test checks them
-#: against :data:`robustal.final_eval.FINAL_ATTACKS`).
+#: against :data:`robustal.loop.final_eval.FINAL_ATTACKS`).
 FINAL_ATTACK_NAMES = ("autoattack", "autoattack-fast")
 
 
 def loop_spec(args: argparse.Namespace):
-    from robustal.autoattack import require
     from robustal.cli.common import check_attack_steps
-    from robustal.experiment import RunSpec
+    from robustal.engine.autoattack import require
+    from robustal.loop.experiment import RunSpec
 
     loop = loop_config(args)
     check_attack_steps(args)
@@ -40,10 +40,11 @@ def loop_spec(args: argparse.Namespace):
 
 
 def final_attack_from(args: argparse.Namespace):
-    """``--final-attack``/``--final-n`` as a :class:`~robustal.final_eval.FinalAttackConfig` (None without them)."""
-    from robustal.autoattack import require
+    """``--final-attack``/``--final-n`` as a :class:`~robustal.loop.final_eval.FinalAttackConfig` (None without
+    them)."""
+    from robustal.engine.autoattack import require
     from robustal.errors import ConfigError
-    from robustal.final_eval import DEFAULT_N, FinalAttackConfig
+    from robustal.loop.final_eval import DEFAULT_N, FinalAttackConfig
 
     if args.final_attack is None:
         if args.final_n is not None:
@@ -67,7 +68,7 @@ def default_run_name(spec, dataset, out: str | None) -> str:
     from pathlib import Path
 
     if out is not None and (Path(out) / "results.db").is_file():
-        from robustal.store import Store
+        from robustal.storage.store import Store
 
         if Store(out, create=False).run_config(LEGACY_RUN_NAME) is not None:
             return LEGACY_RUN_NAME
@@ -82,11 +83,11 @@ def _stage_line(result) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from robustal.checkpoint import data_meta, save_checkpoint
     from robustal.errors import ConfigError
-    from robustal.experiment import run_experiment
-    from robustal.outputs import check_output_file
-    from robustal.tables import format_table
+    from robustal.loop.checkpoint import data_meta, save_checkpoint
+    from robustal.loop.experiment import run_experiment
+    from robustal.reports.tables import format_table
+    from robustal.storage.outputs import check_output_file
 
     save = check_output_file(args.save, "--save")
     final = final_attack_from(args)
@@ -115,8 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             bar.close()
         if final is not None and result.waiting is None:
-            from robustal.final_eval import row_line, stored_row
-            from robustal.store import Store
+            from robustal.loop.final_eval import row_line, stored_row
+            from robustal.storage.store import Store
 
             log(f"final attack: {row_line(stored_row(Store(args.out), name, final.attack))}")
     print(format_table(["stage", "labeled", "clean", "robust", "train s", "select s"],
@@ -126,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log(f"stopped at {result.stages[-1].labeled} of {spec.loop.budget} labels: {spec.loop.stop.describe()} "
             "(run again without --stop-gain to go on to the budget)")
     if save is not None:
-        from robustal.experiment import resolve
+        from robustal.loop.experiment import resolve
 
         model_name, cfg = resolve(spec, dataset)
         save_checkpoint(save, result.model, model_name,
@@ -145,11 +146,11 @@ DEMO_MIN_STEPS = 100
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from robustal.executors import RunTask, run_local
-    from robustal.experiment import RunSpec
+    from robustal.engine.training import TrainConfig
     from robustal.loop import LoopConfig
-    from robustal.tables import count, format_table
-    from robustal.training import TrainConfig
+    from robustal.loop.experiment import RunSpec
+    from robustal.reports.tables import count, format_table
+    from robustal.studies.executors import RunTask, run_local
 
     started = time.perf_counter()
     tasks = []

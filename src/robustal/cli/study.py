@@ -21,8 +21,8 @@ from robustal.cli.study_progress import StudyProgress
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from robustal.store import Store
-    from robustal.study import Study
+    from robustal.storage.store import Store
+    from robustal.studies.study import Study
 
     started = time.perf_counter()
     _check_executor_options(args)
@@ -30,7 +30,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     study.check_data()
     out = Path(args.out if args.out is not None else Path("runs") / study.name)
     if args.executor == "ray":  # Ray installed, the cluster answering and accepting us: before any work
-        from robustal.ray_cluster import check_address
+        from robustal.studies.ray_cluster import check_address
 
         check_address(args.address)
     tracker = tracker_from(args, study)  # before the folder is touched: a bad URI leaves nothing behind
@@ -54,9 +54,9 @@ def _check_executor_options(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace, study, out: Path, store, started: float, tracker) -> int:
-    from robustal.stats import format_mean_std, mean_std
-    from robustal.study import run_study
-    from robustal.tables import count, format_table
+    from robustal.reports.stats import format_mean_std, mean_std
+    from robustal.reports.tables import count, format_table
+    from robustal.studies.study import run_study
 
     tasks = study.tasks()
     finished = {t.name for t in tasks if store is not None and store.status(t.name) == "finished"}
@@ -64,7 +64,7 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float, tr
              else f"{args.executor} executor, {count(args.workers, 'worker')}")
     final = ""
     if study.final_attack is not None:
-        from robustal.final_eval import is_due
+        from robustal.loop.final_eval import is_due
 
         due = sum(is_due(store, t.name, study.final_attack) for t in tasks if t.name in finished)
         final = (f"; final attack {study.final_attack.describe()} after each run"
@@ -83,7 +83,7 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float, tr
     named = {t.spec.model for t in tasks if t.spec.model and ":" in t.spec.model}  # named in the study file
 
     def report() -> Path:  # attached to the study's MLflow run
-        from robustal.report import write_report
+        from robustal.studies.report import write_report
 
         path = write_report(out, factories=sorted(named))
         log(f"report {path} attached to the study's MLflow run")
@@ -95,7 +95,7 @@ def _study(args: argparse.Namespace, study, out: Path, store, started: float, tr
                             tracker=tracker, gpus_per_run=args.gpus_per_run, report=report)
     finally:
         bar.close()
-    from robustal.pool_training import training_label
+    from robustal.engine.pool_training import training_label
 
     cells: dict[tuple, list] = {}
     for task in tasks:
@@ -123,8 +123,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     import warnings
 
     from robustal.errors import ReportWarning
-    from robustal.outputs import check_output_dir
-    from robustal.report import write_report
+    from robustal.storage.outputs import check_output_dir
+    from robustal.studies.report import write_report
 
     header = read_text_file(args.header, "--header") if args.header is not None else ""
     out = check_output_dir(args.out, "--out")

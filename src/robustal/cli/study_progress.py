@@ -20,7 +20,7 @@ POLL_SECONDS, LINE_SECONDS = 2.0, 60.0
 
 
 class StudyProgress:
-    """Stages done of ``tasks`` (a study's :class:`~robustal.executors.RunTask` list) in the store at ``out``.
+    """Stages done of ``tasks`` (a study's :class:`~robustal.studies.executors.RunTask` list) in the store at ``out``.
 
     Attributes:
         total: Every stage of every task.
@@ -44,7 +44,7 @@ class StudyProgress:
         self._thread.start()
 
     def _read(self) -> tuple[int, list[str]]:
-        from robustal.store import Store
+        from robustal.storage.store import Store
 
         if not (self.out / "results.db").is_file():
             return 0, []

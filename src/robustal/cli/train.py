@@ -22,13 +22,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from robustal._runtime import resolve_device
-    from robustal.checkpoint import data_meta, save_checkpoint
     from robustal.data import load_dataset
+    from robustal.engine.evaluation import evaluate
+    from robustal.engine.training import fit
     from robustal.errors import ConfigError
-    from robustal.evaluation import evaluate
-    from robustal.experiment import model_factory
-    from robustal.outputs import check_output_file
-    from robustal.training import fit
+    from robustal.loop.checkpoint import data_meta, save_checkpoint
+    from robustal.loop.experiment import model_factory
+    from robustal.storage.outputs import check_output_file
 
     save = check_output_file(args.save, "--save")  # before the work, so that a trained model is never lost
     device = resolve_device(args.device)

@@ -1,0 +1,84 @@
+"""The report's sections on training with the unlabeled pool and on when to stop labeling.
+
+- The pool: per training mode that used it and function, the teacher's validation clean accuracy and its
+  pseudo-labels' accuracy at the first and last stage (how much of the pool's help is noise), and one figure per
+  training mode with its curves with and without the pool (the all-label references as lines).
+- Stopping: the stopping rule (:mod:`robustal.loop.stopping`) applied after the fact to every finished run: at how many
+  labels it would have stopped, and the robust accuracy that would have cost against the run's last stage.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from robustal.loop.stopping import StoppingRule
+from robustal.reports.figures import file_slug, plot_curves
+from robustal.reports.results import RunResults, finished_cells
+from robustal.reports.stats import mean_std
+from robustal.reports.tables import format_table
+
+
+def _mean(values: Sequence[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return "-" if not known else "{:.3f} ± {:.3f}".format(*mean_std(known)) if len(known) > 1 else f"{known[0]:.3f}"
+
+
+def pool_section(runs: Sequence[RunResults], ds: str, model: str, out: Path) -> list[str]:
+    """Teacher and pseudo-label accuracy per pool mode and function; curves with and without the pool."""
+    cells = {k[2:]: rs for k, rs in finished_cells(runs).items() if k[:2] == (ds, model) and "+" in k[2]}
+    if not cells:
+        return []
+    rows = []
+    for (mode, acq), rs in cells.items():
+        first = [r.stages[0] for r in rs]
+        last = [r.final for r in rs]
+        rows.append([mode, acq, len(rs), _mean([s.teacher_clean for s in first]),
+                     _mean([s.teacher_clean for s in last]), _mean([s.pseudo_accuracy for s in first]),
+                     _mean([s.pseudo_accuracy for s in last]),
+                     round(statistics.mean(s.pool_images or 0 for s in last))])
+    lines = ["", "### Training on the unlabeled pool", "",
+             "Self-training's teacher (validation clean accuracy) and its pseudo-labels (accuracy against the pool's "
+             "true labels) at the first and the last stage, mean ± std over seeds; pool images: the unlabeled images "
+             "trained on at the last stage. Pseudo-labels are never stored or counted as labels; the label counts "
+             "are the true labels only. A consistency run has no teacher ('-').", "",
+             format_table(["training", "acquisition", "runs", "teacher (first)", "teacher (last)",
+                           "pseudo-labels (first)", "pseudo-labels (last)", "pool images (last)"], rows)]
+    modes = list(dict.fromkeys(m for d, mo, m, _ in finished_cells(runs) if (d, mo) == (ds, model)))
+    for plain in dict.fromkeys(m.split("+")[0] for m, _ in cells):
+        group = [m for m in modes if m.split("+")[0] == plain]
+        path = plot_curves(runs, ds, model, group, out / f"curves-pool-{file_slug(ds, model, plain)}.png")
+        lines += ["", f"![{ds} {model} {plain} with and without the pool]({path.name})"]
+    return lines
+
+
+def stopping_section(runs: Sequence[RunResults], ds: str, model: str,
+                     rule: StoppingRule | None = None) -> list[str]:
+    """Where the stopping rule would have stopped each finished run, and the robust accuracy that cost."""
+    rule = rule or StoppingRule()
+    cells = {k[2:]: rs for k, rs in finished_cells(runs).items() if k[:2] == (ds, model)}
+    rows = []
+    for (mode, acq), rs in cells.items():
+        stops = [rule.stop_stage([s.val_score for s in r.stages]) for r in rs]
+        at = [r.stages[i] if i is not None else r.final for r, i in zip(rs, stops, strict=True)]
+        lost = [r.final.robust - s.robust for r, s in zip(rs, at, strict=True)
+                if r.final.robust is not None and s.robust is not None]
+        if len(rs[0].stages) <= rule.patience:
+            continue
+        rows.append([mode, acq, len(rs), sum(i is not None and i < len(r.stages) - 1 for r, i in zip(rs, stops,
+                                                                                                       strict=True)),
+                     statistics.median(s.labeled for s in at), rs[0].final.labeled,
+                     _mean(lost) if lost else "-", max(lost) if lost else None])
+    if not rows:
+        return []
+    return ["", "### When to stop labeling", "",
+            f"The stopping rule ({rule.describe()}; `robustal status` recommends it, `--stop-gain` applies it), "
+            "applied after the fact to each finished run: the runs it would have stopped before the budget, the "
+            "median label count it stops at (the budget where it never fires), and the test robust accuracy that "
+            "stopping there loses against the run's last stage (mean ± std, and the worst run).", "",
+            format_table(["training", "acquisition", "runs", "stopped early", "median labels at stop", "budget",
+                          "robust lost", "worst"], rows, floatfmt=".3f")]
+
+
+__all__ = ["pool_section", "stopping_section"]
