@@ -99,3 +99,23 @@ class PoolWarning(UserWarning):
 #: file-and-line form.
 PLAIN_WARNINGS = (ChanceLevelWarning, ReproducibilityWarning, ReportWarning, TrackingWarning, FactoryWarning,
                   AnswersWarning, PoolWarning)
+
+
+def show_plain_warnings(command: str) -> None:
+    """Show robustal's own warnings (:data:`PLAIN_WARNINGS`: a stage at chance level, a resume under another
+    environment, a part of a report left out...) as one plain line each, ``robustal COMMAND: warning: ...``, not in
+    Python's file-and-line form; other libraries' warnings are shown as usual. Used by the CLI and by a study's
+    worker processes. Calling it again replaces the earlier hook instead of stacking on it."""
+    import sys
+    import warnings
+
+    default = getattr(warnings.showwarning, "robustal_default", warnings.showwarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PLAIN_WARNINGS):
+            print(f"robustal {command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    show.robustal_default = default
+    warnings.showwarning = show

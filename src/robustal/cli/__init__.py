@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from robustal.errors import RobustalError
+from robustal.errors import RobustalError, show_plain_warnings
 
 DESCRIPTION = """\
 robustal: robust active learning. Train classifiers that are accurate and adversarially robust
@@ -26,26 +26,6 @@ examples:
   robustal run --dataset mnist --training pgd --acquisition dre --budget 1000 --out runs/mnist
   robustal select --model m.pt --metric dre --n 500 --out picks.csv  # then: robustal retrain (docs/retrain.md)
 """
-
-
-def _plain_warnings(command: str) -> None:
-    """robustal's own warnings (a stage at chance level, a resume under another environment, a part of a report
-    left out) as one plain line
-    each, not Python's file-and-line format; other libraries' warnings are shown as usual."""
-    import warnings
-
-    from robustal.errors import PLAIN_WARNINGS
-
-    default = getattr(warnings.showwarning, "robustal_default", warnings.showwarning)
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, PLAIN_WARNINGS):
-            print(f"robustal {command}: warning: {message}", file=sys.stderr, flush=True)
-        else:
-            default(message, category, filename, lineno, file, line)
-
-    show.robustal_default = default
-    warnings.showwarning = show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
-    _plain_warnings(args.command)
+    show_plain_warnings(args.command)
     try:
         return args.func(args)
     except RobustalError as e:

@@ -57,22 +57,11 @@ def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, thread
 def _worker_init(parent: int) -> None:
     """A local worker process: it ends with ``parent`` (:mod:`robustal.studies._lifeline`), and shows robustal's
     warnings as the CLI does, one plain line each (not Python's file-and-line form with the source line)."""
-    import sys
-    import warnings
-
-    from robustal.errors import PLAIN_WARNINGS
+    from robustal.errors import show_plain_warnings
     from robustal.studies._lifeline import die_with_parent
 
     die_with_parent(parent)
-    default = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, PLAIN_WARNINGS):
-            print(f"robustal study: warning: {message}", file=sys.stderr, flush=True)
-        else:
-            default(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
+    show_plain_warnings("study")
 
 
 def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str | Path | None = None) -> None:
