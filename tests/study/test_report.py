@@ -957,3 +957,33 @@ def test_matplotlibs_font_cache_note_stays_out_of_the_output(caplog):
         fonts.warning("Matplotlib is building the font cache; this may take a moment.")
         fonts.warning("findfont: Font family 'Nope' not found.")
     assert [r.getMessage() for r in caplog.records] == ["findfont: Font family 'Nope' not found."]
+
+
+def test_the_pool_is_compared_with_the_same_training_without_it_under_both_attacks(reference_study, tmp_path):
+    """A training mode with the pool (pgd+self-training) against the same mode without it, seed by seed, under PGD
+    and AutoAttack: the runs with the pool are copies of the random runs with the pool recorded in their settings."""
+    import json
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_study, copy)
+    (copy / "study.toml").unlink()  # every run of the store is reported
+    store = Store(copy)
+    plain, pooled = "digits-small-cnn-pgd-random-s{}".format, "digits-small-cnn-pgd+self-training-random-s{}".format
+    for seed in range(3):
+        record = store.export_run(plain(seed))
+        run = list(record["run"])
+        config = json.loads(run[1])
+        config["loop"]["pool"] = {"mode": "self-training"}
+        run[0], run[1] = pooled(seed), json.dumps(config)
+        record.update(run=tuple(run), final_attacks=[],
+                      selections=[(pooled(seed), *row[1:]) for row in record["selections"]],
+                      labels=[(pooled(seed), *row[1:]) for row in record["labels"]])
+        store.import_run(record)
+    _add_final_rows(store, [(plain(s), 0.9, 0.6, 0.5) for s in range(3)]
+                    + [(pooled(s), 0.9, 0.7 + 0.01 * s, 0.6 + 0.02 * s) for s in range(3)], "autoattack")
+    text = write_report(copy, tmp_path / "rep", entropies=False).read_text()
+    section = _section(text, "### Final models under AutoAttack")
+    row = _row(section, "pgd+self-training", "pgd", "random")
+    assert row[3:6] == ["3", "+0.110", "3 / 0"]  # PGD: 0.70, 0.71, 0.72 against 0.60
+    assert row[8:10] == ["+0.120", "3 / 0"]  # AutoAttack: 0.60, 0.62, 0.64 against 0.50

@@ -183,6 +183,13 @@ def final_attacks_section(runs: Sequence[RunResults], ds: str, model: str, attac
                   "test; the seeds both have attacked):", "",
                   *paired_table(comparisons, ["training", "acquisition"], ["PGD", short]),
                   "", _verdicts(comparisons, short, long)]
+    pooled = paired([([mode, mode.split("+")[0], acq], v, values[(mode.split("+")[0], acq, False)])
+                     for (mode, acq, _), v in values.items()
+                     if "+" in mode and (mode.split("+")[0], acq, False) in values])
+    if pooled:
+        lines += ["", "Training on the unlabeled pool vs the same training without it, same function, paired by seed "
+                  "under both attacks (two-sided Wilcoxon signed-rank test; the seeds both have attacked):", "",
+                  *paired_table(pooled, ["training", "vs", "acquisition"], ["PGD", short])]
     return lines
 
 
