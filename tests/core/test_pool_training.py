@@ -37,6 +37,7 @@ def spec(pool: PoolConfig = POOL, mode: str = "pgd", **loop) -> RunSpec:
     ({"teacher_epochs": 0}, "'teacher_epochs' parameter"),
     ({"mode": "self-train"}, "must be one of 'none', 'self-training', 'consistency'. Got 'self-train'"),
     ({"teacher": "robust"}, "'teacher' parameter"),
+    ({"mode": "consistency", "share": 0.0}, "A pool share of 0 adds no pool image"),
 ])
 def test_bad_pool_settings_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):

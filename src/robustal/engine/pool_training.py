@@ -73,6 +73,12 @@ class PoolConfig:
         check_float(self.weight, "weight", caller, min_value=0)
         check_float(self.confidence, "confidence", caller, min_value=0, max_value=1, max_inclusive=False)
         check_int(self.teacher_epochs, "teacher_epochs", caller, min_value=1)
+        if self.enabled and self.share == 0:
+            from robustal.errors import ConfigError
+
+            raise ConfigError(f"A pool share of 0 adds no pool image to a batch, so pool mode {self.mode!r} would "
+                              "train on the labels alone: give a share in (0, 1) (--pool-share), or leave the pool out "
+                              "(--pool-training none).")
 
     @property
     def enabled(self) -> bool:
