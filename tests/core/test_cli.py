@@ -75,12 +75,13 @@ def bad_input_cases(tmp_path):
         "missing file": (["--dataset", str(tmp_path / "nope.npz")], "does not exist"),
         "model too big for images": (["--model", "lenet5"], "lenet5 needs images of at least 16"),
         "negative epsilon": (["--epsilon", "-1"], "argument --epsilon: must be a number in [0, 1]"),
+        "ema of 1": (["--ema", "1"], "argument --ema: must be a number in [0, 1)"),
     }
 
 
 @pytest.mark.parametrize("case", ["unknown dataset", "unknown model", "npz missing arrays", "wrong image shapes",
                                   "labels do not match images", "missing file", "model too big for images",
-                                  "negative epsilon"])
+                                  "negative epsilon", "ema of 1"])
 def test_bad_input_gives_a_clear_message_and_nonzero_exit(case, tmp_path, capsys):
     args, message = bad_input_cases(tmp_path)[case]
     code = main(["train", "--epochs", "1", "--no-progress", *args])

@@ -137,6 +137,9 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> 
     g.add_argument("--step-size", type=POSITIVE_UNIT, default=None, help="training PGD step (default: 2.5*epsilon/k)")
     g.add_argument("--trades-beta", type=NON_NEGATIVE, default=d.trades_beta,
                    help="TRADES's weight of the robustness (KL) term (default: %(default)s)")
+    g.add_argument("--ema", type=UNIT_OPEN, default=d.ema, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay (0.999 is usual) and "
+                        "validate, keep and evaluate it in place of the raw weights (default: %(default)s = off)")
     g.add_argument("--epsilon-warmup", type=COUNT, default=d.epsilon_warmup, metavar="EPOCHS",
                    help="raise the training epsilon linearly over the first EPOCHS epochs of a model trained from "
                         "scratch or at chance level (default: %(default)s; 0 = the paper's full epsilon from the "
@@ -354,7 +357,8 @@ def train_config(args: argparse.Namespace):
                        attack_steps=args.attack_steps, step_size=args.step_size,
                        random_start=not args.no_random_start, epsilon_warmup=args.epsilon_warmup,
                        trades_beta=args.trades_beta, min_steps=args.min_steps, precision=args.precision,
-                       memory_format=args.memory_format, validate_last=args.validate_last or None)
+                       memory_format=args.memory_format, validate_last=args.validate_last or None,
+                       ema=args.ema)
 
 
 def int_list(text: str, flag: str, min_value: int | None = None, max_value: int | None = None) -> list[int]:

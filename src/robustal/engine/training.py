@@ -30,6 +30,7 @@ from robustal.data.dataset import Dataset, Split, to_float
 from robustal.engine.attacks import AttackConfig, trades_adversary
 from robustal.engine.evaluation import evaluate
 from robustal.engine.pool_training import Unlabeled, pool_loss
+from robustal.engine.weight_average import WeightAverage
 from robustal.models.memory_format import MEMORY_FORMATS, apply_memory_format
 
 TRAINING_MODES = ("standard", "pgd", "trades")
@@ -76,6 +77,8 @@ class TrainConfig:
             small-cnn and VGG8 on the CPU; conv nets under bf16 on CUDA), ``channels-last`` or ``contiguous``. The
             model is put in that layout for training, attacks and evaluation; results differ from the other
             layout's in the last bits.
+        ema: Keep an exponential moving average of the weights with this decay (:mod:`~robustal.engine.weight_average`;
+            0.999 is the usual choice) and validate, keep and return the average in place of the raw weights. 0: off.
     """
 
     mode: str = "standard"
@@ -96,6 +99,7 @@ class TrainConfig:
     precision: str = "fp32"
     memory_format: str = "auto"
     validate_last: int | None = 5
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         caller = "TrainConfig"
@@ -111,6 +115,7 @@ class TrainConfig:
         if self.validate_last is not None:
             check_int(self.validate_last, "validate_last", caller, min_value=1)
         check_float(self.trades_beta, "trades_beta", caller, min_value=0)
+        check_float(self.ema, "ema", caller, min_value=0, max_value=1, max_inclusive=False)
         check_float(self.lr, "lr", caller, min_value=0, min_inclusive=False)
         check_float(self.weight_decay, "weight_decay", caller, min_value=0)
         if self.epsilon is not None:
@@ -276,7 +281,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
             adds ``unlabeled.per_batch`` of them to its labeled batch; the steps are the same as without them.
 
     Returns:
-        A :class:`FitResult`; ``model`` and ``optimizer`` hold the best epoch's state.
+        A :class:`FitResult`; ``model`` and ``optimizer`` hold the best epoch's state (with ``config.ema``, ``model``
+        holds the best epoch's weight average, the weights that were validated).
     """
     if len(train) == 0:
         raise ValueError("Cannot train on an empty training set.")
@@ -293,6 +299,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
     device = torch.device(device)
     autocast = _autocast(config.precision, device)
     channels_last = apply_memory_format(model, device, config.memory_format, config.precision)
+    average = WeightAverage(model, config.ema) if config.ema > 0 else None
+    kept = model if average is None else average.model  # the weights validated, kept and returned
     if val is not None:  # validated every epoch: move it once
         val = Split(val.x.to(device), val.y.to(device))
     if unlabeled is not None:
@@ -338,6 +346,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update()
             best.steps += 1
             total_loss += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
@@ -353,7 +363,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
                 bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.3f}", val="-")
             continue
         if val is not None:
-            result = evaluate(model, val, attack, device=device, seed=seed + epoch)
+            result = evaluate(kept, val, attack, device=device, seed=seed + epoch)
             record.update(val_clean=result.clean, val_robust=result.robust)
             score = result.robust if attack is not None else result.clean
             clean = result.clean
@@ -367,8 +377,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig, 
             best_key = (score, clean)
             best.best_epoch, best.best_score = epoch, score
             best.best_clean = clean if val is not None else None
-            if epoch < config.epochs:  # the last epoch's state is already in place
-                best_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+            if epoch < config.epochs or average is not None:  # the last epoch's raw weights are already in place
+                best_state = (copy.deepcopy(kept.state_dict()), copy.deepcopy(optimizer.state_dict()))
             else:
                 best_state = None
     if bar is not None:
