@@ -257,7 +257,7 @@ def test_class_balance_prefers_the_labels_a_person_gave(tmp_path):
 
     from robustal.reports.picks import class_counts
     from robustal.reports.results import RunResults
-    from robustal.storage.store import StageRecord
+    from robustal.storage.schema import StageRecord
 
     store = Store(tmp_path)
     store.start_run("r", {"dataset": "mine"}, seed=0)

@@ -34,7 +34,8 @@ from robustal.labeling.oracle import CallableOracle, DatasetOracle, Oracle
 from robustal.loop.pseudo_labels import PseudoLabels, pseudo_label
 from robustal.loop.stopping import StoppingRule
 from robustal.models.memory_format import apply_memory_format
-from robustal.storage.store import StageRecord, Store
+from robustal.storage.schema import StageRecord
+from robustal.storage.store import Store
 
 #: The largest seed: seeds are stored in SQLite and seed NumPy and torch, and 32 bits suit all three.
 MAX_SEED = 2**32 - 1

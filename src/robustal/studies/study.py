@@ -53,7 +53,8 @@ from robustal.loop.experiment import RunSpec
 from robustal.loop.final_eval import FinalAttackConfig
 from robustal.reports.results import dataset_label
 from robustal.storage.outputs import atomic_write_bytes, undone_on_failure
-from robustal.storage.store import StageRecord, Store
+from robustal.storage.schema import StageRecord
+from robustal.storage.store import Store
 from robustal.studies.executors import EXECUTORS, RunTask, check_stored_runs, run_local, run_ray
 
 try:
