@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from robustal.studies.study import stored_stages
+from robustal.studies.study_run import stored_stages
 
 STUDY = """\
 [study]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from robustal.studies.study import Study, run_study
+from robustal.studies.study import Study
+from robustal.studies.study_run import run_study
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reference_plateau.py"
 

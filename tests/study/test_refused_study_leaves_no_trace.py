@@ -101,7 +101,7 @@ def test_an_unknown_eval_attack_is_refused_when_the_study_is_read(finished, tmp_
 def test_a_study_that_fails_before_its_first_stage_puts_its_folder_back(finished, tmp_path, monkeypatch, capsys):
     """The executor fails after the store and the study copy were written (Ray lost, a worker crashed): the study
     copy is the finished study's again, and a new --out is gone."""
-    import robustal.studies.study
+    import robustal.studies.study_run
     from robustal.errors import ConfigError
     from robustal.storage.store import Store
 
@@ -109,7 +109,7 @@ def test_a_study_that_fails_before_its_first_stage_puts_its_folder_back(finished
         Store(out)
         raise ConfigError("Cannot connect to Ray (lost)")
 
-    monkeypatch.setattr(robustal.studies.study, "run_local", lost)
+    monkeypatch.setattr(robustal.studies.study_run, "run_local", lost)
     study, done = finished
     copy = (done / "study.toml").read_bytes()
     assert main(["study", str(edited(tmp_path, 'eval_attack = "fgsm"')), "--out", str(done), "--no-progress"]) != 0

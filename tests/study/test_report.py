@@ -23,7 +23,8 @@ from robustal.reports.stats import (
 )
 from robustal.storage.store import Store
 from robustal.studies.report import attack_text, checkpoint_labels, write_report
-from robustal.studies.study import Study, run_study, save_study_copy
+from robustal.studies.study import Study
+from robustal.studies.study_run import run_study, save_study_copy
 
 
 def test_a12_on_hand_made_samples():
