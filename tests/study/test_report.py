@@ -25,6 +25,7 @@ from robustal.storage.store import Store
 from robustal.studies.report import attack_text, checkpoint_labels, write_report
 from robustal.studies.study import Study
 from robustal.studies.study_run import run_study, save_study_copy
+from study_files import grid_toml, study_toml
 
 
 def test_a12_on_hand_made_samples():
@@ -415,37 +416,10 @@ def test_fit_steps_follow_the_training_rule(n, batch_size, epochs, min_steps):
 
 
 # --- all-label references, ranking, AUC tests, final attacks ----------------------------------------------------------
-REFERENCE_STUDY = """\
-[study]
-name = "tiny-refs"
-
-[[grid]]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = ["pgd"]
-acquisitions = ["random", "entropy", "margin"]
-seeds = [0, 1, 2]
-
-[[grid]]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = ["standard"]
-acquisitions = ["random", "entropy"]
-seeds = [0, 1]
-
-[[grid]]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = ["standard", "pgd"]
-acquisitions = ["all-labels"]
-seeds = [0, 1]
-loop = { initial = 1297, budget = 1297 }
-train = { epochs = 2, validate_last = 2 }
-
-{settings}
-[acquisition.all-labels]
-function = "random"
-"""
+REFERENCE_GRIDS = (grid_toml(("random", "entropy", "margin"), ("pgd",), (0, 1, 2), several=True),
+                   grid_toml(("random", "entropy"), ("standard",), (0, 1), several=True),
+                   grid_toml(("all-labels",), ("standard", "pgd"), (0, 1), several=True,
+                             loop={"initial": 1297, "budget": 1297}, train={"epochs": 2, "validate_last": 2}))
 
 
 @pytest.fixture(scope="module")
@@ -454,7 +428,8 @@ def reference_study(tmp_path_factory, tiny_settings):
     references (digits' whole pool of 1 297, one stage) of both modes, 2 seeds."""
     folder = tmp_path_factory.mktemp("refs")
     path = folder / "refs.toml"
-    path.write_text(REFERENCE_STUDY.replace("{settings}", tiny_settings))
+    path.write_text(study_toml(*REFERENCE_GRIDS, name="tiny-refs", settings=tiny_settings,
+                               extra='[acquisition.all-labels]\nfunction = "random"\n'))
     out = folder / "out"
     save_study_copy(path, out)
     run_study(Study.load(path), out)
