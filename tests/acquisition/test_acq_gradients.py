@@ -13,14 +13,6 @@ from robustal.engine.attacks import deepfool
 from robustal.models.base import Classifier, MCDropout
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TinyBNNet(Classifier):
     """Conv → BatchNorm → ReLU → MCDropout → linear: batch-dependent unless BatchNorm stays in eval mode."""
 

@@ -17,7 +17,8 @@ from robustal.errors import ConfigError, StoreError
 from robustal.loop import LoopConfig
 from robustal.loop.experiment import RunSpec, run_experiment
 from robustal.loop.pseudo_labels import pseudo_label
-from robustal.storage.store import Store, config_diff
+from robustal.storage.schema import config_diff
+from robustal.storage.store import Store
 
 FAST = TrainConfig(mode="pgd", epochs=2, batch_size=32, attack_steps=2, min_steps=0, epsilon=0.2)
 POOL = PoolConfig(mode="self-training", teacher_epochs=3)

@@ -10,7 +10,8 @@ import torch
 
 from robustal.errors import StoreError
 from robustal.storage.outputs import atomic_write_bytes
-from robustal.storage.store import StageRecord, Store, config_diff
+from robustal.storage.schema import StageRecord, config_diff
+from robustal.storage.store import Store
 
 
 def _writer(root: str, worker: int, runs: int, stages: int) -> None:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from robustal.errors import ConfigError, TrackingWarning
-from robustal.storage.store import StageRecord
+from robustal.storage.schema import StageRecord
 from robustal.tracking.tracking import (
     DEFAULT_URI,
     INSTALL_HINT,

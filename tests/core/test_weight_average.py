@@ -109,7 +109,7 @@ def test_train_with_ema_from_the_command_line(capsys):
 
 
 def test_a_run_stored_before_ema_resumes_without_it_and_refuses_it():
-    from robustal.storage.store import config_diff
+    from robustal.storage.schema import config_diff
 
     old = {"loop": {"train": {"epochs": 10}}}  # robustal 0.4 stored no ema
     assert config_diff(old, {"loop": {"train": {"epochs": 10, "ema": 0.0}}}) == []

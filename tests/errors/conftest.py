@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from robustal.cli import main
+from study_files import TINY_LOOP, TINY_TRAIN, grid_toml, settings_toml, study_toml
 
 #: The test modules import these helpers as ``errors_conftest`` (several conftest.py files share the name "conftest").
 sys.modules["errors_conftest"] = sys.modules[__name__]
@@ -122,38 +123,18 @@ def write_npz(path: Path, **arrays) -> Path:
     return path
 
 
-# --- tiny study files (the pattern of tests/study/conftest.py) --------------------------------------------------------
-TINY_STUDY = """\
-[study]
-name = "tiny"
-
-[grid]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = ["standard"]
-acquisitions = {acquisitions}
-seeds = [0]
-
-[loop]
-initial = 30
-per_stage = 30
-budget = 60
-eval_steps = 0
-
-[train]
-epochs = {epochs}
-min_steps = 0
-batch_size = 32
-attack_steps = 2
-epsilon_warmup = 0
-"""
+# --- tiny study files (tests/study_files.py) -------------------------------------------------------------------------
+def tiny_study_text(acquisitions=("random", "entropy"), epochs: int = 1) -> str:
+    """A tiny digits study (a run per function of two stages, standard training, no robust evaluation)."""
+    train = {**TINY_TRAIN, "epochs": epochs, "attack_steps": 2, "epsilon_warmup": 0}
+    return study_toml(grid_toml(acquisitions), settings=settings_toml(TINY_LOOP, train))
 
 
 def write_tiny_study(folder: Path, acquisitions=("random", "entropy"), epochs: int = 1,
                      name: str = "tiny.toml") -> Path:
     """A tiny digits study (two runs of two stages, standard training, no robust evaluation)."""
     path = Path(folder) / name
-    path.write_text(TINY_STUDY.format(acquisitions=str(list(acquisitions)).replace("'", '"'), epochs=epochs))
+    path.write_text(tiny_study_text(acquisitions, epochs))
     return path
 
 

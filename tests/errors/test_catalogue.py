@@ -21,7 +21,6 @@ import torch
 from errors_conftest import (
     RS_ARGS,
     RUN_ARGS,
-    TINY_STUDY,
     TRAIN_SIZE,
     Artefacts,
     call,
@@ -29,6 +28,7 @@ from errors_conftest import (
     small_arrays,
     snapshot,
     snapshot_diff,
+    tiny_study_text,
     write_npz,
 )
 
@@ -123,8 +123,8 @@ def DEMO(c: Ctx, *extra) -> list:
             "1", "--eval-steps", "0", "--workers", "1", "--no-progress", *extra]
 
 
-def GOOD_STUDY(acquisitions: str = '["random"]') -> str:
-    return TINY_STUDY.format(acquisitions=acquisitions, epochs=1)
+def GOOD_STUDY(acquisitions=("random",)) -> str:
+    return tiny_study_text(acquisitions, epochs=1)
 
 
 def STUDY(c: Ctx, file: Path | str, *extra) -> list:
@@ -730,7 +730,7 @@ CASES: list[Case] = [
     Case("study file augment = 5", lambda c: STUDY(c, c.study(GOOD_STUDY() + "augment = 5\n")),
          ("s.toml", "augment", "5")),
     Case("study file [acquisition.dre] binz = 3",
-         lambda c: STUDY(c, c.study(GOOD_STUDY('["dre"]') + "\n[acquisition.dre]\nbinz = 3\n")),
+         lambda c: STUDY(c, c.study(GOOD_STUDY(("dre",)) + "\n[acquisition.dre]\nbinz = 3\n")),
          ("s.toml", "binz", "'bins'")),
     Case("study file seeds = [-1]", lambda c: STUDY(c, c.study(GOOD_STUDY().replace("seeds = [0]", "seeds = [-1]"))),
          ("s.toml", "seeds", "-1")),
@@ -745,7 +745,7 @@ CASES: list[Case] = [
          lambda c: STUDY(c, c.study(GOOD_STUDY().replace('["digits"]', '["missing.npz"]'))),
          ("missing.npz", "not found")),
     Case("study file unknown acquisition (did you mean)",
-         lambda c: STUDY(c, c.study(GOOD_STUDY('["random", "entropyy"]'))),
+         lambda c: STUDY(c, c.study(GOOD_STUDY(("random", "entropyy")))),
          ("s.toml", "'entropyy'", "Did you mean 'entropy'")),
     Case("study file eval_steps = -1", lambda c: STUDY(c, c.study(GOOD_STUDY().replace("eval_steps = 0",
                                                                                        "eval_steps = -1"))),
@@ -794,7 +794,7 @@ CASES: list[Case] = [
          ("No Ray cluster answers at 127.0.0.1:1", "(from --address)", "ray start --head")),
     # issue 28: the executor and every setting are checked before the folder is touched
     Case("study --address ray:// that nobody answers, into a finished study's folder",
-         lambda c: STUDY(c, c.study(GOOD_STUDY('["random", "entropy", "margin"]')), "--executor", "ray",
+         lambda c: STUDY(c, c.study(GOOD_STUDY(("random", "entropy", "margin"))), "--executor", "ray",
                          "--address", "ray://127.0.0.1:9", "--out", c.copy(c.art.study_dir)),
          ("No Ray client server answers at ray://127.0.0.1:9", "ray start --head"),
          after=lambda c: study_copy_unchanged(c)),

@@ -149,7 +149,7 @@ def test_one_label_studio_project_across_rounds(mnist_folder, tmp_path, capsys, 
 
 def test_a_run_stored_with_its_project_folder_name_resumes_in_a_renamed_folder():
     """robustal 0.2 stored the project folder's name with the run; it is not a setting (issue 19.6)."""
-    from robustal.storage.store import config_diff
+    from robustal.storage.schema import config_diff
 
     assert config_diff({"loop": {"budget": 60}, "project": "old-name"}, {"loop": {"budget": 60}}) == []
     assert config_diff({"loop": {"budget": 60}}, {"loop": {"budget": 80}}) == ["loop.budget: stored 60, now 80"]

@@ -16,15 +16,6 @@ SIZE = 32
 SMALL_KWARGS: dict[str, dict] = {"wide-resnet": {"depth": 10, "widen_factor": 2}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny batches gain nothing from threads, and on a shared 2-core machine two OpenMP threads run ~10× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name: str, in_channels: int = 3) -> nn.Module:
     torch.manual_seed(0)
     factory = MODELS.get(name)

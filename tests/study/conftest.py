@@ -6,47 +6,18 @@ from pathlib import Path
 
 import pytest
 
-# The loop and training settings of every tiny study: three stages of 30 digits, one cheap epoch each.
-TINY_SETTINGS = """\
-[loop]
-initial = 30
-per_stage = 30
-budget = 90
-eval_steps = 2
+from study_files import TINY_LOOP, TINY_TRAIN, grid_toml, settings_toml, study_toml
 
-[train]
-epochs = 1
-min_steps = 0
-batch_size = 32
-attack_steps = 2
-epsilon_warmup = 0
-"""
-
-TINY = """\
-[study]
-name = "tiny"
-
-[grid]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = {training}
-acquisitions = {acquisitions}
-seeds = {seeds}
-
-{settings}
-[acquisition.dre]
-bins = 10
-"""
+#: The loop and training settings of every tiny study: three stages of 30 digits, one cheap epoch each.
+TINY_SETTINGS = settings_toml({**TINY_LOOP, "budget": 90, "eval_steps": 2},
+                              {**TINY_TRAIN, "attack_steps": 2, "epsilon_warmup": 0})
 
 
 def write_tiny(folder: Path, training=("standard",), acquisitions=("random", "dre"), seeds=(0,)) -> Path:
     """A tiny digits study file in ``folder``."""
-    text = TINY.format(training=list(training), acquisitions=list(acquisitions), seeds=list(seeds),
-                       settings=TINY_SETTINGS)
-    if "dre" not in acquisitions:
-        text = text.replace("[acquisition.dre]\nbins = 10\n", "")
+    dre = "[acquisition.dre]\nbins = 10\n" if "dre" in acquisitions else ""
     path = folder / "tiny.toml"
-    path.write_text(text.replace("'", '"'))
+    path.write_text(study_toml(grid_toml(acquisitions, training, seeds), settings=TINY_SETTINGS, extra=dre))
     return path
 
 

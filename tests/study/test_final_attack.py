@@ -13,7 +13,8 @@ from robustal.cli import main
 from robustal.engine.attacks import ATTACKS
 from robustal.errors import ConfigError
 from robustal.storage.store import Store
-from robustal.studies.study import Study, run_study
+from robustal.studies.study import Study
+from robustal.studies.study_run import run_study
 
 FINAL = '\n[final_attack]\nattack = "autoattack-fast"\nn = {n}\n'
 

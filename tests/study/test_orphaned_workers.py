@@ -12,30 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from robustal.studies.study import stored_stages
+from robustal.studies.study_run import stored_stages
+from study_files import TINY_LOOP, TINY_TRAIN, grid_toml, settings_toml, study_toml
 
-STUDY = """\
-[study]
-name = "orphans"
-
-[grid]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = ["standard"]
-acquisitions = ["random", "entropy"]
-seeds = [0]
-
-[loop]
-initial = 30
-per_stage = 30
-budget = 300
-eval_steps = 0
-
-[train]
-epochs = 2
-min_steps = 0
-batch_size = 32
-"""
+#: Two runs of nine stages (a study that is still running when its main process is killed).
+STUDY = study_toml(grid_toml(("random", "entropy")), name="orphans",
+                   settings=settings_toml({**TINY_LOOP, "budget": 300}, {**TINY_TRAIN, "epochs": 2}))
 
 
 def children(pid: int) -> list[int]:

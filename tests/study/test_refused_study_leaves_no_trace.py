@@ -10,29 +10,12 @@ import pytest
 
 from robustal.cli import main
 from robustal.storage.outputs import LOCK_FILE, claimed_folder
+from study_files import TINY_LOOP, settings_toml, study_toml
 
-STUDY = """\
-[study]
-name = "tiny"
 
-[grid]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = ["standard"]
-acquisitions = ["random"]
-seeds = [0]
-
-[loop]
-initial = 30
-per_stage = 30
-budget = 60
-eval_steps = 0
-{extra}
-[train]
-epochs = 1
-min_steps = 0
-batch_size = 32
-"""
+def study_text(**loop) -> str:
+    """A tiny one-run study; ``loop``: more ``[loop]`` settings (another study than the one without them)."""
+    return study_toml(settings=settings_toml({**TINY_LOOP, **loop}))
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -46,15 +29,16 @@ def finished(tmp_path_factory) -> tuple[Path, Path]:
     """A finished one-run study: its file and its folder."""
     root = tmp_path_factory.mktemp("finished")
     study = root / "tiny.toml"
-    study.write_text(STUDY.format(extra=""))
+    study.write_text(study_text())
     assert main(["study", str(study), "--out", str(root / "done"), "--no-progress"]) == 0
     return study, root / "done"
 
 
-def edited(tmp_path: Path, extra: str) -> Path:
-    """The study file with more [loop] settings: another study, whose copy must not replace the finished one's."""
+def edited(tmp_path: Path, eval_attack: str) -> Path:
+    """The study file with another [loop] eval_attack: another study, whose copy must not replace the finished
+    one's."""
     path = tmp_path / "edited.toml"
-    path.write_text(STUDY.format(extra=extra))
+    path.write_text(study_text(eval_attack=eval_attack))
     return path
 
 
@@ -72,7 +56,7 @@ def test_a_refused_executor_leaves_an_existing_out_byte_for_byte(finished, case,
     study, done = finished
     before = snapshot(done)
     flags, message = REFUSALS[case]
-    assert main(["study", str(edited(tmp_path, "eval_attack = \"fgsm\"")), "--out", str(done), "--no-progress",
+    assert main(["study", str(edited(tmp_path, "fgsm")), "--out", str(done), "--no-progress",
                  *flags]) != 0
     assert message in capsys.readouterr().err
     assert snapshot(done) == before
@@ -91,7 +75,7 @@ def test_a_refused_executor_leaves_no_new_out(finished, case, tmp_path, capsys):
 def test_an_unknown_eval_attack_is_refused_when_the_study_is_read(finished, tmp_path, capsys):
     _, done = finished
     before = snapshot(done)
-    bad = edited(tmp_path, 'eval_attack = "bogus"')
+    bad = edited(tmp_path, "bogus")
     for out in (done, tmp_path / "new"):
         assert main(["study", str(bad), "--out", str(out), "--no-progress"]) != 0
         assert "eval_attack in [loop]: Unknown attack 'bogus'" in capsys.readouterr().err
@@ -101,7 +85,7 @@ def test_an_unknown_eval_attack_is_refused_when_the_study_is_read(finished, tmp_
 def test_a_study_that_fails_before_its_first_stage_puts_its_folder_back(finished, tmp_path, monkeypatch, capsys):
     """The executor fails after the store and the study copy were written (Ray lost, a worker crashed): the study
     copy is the finished study's again, and a new --out is gone."""
-    import robustal.studies.study
+    import robustal.studies.study_run
     from robustal.errors import ConfigError
     from robustal.storage.store import Store
 
@@ -109,10 +93,10 @@ def test_a_study_that_fails_before_its_first_stage_puts_its_folder_back(finished
         Store(out)
         raise ConfigError("Cannot connect to Ray (lost)")
 
-    monkeypatch.setattr(robustal.studies.study, "run_local", lost)
+    monkeypatch.setattr(robustal.studies.study_run, "run_local", lost)
     study, done = finished
     copy = (done / "study.toml").read_bytes()
-    assert main(["study", str(edited(tmp_path, 'eval_attack = "fgsm"')), "--out", str(done), "--no-progress"]) != 0
+    assert main(["study", str(edited(tmp_path, "fgsm")), "--out", str(done), "--no-progress"]) != 0
     assert (done / "study.toml").read_bytes() == copy
     out = tmp_path / "new"
     assert main(["study", str(study), "--out", str(out), "--no-progress"]) != 0

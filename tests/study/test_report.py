@@ -23,7 +23,9 @@ from robustal.reports.stats import (
 )
 from robustal.storage.store import Store
 from robustal.studies.report import attack_text, checkpoint_labels, write_report
-from robustal.studies.study import Study, run_study, save_study_copy
+from robustal.studies.study import Study
+from robustal.studies.study_run import run_study, save_study_copy
+from study_files import grid_toml, study_toml
 
 
 def test_a12_on_hand_made_samples():
@@ -257,7 +259,7 @@ def test_class_balance_prefers_the_labels_a_person_gave(tmp_path):
 
     from robustal.reports.picks import class_counts
     from robustal.reports.results import RunResults
-    from robustal.storage.store import StageRecord
+    from robustal.storage.schema import StageRecord
 
     store = Store(tmp_path)
     store.start_run("r", {"dataset": "mine"}, seed=0)
@@ -414,37 +416,10 @@ def test_fit_steps_follow_the_training_rule(n, batch_size, epochs, min_steps):
 
 
 # --- all-label references, ranking, AUC tests, final attacks ----------------------------------------------------------
-REFERENCE_STUDY = """\
-[study]
-name = "tiny-refs"
-
-[[grid]]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = ["pgd"]
-acquisitions = ["random", "entropy", "margin"]
-seeds = [0, 1, 2]
-
-[[grid]]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = ["standard"]
-acquisitions = ["random", "entropy"]
-seeds = [0, 1]
-
-[[grid]]
-datasets = ["digits"]
-models = ["small-cnn"]
-training = ["standard", "pgd"]
-acquisitions = ["all-labels"]
-seeds = [0, 1]
-loop = { initial = 1297, budget = 1297 }
-train = { epochs = 2, validate_last = 2 }
-
-{settings}
-[acquisition.all-labels]
-function = "random"
-"""
+REFERENCE_GRIDS = (grid_toml(("random", "entropy", "margin"), ("pgd",), (0, 1, 2), several=True),
+                   grid_toml(("random", "entropy"), ("standard",), (0, 1), several=True),
+                   grid_toml(("all-labels",), ("standard", "pgd"), (0, 1), several=True,
+                             loop={"initial": 1297, "budget": 1297}, train={"epochs": 2, "validate_last": 2}))
 
 
 @pytest.fixture(scope="module")
@@ -453,7 +428,8 @@ def reference_study(tmp_path_factory, tiny_settings):
     references (digits' whole pool of 1 297, one stage) of both modes, 2 seeds."""
     folder = tmp_path_factory.mktemp("refs")
     path = folder / "refs.toml"
-    path.write_text(REFERENCE_STUDY.replace("{settings}", tiny_settings))
+    path.write_text(study_toml(*REFERENCE_GRIDS, name="tiny-refs", settings=tiny_settings,
+                               extra='[acquisition.all-labels]\nfunction = "random"\n'))
     out = folder / "out"
     save_study_copy(path, out)
     run_study(Study.load(path), out)

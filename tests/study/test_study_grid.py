@@ -11,7 +11,8 @@ from robustal.errors import ConfigError, DataError, UnknownNameError
 from robustal.loop.experiment import run_experiment
 from robustal.storage.store import Store
 from robustal.studies.executors import run_local
-from robustal.studies.study import Study, load_study_copy, run_study, save_study_copy
+from robustal.studies.study import Study
+from robustal.studies.study_run import load_study_copy, run_study, save_study_copy
 
 BASE = {"grid": {"datasets": ["digits"], "training": ["standard"], "acquisitions": ["random"], "seeds": [0]}}
 

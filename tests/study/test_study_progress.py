@@ -12,7 +12,8 @@ from robustal.cli.common import progress_bar
 from robustal.cli.study_progress import StudyProgress
 from robustal.loop import LoopConfig
 from robustal.loop.experiment import RunSpec
-from robustal.storage.store import StageRecord, Store
+from robustal.storage.schema import StageRecord
+from robustal.storage.store import Store
 from robustal.studies.executors import RunTask
 
 

@@ -82,7 +82,7 @@ def test_missing_ray_is_a_config_error(make_study, tmp_path, monkeypatch):
 
 def test_ray_tasks_log_their_runs_live_nested_under_the_study(make_study, tmp_path, ray_local, mlflow_uri,
                                                               mlflow_client):
-    from robustal.studies.study import run_study
+    from robustal.studies.study_run import run_study
     from robustal.tracking.tracking import PARENT_TAG, MLflowTracker
 
     study = Study.load(make_study(acquisitions=("random", "entropy")))

@@ -31,7 +31,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from robustal.loop.final_eval import FinalAttackConfig, attack_runs, is_due, row_line
     from robustal.reports.results import collect
     from robustal.storage.store import Store
-    from robustal.studies.study import load_study_copy
+    from robustal.studies.study_run import load_study_copy
 
     config = FinalAttackConfig(args.attack, args.n, args.seed)
     require(args.attack)

@@ -206,7 +206,7 @@ def _check_run_options(project, store, loop) -> None:
 
     from robustal.errors import StoreError
     from robustal.labeling.labeling import RUN_NAME
-    from robustal.storage.store import config_diff
+    from robustal.storage.schema import config_diff
 
     stored = store.run_config(RUN_NAME)
     if stored is None:

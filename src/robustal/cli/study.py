@@ -56,7 +56,7 @@ def _check_executor_options(args: argparse.Namespace) -> None:
 def _study(args: argparse.Namespace, study, out: Path, store, started: float, tracker) -> int:
     from robustal.reports.stats import format_mean_std, mean_std
     from robustal.reports.tables import count, format_table
-    from robustal.studies.study import run_study
+    from robustal.studies.study_run import run_study
 
     tasks = study.tasks()
     finished = {t.name for t in tasks if store is not None and store.status(t.name) == "finished"}

@@ -2,7 +2,7 @@
 
 Each round robustal writes a *request* for the samples it picked: a CSV with ``id,label`` to fill in, a contact
 sheet (PNG) that shows every image with its CSV row and id, and a Label Studio task file with its labeling config.
-The answers come back as the filled CSV or a Label Studio export (:mod:`robustal.labeling.label_answers`). Sample ids
+The answers come back as the filled CSV or a Label Studio export (:mod:`robustal.labeling.label_formats`). Sample ids
 are strings that never change between rounds: an image folder's relative paths, or a pool index in decimal.
 
 Label Studio formats followed:
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from robustal.errors import ConfigError
-from robustal.labeling.label_answers import CHOICE_NAME, ID_FIELD
+from robustal.labeling.label_formats import CHOICE_NAME, ID_FIELD
 from robustal.labeling.label_origin import LOCAL_FILES_URL, PROJECT_FIELD, REQUEST_FIELD
 from robustal.storage.outputs import atomic_write_bytes
 

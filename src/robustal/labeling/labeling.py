@@ -173,7 +173,7 @@ def _pool_changes(out: Path, settings: ProjectSettings, pool: Pool) -> str | Non
 def check_settings(out: Path, settings: ProjectSettings, pool: Pool | None = None) -> None:
     """Refuse to continue a project in ``out`` made under other settings or on another pool (nothing is written: a
     new project's settings are recorded by :meth:`Project.record`, once every check has passed)."""
-    from robustal.storage.store import config_diff
+    from robustal.storage.schema import config_diff
 
     path = out / PROJECT_FILE
     if not path.is_file():

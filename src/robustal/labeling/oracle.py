@@ -123,7 +123,8 @@ class FileOracle(Oracle):
     def read(self, name: str, indices: torch.Tensor) -> torch.Tensor | None:
         """The answers to request ``name``, never writing anything: None while its CSV is not filled in (or not
         written) and no ``answers`` file is given; refused (DataError) when they are wrong."""
-        from robustal.labeling.label_answers import answers_kind, filled_in, read_answers, record_answers_source
+        from robustal.labeling.label_answers import filled_in, read_answers, record_answers_source
+        from robustal.labeling.label_formats import answers_kind
 
         ids = [self.ids[i] for i in indices.tolist()]
         csv = self.request_csv(name)

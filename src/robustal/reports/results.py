@@ -17,7 +17,8 @@ from pathlib import Path
 
 from robustal.reports.stats import mean_std, normalized_auc
 from robustal.storage.outputs import atomic_write_bytes
-from robustal.storage.store import StageRecord, Store
+from robustal.storage.schema import StageRecord
+from robustal.storage.store import Store
 
 CSV_FIELDS = ("run", "dataset", "model", "training", "acquisition", "seed", "status", "stage", "labeled", "clean",
               "robust", "train_seconds", "select_seconds", "eval_seconds", "best_epoch", "val_score", "val_clean",

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from robustal.errors import StoreError
 from robustal.loop.experiment import RunSpec, run_experiment
 from robustal.loop.final_eval import FinalAttackConfig, is_due, log_row
-from robustal.storage.store import StageRecord, Store
+from robustal.storage.schema import StageRecord
+from robustal.storage.store import Store
 
 if TYPE_CHECKING:
     from robustal.studies.study_tracking import TrackingTarget
@@ -75,7 +76,7 @@ def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str |
     import json
 
     from robustal.loop.experiment import spec_for_store
-    from robustal.storage.store import config_diff
+    from robustal.storage.schema import config_diff
 
     store = Store(out, create=False) if (Path(out) / "results.db").is_file() else None
     data: dict[str, tuple[str, int]] = {}  # dataset -> (fingerprint, pool size)

@@ -104,7 +104,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
         factories: User's model factories the person named (``--factory``): runs of those models are rebuilt for
             the entropy section; a run of any other user's model is left out of it, never imported.
     """
-    from robustal.studies.study import load_study_copy
+    from robustal.studies.study_run import load_study_copy
 
     root = Path(root)
     if not (root / "results.db").is_file():

@@ -240,7 +240,7 @@ def check_study_settings(out: Path, settings: dict) -> None:
     import json
 
     from robustal.errors import StoreError
-    from robustal.storage.store import config_diff
+    from robustal.storage.schema import config_diff
 
     path = out / SETTINGS_FILE
     if path.is_file():

@@ -125,7 +125,7 @@ class StudyTracking:
         """The study's settings as params (those the run lacks) and the versions as tags."""
         from mlflow.entities import Param, RunTag
 
-        from robustal.storage.store import library_versions
+        from robustal.storage.schema import library_versions
         from robustal.tracking.tracking import flatten_params
 
         params = [Param(k, v) for k, v in flatten_params(self.params).items() if k not in have]

@@ -150,7 +150,7 @@ def run_title(run: str, config: dict) -> str:
 
 def _non_semantic_keys(params: dict) -> set[str]:
     """Keys that may change when a run resumes (device, workers...), as the results store allows."""
-    from robustal.storage.store import NON_SEMANTIC_KEYS
+    from robustal.storage.schema import NON_SEMANTIC_KEYS
 
     return {_key(path) for path, _ in _flatten(params) if NON_SEMANTIC_KEYS.intersection(path)}
 
