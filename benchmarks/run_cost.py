@@ -13,6 +13,9 @@ one invocation:
 * ``all on`` -- robustal's defaults;
 * ``pool self-training`` and ``pool consistency`` -- ``all on`` training on the unlabeled pool too (issue 25's cost
   target: at most 2.5 × ``all on``); the teacher's training and pseudo-labelling are their own column;
+* ``recipe ema``, ``recipe pgd40`` and ``recipe long`` -- ``all on`` with one change of the training recipe measured
+  against AutoAttack (issue 26: adopted only at <= 1.5 x ``all on``): weight averaging (``--ema 0.999``), Madry's
+  training attack (PGD-40 at step 0.01), twice the steps per stage (20 epochs, at least 200 steps);
 * ``plain loop`` -- a minimal hand-written PyTorch loop doing the same training, validation and evaluation work as
   ``all on`` (same labeled sets, steps, epochs validated, early-stopping attacks, channels-last): the limit.
 
@@ -102,9 +105,9 @@ def timers(acc: dict):
 
 
 def robustal_run(npz: str, budget: int, seed: int, *, channels_last: bool, any_iterate: bool,
-                 validate_last: int | None, pool: str = "none") -> dict:
+                 validate_last: int | None, pool: str = "none", recipe: dict | None = None) -> dict:
     train = TrainConfig(mode="pgd", memory_format="auto" if channels_last else "contiguous",
-                        validate_last=validate_last)
+                        validate_last=validate_last, **(recipe or {}))
     spec = RunSpec(npz, LoopConfig(acquisition="dre", initial=100, per_stage=100, budget=budget, seed=seed,
                                    train=train, pool=PoolConfig(mode=pool)), model="lenet5")
     acc: dict = {}
@@ -227,14 +230,18 @@ def plain_loop(npz: str, picks: list[torch.Tensor], validate_last: int | None) -
     return acc
 
 
-VARIANTS = {  # name: (channels_last, any_iterate, validate_last, pool)
-    "all off (robustal 0.2)": (False, False, None, "none"),
-    "channels-last only": (True, False, None, "none"),
-    "any-iterate only": (False, True, None, "none"),
-    "validate-last only": (False, False, "default", "none"),
-    "all on (defaults)": (True, True, "default", "none"),
-    "pool self-training (all on + the pool)": (True, True, "default", "self-training"),
-    "pool consistency (all on + the pool)": (True, True, "default", "consistency"),
+VARIANTS = {  # name: (channels_last, any_iterate, validate_last, pool, recipe: TrainConfig changes)
+    "all off (robustal 0.2)": (False, False, None, "none", {}),
+    "channels-last only": (True, False, None, "none", {}),
+    "any-iterate only": (False, True, None, "none", {}),
+    "validate-last only": (False, False, "default", "none", {}),
+    "all on (defaults)": (True, True, "default", "none", {}),
+    "pool self-training (all on + the pool)": (True, True, "default", "self-training", {}),
+    "pool consistency (all on + the pool)": (True, True, "default", "consistency", {}),
+    "recipe ema (all on + weight averaging)": (True, True, "default", "none", {"ema": 0.999}),
+    "recipe pgd40 (all on + Madry's PGD-40 training attack)": (True, True, "default", "none",
+                                                               {"attack_steps": 40, "step_size": 0.01}),
+    "recipe long (all on, twice the steps)": (True, True, "default", "none", {"epochs": 20, "min_steps": 200}),
 }
 
 
@@ -255,13 +262,14 @@ def main(argv: list[str] | None = None) -> None:
     npz = str(mnist_npz(args.npz))
     default_last = args.validate_last
     rows = {}
-    for name, (cl, any_it, last, pool) in VARIANTS.items():
+    for name, (cl, any_it, last, pool, recipe) in VARIANTS.items():
         if last == "default" and default_last is None and name != "all on (defaults)":
             continue
         if args.variants is not None and " ".join(name.split(" ")[:2]) not in {*args.variants, "all on"}:
             continue
         rows[name] = robustal_run(npz, args.budget, args.seed, channels_last=cl, any_iterate=any_it,
-                                  validate_last=default_last if last == "default" else None, pool=pool)
+                                  validate_last=default_last if last == "default" else None, pool=pool,
+                                  recipe=recipe)
         print(f"{name}: {rows[name]['total']:.1f} s CPU", flush=True)
     on = rows["all on (defaults)"]  # always measured: the reference of every ratio
     plain = plain_loop(npz, on["picks"], default_last)
@@ -284,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in rows.items():
         if name.startswith("pool"):
             print(f"{name.split(' (')[0]} / all on: {r['total'] / on['total']:.2f}x (target <= 2.5)")
+        if name.startswith("recipe"):
+            print(f"{name.split(' (')[0]} / all on: {r['total'] / on['total']:.2f}x (adopted only at <= 1.5)")
     off = rows.get("all off (robustal 0.2)")
     work = on["train"] + on["validate"] + on["evaluate"]
     if off is not None:
