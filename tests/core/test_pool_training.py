@@ -38,6 +38,7 @@ def spec(pool: PoolConfig = POOL, mode: str = "pgd", **loop) -> RunSpec:
     ({"teacher_epochs": 0}, "'teacher_epochs' parameter"),
     ({"mode": "self-train"}, "must be one of 'none', 'self-training', 'consistency'. Got 'self-train'"),
     ({"teacher": "robust"}, "'teacher' parameter"),
+    ({"steps": -1}, "'steps' parameter"),
     ({"mode": "consistency", "share": 0.0}, "A pool share of 0 adds no pool image"),
 ])
 def test_bad_pool_settings_are_refused(kwargs, match):
@@ -210,12 +211,37 @@ def test_the_last_stage_only(digits):
     assert [s.pool_images is not None for s in result.stages] == [False, False, True]
 
 
+def test_pool_steps_raise_the_steps_of_the_stages_that_train_on_the_pool_only(digits, monkeypatch):
+    import robustal.loop.active as active
+
+    real, seen = active.fit, []
+
+    def recording(model, train, val, config, **kw):
+        result = real(model, train, val, config, **kw)
+        seen.append((kw.get("unlabeled") is not None, config.min_steps, result.steps))
+        return result
+
+    monkeypatch.setattr(active, "fit", recording)
+    pool = PoolConfig(mode="consistency", stages="last", steps=20)  # no teacher: the pool is used at any accuracy
+    run_experiment(spec(pool, budget=90, chance_recovery="none"), None, dataset=digits)
+    assert [(pooled, floor) for pooled, floor, _ in seen] == [(False, 0), (False, 0), (True, 20)]
+    assert seen[0][2] == 2 and seen[-1][2] == 20  # 30 labels: 2 epochs of one batch; the pool's stage: the floor
+
+
+def test_pool_steps_never_lower_the_steps_of_the_labels():
+    train = replace(FAST, min_steps=100)
+    assert PoolConfig(mode="self-training", steps=40).train_config(train) is train
+    assert PoolConfig(mode="self-training", steps=400).train_config(train).min_steps == 400
+
+
 def test_a_run_does_not_resume_under_other_pool_settings(digits, tmp_path):
     run_experiment(spec(), tmp_path, name="r", dataset=digits, )
     with pytest.raises(StoreError, match="pool.mode: stored 'self-training', now 'none'"):
         run_experiment(spec(PoolConfig()), tmp_path, name="r", dataset=digits)
     with pytest.raises(StoreError, match="pool.share"):
         run_experiment(spec(replace(POOL, share=0.25)), tmp_path, name="r", dataset=digits)
+    with pytest.raises(StoreError, match="pool.steps: stored 0, now 300"):
+        run_experiment(spec(replace(POOL, steps=300)), tmp_path, name="r", dataset=digits)
 
 
 def test_a_run_stored_before_the_pool_setting_counts_as_without_it():
@@ -223,6 +249,10 @@ def test_a_run_stored_before_the_pool_setting_counts_as_without_it():
     assert config_diff(old, {"loop": {"budget": 60, "pool": PoolConfig().to_dict()}}) == []
     assert config_diff(old, {"loop": {"budget": 60, "pool": POOL.to_dict()}}) == [
         "loop.pool.mode: stored 'none', now 'self-training'"]
+    before_steps = {k: v for k, v in POOL.to_dict().items() if k != "steps"}  # a pool run stored before --pool-steps
+    assert config_diff({"loop": {"pool": before_steps}}, {"loop": {"pool": POOL.to_dict()}}) == []
+    assert config_diff({"loop": {"pool": before_steps}}, {"loop": {"pool": replace(POOL, steps=9).to_dict()}}) == [
+        "loop.pool.steps: stored 0, now 9"]
 
 
 # --- when to stop labeling ------------------------------------------------------------------------------------------

@@ -267,14 +267,14 @@ def test_ray_gpu_share_follows_the_model_size(model, share):
 
 def test_a_grid_runs_each_pool_mode_with_the_studys_pool_settings():
     s = study(grid={"training": ["pgd"], "pool": ["none", "self-training"], "seeds": [0, 1]},
-              pool={"share": 0.25, "teacher": "model"})
+              pool={"share": 0.25, "teacher": "model", "steps": 500})
     names = [t.name for t in s.tasks()]
     assert names == ["digits-small-cnn-pgd-random-s0", "digits-small-cnn-pgd+self-training-random-s0",
                      "digits-small-cnn-pgd-random-s1", "digits-small-cnn-pgd+self-training-random-s1"]
     plain, pooled = s.tasks()[:2]
     assert plain.spec.loop.pool.mode == "none"
-    assert (pooled.spec.loop.pool.mode, pooled.spec.loop.pool.share, pooled.spec.loop.pool.teacher) == (
-        "self-training", 0.25, "model")
+    assert (pooled.spec.loop.pool.mode, pooled.spec.loop.pool.share, pooled.spec.loop.pool.teacher,
+            pooled.spec.loop.pool.steps) == ("self-training", 0.25, "model", 500)
 
 
 @pytest.mark.parametrize("sections, match", [

@@ -270,6 +270,9 @@ def add_pool_args(p: argparse.ArgumentParser) -> None:
                    help="use only pseudo-labels whose teacher probability is at least C (default: %(default)s)")
     g.add_argument("--pool-stages", choices=POOL_STAGES, default=d.stages,
                    help="use the pool at every stage, or at the last one only (default: %(default)s)")
+    g.add_argument("--pool-steps", type=COUNT, default=d.steps, metavar="STEPS",
+                   help="at least STEPS optimizer steps in a stage trained on the pool: more passes over the pool, "
+                        "at a cost bounded by STEPS (default: %(default)s = the steps of the labels alone)")
 
 
 def pool_config(args: argparse.Namespace):
@@ -277,7 +280,8 @@ def pool_config(args: argparse.Namespace):
     from robustal.engine.pool_training import PoolConfig
 
     return PoolConfig(mode=args.pool_training, share=args.pool_share, weight=args.pool_weight, teacher=args.teacher,
-                      teacher_epochs=args.teacher_epochs, confidence=args.pool_confidence, stages=args.pool_stages)
+                      teacher_epochs=args.teacher_epochs, confidence=args.pool_confidence, stages=args.pool_stages,
+                      steps=args.pool_steps)
 
 
 def add_tracking_args(p: argparse.ArgumentParser, study: bool = False) -> None:

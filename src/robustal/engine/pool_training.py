@@ -12,7 +12,8 @@ adversarial-robustness literature, are offered under ``pgd`` and ``trades`` trai
 How batches mix: every optimizer step takes the usual batch of labeled images (the same batches, in the same
 order, as training without the pool) plus ``round(batch_size · share / (1 − share))`` pool images, drawn from
 shuffled passes over the unlabeled images. A stage's optimizer steps are those of training without the pool, so its
-cost grows by the factor ``1 / (1 − share)`` (2 at Carmon's share of one half), never with the pool's size.
+cost grows by the factor ``1 / (1 − share)`` (2 at Carmon's share of one half), never with the pool's size --
+unless :attr:`PoolConfig.steps` sets a floor on a stage's steps with the pool: a setting, not the pool's size, again.
 
 A pseudo-label is never a label: it lives in memory for one stage's training, is never stored as a label, never
 exported and never counted; the store keeps only how many pool images were used and, where the true labels are known
@@ -22,7 +23,8 @@ exported and never counted; the store keeps only how many pool images were used 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,9 @@ from torch import nn
 
 from robustal._validation import check_choice, check_float, check_int
 from robustal.engine.attacks import AttackConfig, trades_adversary
+
+if TYPE_CHECKING:  # training imports this module
+    from robustal.engine.training import TrainConfig
 
 #: How a run uses its unlabeled pool for training (``none``: it does not, the paper's setting).
 POOL_MODES = ("none", "self-training", "consistency")
@@ -54,6 +59,10 @@ class PoolConfig:
             accuracy kept).
         confidence: Pseudo-labels whose teacher probability is below this are not used (0: all are, as Carmon).
         stages: ``all`` or ``last`` (:data:`POOL_STAGES`).
+        steps: At least this many optimizer steps in a stage that trains on the pool (0: the steps of its labels
+            alone, ``TrainConfig.min_steps`` included). The pool holds thousands of images where the labels are
+            hundreds: at 1 000 labels a stage's 100 steps show each of 7 000 pool images about twice, where training
+            on all of it once took 30 epochs. The cost of such a stage is bounded by this setting.
     """
 
     mode: str = "none"
@@ -63,6 +72,7 @@ class PoolConfig:
     teacher_epochs: int = 30
     confidence: float = 0.0
     stages: str = "all"
+    steps: int = 0
 
     def __post_init__(self) -> None:
         caller = "PoolConfig"
@@ -73,6 +83,7 @@ class PoolConfig:
         check_float(self.weight, "weight", caller, min_value=0)
         check_float(self.confidence, "confidence", caller, min_value=0, max_value=1, max_inclusive=False)
         check_int(self.teacher_epochs, "teacher_epochs", caller, min_value=1)
+        check_int(self.steps, "steps", caller, min_value=0)
         if self.enabled and self.share == 0:
             from robustal.errors import ConfigError
 
@@ -87,6 +98,10 @@ class PoolConfig:
     def used_at(self, stage: int, last_stage: int) -> bool:
         """Whether stage ``stage`` (of a run whose last stage is ``last_stage``) trains on the pool."""
         return self.enabled and (self.stages == "all" or stage == last_stage)
+
+    def train_config(self, train: TrainConfig) -> TrainConfig:
+        """``train`` for a stage that trains on the pool: its ``min_steps`` raised to :attr:`steps`."""
+        return train if self.steps <= train.min_steps else replace(train, min_steps=self.steps)
 
     def pool_batch(self, batch_size: int) -> int:
         """Pool images added to a batch of ``batch_size`` labeled ones (at least one when the share is positive)."""

@@ -331,6 +331,8 @@ class ActiveLearningLoop:
         recovery = "warmup" if self._at_chance and cfg.chance_recovery != "none" else ""
         warm = stage == 0 or cfg.from_scratch or bool(recovery)
         train_cfg = cfg.train if warm else replace(cfg.train, epsilon_warmup=0)
+        if unlabeled is not None:
+            train_cfg = cfg.pool.train_config(train_cfg)
         result = fit(self.model, train, self.splits.val, train_cfg, optimizer=optimizer, device=self.device,
                      seed=self._seed("train", stage), progress=self.progress, desc=f"stage {stage} train",
                      unlabeled=unlabeled)
@@ -383,7 +385,8 @@ class ActiveLearningLoop:
         """Train the stage again from new weights (with the ε warm-up); keep whichever validates better."""
         kept = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(optimizer.state_dict()))
         new_optimizer = self._reinitialise(stage)
-        second = fit(self.model, train, self.splits.val, self.config.train, optimizer=new_optimizer,
+        train_cfg = self.config.train if unlabeled is None else self.config.pool.train_config(self.config.train)
+        second = fit(self.model, train, self.splits.val, train_cfg, optimizer=new_optimizer,
                      device=self.device, seed=self._seed("train", stage, "reinit"), progress=self.progress,
                      desc=f"stage {stage} retrain", unlabeled=unlabeled)
         if (second.best_score, second.best_clean or 0.0) >= (first.best_score, first.best_clean or 0.0):

@@ -84,7 +84,7 @@ NON_SEMANTIC_KEYS = frozenset({"device", "progress", "workers", "data_dir", "bat
                                "stop"})  # the stopping rule decides where a run ends, not what its stages are
 #: Configuration keys added since the first release whose absence in a stored run means a known value: a run stored
 #: before them compares as if it had recorded that value (a run without the pool is never resumed with it).
-ADDED_KEY_DEFAULTS = {"loop.pool": {"mode": "none"}, "loop.train.ema": 0.0}
+ADDED_KEY_DEFAULTS = {"loop.pool": {"mode": "none"}, "loop.pool.steps": 0, "loop.train.ema": 0.0}
 #: SQLite's application id of a robustal results store ("RBAL"), set when the store is created.
 APPLICATION_ID = 0x5242414C
 #: The tables every robustal store has.

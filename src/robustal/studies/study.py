@@ -67,7 +67,7 @@ TRACKING_KEYS = ("kind", "uri", "experiment", "log_model")
 STUDY_KEYS = ("name", "description")
 GRID_KEYS = ("datasets", "models", "training", "acquisitions", "seeds", "loop", "train", "pool")
 #: ``[pool]`` keys: :class:`~robustal.engine.pool_training.PoolConfig`'s settings; its mode is a grid dimension.
-POOL_KEYS = ("share", "weight", "teacher", "teacher_epochs", "confidence", "stages")
+POOL_KEYS = ("share", "weight", "teacher", "teacher_epochs", "confidence", "stages", "steps")
 LOOP_KEYS = ("initial", "per_stage", "budget", "from_scratch", "chance_recovery", "eval_steps", "eval_attack")
 
 
