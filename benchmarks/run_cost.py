@@ -13,6 +13,8 @@ one invocation:
 * ``all on`` -- robustal's defaults;
 * ``pool self-training`` and ``pool consistency`` -- ``all on`` training on the unlabeled pool too (issue 25's cost
   target: at most 2.5 × ``all on``); the teacher's training and pseudo-labelling are their own column;
+* ``pool last-1000`` -- ``all on`` with self-training at the last stage only, raised to 1 000 optimizer steps
+  (``--pool-stages last --pool-steps 1000``): fewer stages with the pool, more steps in the one that has it;
 * ``recipe ema``, ``recipe pgd40`` and ``recipe long`` -- ``all on`` with one change of the training recipe measured
   against AutoAttack (issue 26: adopted only at <= 1.5 x ``all on``): weight averaging (``--ema 0.999``), Madry's
   training attack (PGD-40 at step 0.01), twice the steps per stage (20 epochs, at least 200 steps);
@@ -105,11 +107,11 @@ def timers(acc: dict):
 
 
 def robustal_run(npz: str, budget: int, seed: int, *, channels_last: bool, any_iterate: bool,
-                 validate_last: int | None, pool: str = "none", recipe: dict | None = None) -> dict:
+                 validate_last: int | None, pool: PoolConfig, recipe: dict | None = None) -> dict:
     train = TrainConfig(mode="pgd", memory_format="auto" if channels_last else "contiguous",
                         validate_last=validate_last, **(recipe or {}))
     spec = RunSpec(npz, LoopConfig(acquisition="dre", initial=100, per_stage=100, budget=budget, seed=seed,
-                                   train=train, pool=PoolConfig(mode=pool)), model="lenet5")
+                                   train=train, pool=pool), model="lenet5")
     acc: dict = {}
     picks: list[torch.Tensor] = []
     t0, w0 = time.process_time(), time.perf_counter()
@@ -230,18 +232,21 @@ def plain_loop(npz: str, picks: list[torch.Tensor], validate_last: int | None) -
     return acc
 
 
+NO_POOL = PoolConfig()
 VARIANTS = {  # name: (channels_last, any_iterate, validate_last, pool, recipe: TrainConfig changes)
-    "all off (robustal 0.2)": (False, False, None, "none", {}),
-    "channels-last only": (True, False, None, "none", {}),
-    "any-iterate only": (False, True, None, "none", {}),
-    "validate-last only": (False, False, "default", "none", {}),
-    "all on (defaults)": (True, True, "default", "none", {}),
-    "pool self-training (all on + the pool)": (True, True, "default", "self-training", {}),
-    "pool consistency (all on + the pool)": (True, True, "default", "consistency", {}),
-    "recipe ema (all on + weight averaging)": (True, True, "default", "none", {"ema": 0.999}),
-    "recipe pgd40 (all on + Madry's PGD-40 training attack)": (True, True, "default", "none",
+    "all off (robustal 0.2)": (False, False, None, NO_POOL, {}),
+    "channels-last only": (True, False, None, NO_POOL, {}),
+    "any-iterate only": (False, True, None, NO_POOL, {}),
+    "validate-last only": (False, False, "default", NO_POOL, {}),
+    "all on (defaults)": (True, True, "default", NO_POOL, {}),
+    "pool self-training (all on + the pool)": (True, True, "default", PoolConfig(mode="self-training"), {}),
+    "pool consistency (all on + the pool)": (True, True, "default", PoolConfig(mode="consistency"), {}),
+    "pool last-1000 (all on + self-training at the last stage, 1 000 steps)": (
+        True, True, "default", PoolConfig(mode="self-training", stages="last", steps=1000), {}),
+    "recipe ema (all on + weight averaging)": (True, True, "default", NO_POOL, {"ema": 0.999}),
+    "recipe pgd40 (all on + Madry's PGD-40 training attack)": (True, True, "default", NO_POOL,
                                                                {"attack_steps": 40, "step_size": 0.01}),
-    "recipe long (all on, twice the steps)": (True, True, "default", "none", {"epochs": 20, "min_steps": 200}),
+    "recipe long (all on, twice the steps)": (True, True, "default", NO_POOL, {"epochs": 20, "min_steps": 200}),
 }
 
 
