@@ -301,3 +301,10 @@ def test_status_and_report_show_the_pool_and_the_stopping_rule(digits, tmp_path,
     assert "curves-pool-digits-small-cnn-pgd.png" in report and (tmp_path / "report" /
                                                                  "curves-pool-digits-small-cnn-pgd.png").is_file()
     assert "### When to stop labeling" in report
+
+
+@pytest.mark.parametrize("median, shown", [(1000.0, 1000), (900, 900), (450.5, "450.5")])
+def test_the_stopping_table_shows_a_median_label_count_as_a_count(median, shown):
+    from robustal.reports.pool_report import _label_count
+
+    assert _label_count(median) == shown

@@ -68,7 +68,7 @@ def stopping_section(runs: Sequence[RunResults], ds: str, model: str,
             continue
         rows.append([mode, acq, len(rs), sum(i is not None and i < len(r.stages) - 1 for r, i in zip(rs, stops,
                                                                                                        strict=True)),
-                     statistics.median(s.labeled for s in at), rs[0].final.labeled,
+                     _label_count(statistics.median(s.labeled for s in at)), rs[0].final.labeled,
                      _mean(lost) if lost else "-", max(lost) if lost else None])
     if not rows:
         return []
@@ -79,6 +79,11 @@ def stopping_section(runs: Sequence[RunResults], ds: str, model: str,
             "stopping there loses against the run's last stage (mean ± std, and the worst run).", "",
             format_table(["training", "acquisition", "runs", "stopped early", "median labels at stop", "budget",
                           "robust lost", "worst"], rows, floatfmt=".3f")]
+
+
+def _label_count(median: float) -> int | str:
+    """A median label count as the table shows it: an integer, or halfway between two (``450.5``)."""
+    return int(median) if float(median).is_integer() else f"{median:.1f}"
 
 
 __all__ = ["pool_section", "stopping_section"]
