@@ -182,6 +182,30 @@ def test_resuming_under_another_instruction_set_warns(tmp_path):
         store.start_run("r", {"a": 1}, 0, device="cpu")
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_source_commit_names_the_checkout_and_says_when_its_files_were_changed(tmp_path):
+    import subprocess
+
+    from robustal.storage.provenance import source_commit, version_label
+
+    assert source_commit(tmp_path) == ""  # not a checkout: nothing claimed
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "code.py").write_text("x = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    assert source_commit(repo / "pkg") == head
+    (repo / "pkg" / "code.py").write_text("x = 2\n")
+    assert source_commit.__wrapped__(repo / "pkg") == head + "+"
+    assert version_label({"robustal": "0.4.0", "commit": head, "torch": "2.13.0"}) == \
+        f"robustal 0.4.0 (commit {head}), torch 2.13.0"
+    assert version_label({"robustal": "0.4.0", "torch": "2.13.0"}) == "robustal 0.4.0, torch 2.13.0"
+
+
 def test_the_study_command_says_what_it_will_attack_and_logs_each_attack(finished, tmp_path, fake_fast, capsys,
                                                                         caplog):
     path, original = finished

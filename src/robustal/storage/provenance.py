@@ -9,8 +9,10 @@ machine in a line, :func:`machine_lines` counts a store's runs per machine and s
 from __future__ import annotations
 
 import platform
+import subprocess
 from collections.abc import Iterable
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -40,9 +42,28 @@ def cpu_capability() -> str:
         return ""
 
 
+@lru_cache(maxsize=8)
+def source_commit(where: str | Path | None = None) -> str:
+    """The git commit of the checkout robustal runs from (``where``: default, this package's folder), with ``+``
+    when its files differ from that commit; ``""`` outside a git checkout or without git. A version string is bumped
+    by hand and can be stale; the commit names the code that computed a result."""
+    folder = Path(where) if where is not None else Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no", "--",
+                                "."], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head.stdout.strip() + ("+" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
 def provenance(device: str | torch.device | None = None) -> dict[str, object]:
-    """Versions and the numeric environment a result depends on: robustal, torch, numpy and python versions, torch
-    threads, CPU model and instruction set, and (when given) the device, with the GPU's name on CUDA."""
+    """Versions and the numeric environment a result depends on: robustal's version (and its git commit when it runs
+    from a checkout), torch, numpy and python versions, torch threads, CPU model and instruction set, and (when given)
+    the device, with the GPU's name on CUDA."""
     import numpy
 
     import robustal
@@ -50,6 +71,9 @@ def provenance(device: str | torch.device | None = None) -> dict[str, object]:
     out: dict[str, object] = {"robustal": robustal.__version__, "torch": torch.__version__,
                               "numpy": numpy.__version__, "python": platform.python_version(),
                               "threads": torch.get_num_threads(), "cpu": cpu_model(), "isa": cpu_capability()}
+    commit = source_commit()
+    if commit:
+        out["commit"] = commit
     if device is not None:
         out["device"] = str(device)
         if str(device).startswith("cuda") and torch.cuda.is_available():
@@ -73,8 +97,12 @@ def machine_label(versions: dict) -> str:
 
 
 def version_label(versions: dict) -> str:
-    """The library versions in words: ``robustal 0.3.0, torch 2.5.1, numpy 2.1.3, python 3.11.9``."""
-    return ", ".join(f"{k} {versions[k]}" for k in ("robustal", "torch", "numpy", "python") if versions.get(k))
+    """The library versions in words: ``robustal 0.4.0 (commit 0e08949a1b2c), torch 2.5.1, numpy 2.1.3, python
+    3.11.9``; the commit only where the run recorded one (from a git checkout)."""
+    words = [f"{k} {versions[k]}" for k in ("robustal", "torch", "numpy", "python") if versions.get(k)]
+    if versions.get("commit") and words and words[0].startswith("robustal "):
+        words[0] += f" (commit {versions['commit']})"
+    return ", ".join(words)
 
 
 def machine_lines(runs: Iterable[tuple[str, dict]]) -> list[str]:
@@ -98,4 +126,4 @@ def machine_lines(runs: Iterable[tuple[str, dict]]) -> list[str]:
 
 
 __all__ = ["MACHINE_KEYS", "cpu_capability", "cpu_model", "machine_label", "machine_lines", "provenance",
-           "version_label"]
+           "source_commit", "version_label"]
