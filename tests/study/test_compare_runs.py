@@ -1,0 +1,75 @@
+"""scripts/compare_runs.py: runs of two results folders are paired by seed (finished runs of the named prefix only),
+under the run's own attack and every final attack both groups have."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustal.storage.schema import StageRecord
+from robustal.storage.store import Store
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_runs.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("compare_runs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _store(folder: Path, prefix: str, finals: dict[int, tuple[float, float | None]], status: str = "finished"):
+    """Runs ``prefix-sSEED`` with one stage (clean 0.9, robust as given) and an AutoAttack row where given."""
+    store = Store(folder)
+    config = {"loop": {"eval_attack": {"name": "pgd", "steps": 50}}}
+    for seed, (robust, autoattack) in finals.items():
+        name = f"{prefix}-s{seed}"
+        store.start_run(name, config, seed, device="cpu")
+        store.add_stage(name, StageRecord(stage=0, labeled=100, clean=0.9, robust=robust), torch.tensor([seed]), None)
+        store.set_status(name, status)
+        if autoattack is not None:
+            store.add_final_attack({"run": name, "attack": "autoattack", "version": "standard", "n": 200, "seed": 0,
+                                    "clean": 0.9, "pgd": robust, "robust": autoattack, "seconds": 1.0,
+                                    "provenance": {}, "created": 0.0})
+    return store
+
+
+def test_runs_are_paired_by_seed_across_folders(script, tmp_path, capsys):
+    _store(tmp_path / "a", "pool-random", {0: (0.70, 0.65), 1: (0.72, 0.66), 2: (0.69, 0.60), 5: (0.9, 0.9)})
+    _store(tmp_path / "b", "pgd-random", {0: (0.60, 0.50), 1: (0.62, 0.55), 2: (0.70, 0.58), 3: (0.1, 0.1)})
+    _store(tmp_path / "b", "pgd-random-extra", {0: (0.0, 0.0)})  # another prefix: never paired
+    assert script.main([f"{tmp_path / 'a'}:pool-random", f"{tmp_path / 'b'}:pgd-random"]) == 0
+    out = capsys.readouterr().out
+    assert "paired seeds: 0, 1, 2" in out
+    pgd = next(line for line in out.splitlines() if line.startswith("| PGD-50"))
+    assert pgd.split("|")[2:6] == [" 0.703 ", " 0.640 ", " +0.063 ", " 2 / 1 "]
+    autoattack = next(line for line in out.splitlines() if line.startswith("| autoattack (200 images)"))
+    assert autoattack.split("|")[4:6] == [" +0.093 ", " 3 / 0 "]
+    assert autoattack.split("|")[6].strip() == "0.250"  # 3 pairs: the least an exact test can give
+
+
+def test_unfinished_runs_and_attacks_one_side_lacks_are_left_out(script, tmp_path, capsys):
+    _store(tmp_path / "a", "x", {0: (0.7, None), 1: (0.7, None)})
+    _store(tmp_path / "a", "x", {2: (0.1, None)}, status="interrupted")
+    _store(tmp_path / "b", "y", {0: (0.6, 0.5), 1: (0.6, 0.5), 2: (0.6, 0.5)})
+    assert script.main([f"{tmp_path / 'a'}:x", f"{tmp_path / 'b'}:y"]) == 0
+    out = capsys.readouterr().out
+    assert "paired seeds: 0, 1\n" in out and "autoattack" not in out.split("paired seeds")[1]
+
+
+def test_bad_groups_say_what_to_give(script, tmp_path):
+    with pytest.raises(SystemExit, match="not FOLDER:PREFIX"):
+        script.main(["nocolon", "b:c"])
+    with pytest.raises(SystemExit, match="holds no results.db"):
+        script.main([f"{tmp_path}:x", f"{tmp_path}:y"])
+    _store(tmp_path / "a", "x", {0: (0.7, None)})
+    _store(tmp_path / "b", "y", {1: (0.6, None)})
+    with pytest.raises(SystemExit, match="share no seed"):
+        script.main([f"{tmp_path / 'a'}:x", f"{tmp_path / 'b'}:y"])
+    with pytest.raises(SystemExit, match="no finished run named z-sSEED"):
+        script.main([f"{tmp_path / 'a'}:z", f"{tmp_path / 'b'}:y"])
