@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,22 @@ def write_tiny(folder: Path, training=("standard",), acquisitions=("random", "dr
     path = folder / "tiny.toml"
     path.write_text(study_toml(grid_toml(acquisitions, training, seeds), settings=TINY_SETTINGS, extra=dre))
     return path
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script(name)``: the module ``scripts/NAME.py`` (scripts are files, not a package), loaded once."""
+    folder = Path(__file__).resolve().parents[2] / "scripts"
+    loaded = {}
+
+    def load(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+            loaded[name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(loaded[name])
+        return loaded[name]
+
+    return load
 
 
 @pytest.fixture(scope="session")

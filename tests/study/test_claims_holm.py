@@ -4,7 +4,6 @@ family is Holm-adjusted as a whole."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import random
 from pathlib import Path
 
@@ -12,16 +11,12 @@ import pytest
 
 from robustal.reports.stats import compare_paired, holm, normalized_auc
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "claims_holm.py"
 STAGE_FIELDS = ("run", "training", "acquisition", "seed", "status", "stage", "labeled", "robust")
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("claims_holm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("claims_holm")
 
 
 def _stages(training: str, acq: str, seed: int, robust: list[float], status: str = "finished") -> list[dict]:

@@ -3,7 +3,6 @@ under the run's own attack and every final attack both groups have."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,10 @@ import torch
 from robustal.storage.schema import StageRecord
 from robustal.storage.store import Store
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_runs.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("compare_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("compare_runs")
 
 
 def _store(folder: Path, prefix: str, finals: dict[int, tuple[float, float | None]], status: str = "finished"):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from robustal.studies.study import Study
 from robustal.studies.study_run import run_study
 from study_files import grid_toml, settings_toml, study_toml
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reference_plateau.py"
 
 
 def plateau_study(min_steps: int) -> str:
@@ -25,11 +21,8 @@ def plateau_study(min_steps: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def plateau():
-    spec = importlib.util.spec_from_file_location("reference_plateau", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def plateau(load_script):
+    return load_script("reference_plateau")
 
 
 def test_the_longer_run_starts_as_the_stored_run(plateau, tmp_path):
