@@ -15,7 +15,6 @@ paired; the seeds each lacks are named.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("a", help="FOLDER:PREFIX of the runs compared")
     ap.add_argument("b", help="FOLDER:PREFIX of the runs they are compared against")
     args = ap.parse_args(argv)
-    from robustal.reports.stats import wilcoxon_signed_rank
+    from robustal.reports.stats import EXACT_PAIRS, compare_paired, mean_std
 
     (fa, pa), (fb, pb) = group(args.a), group(args.b)
     a, b = finals(fa, pa), finals(fb, pb)
@@ -70,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"paired seeds: {', '.join(map(str, seeds))}\n")
     print("| metric | A | B | A - B | A higher / lower | p (exact Wilcoxon) |")
     print("|---|---|---|---|---|---|")
+    approx = "" if len(seeds) <= EXACT_PAIRS else " (normal approx.)"
     for m in metrics:
-        diffs = [a[s][m] - b[s][m] for s in seeds]
-        _, p, exact = wilcoxon_signed_rank(diffs)
-        print(f"| {m} | {statistics.mean(a[s][m] for s in seeds):.3f} | {statistics.mean(b[s][m] for s in seeds):.3f} "
-              f"| {statistics.mean(diffs):+.3f} | {sum(d > 0 for d in diffs)} / {sum(d < 0 for d in diffs)} "
-              f"| {p:.3f}{'' if exact else ' (normal approx.)'} |")
+        x, y = [a[s][m] for s in seeds], [b[s][m] for s in seeds]
+        c = compare_paired(x, y)
+        print(f"| {m} | {mean_std(x)[0]:.3f} | {mean_std(y)[0]:.3f} | {c.mean_diff:+.3f} | {c.higher} / {c.lower} "
+              f"| {c.p:.3f}{approx} |")
     print("\nper seed (A / B):")
     for s in seeds:
         print(f"  s{s}: " + ", ".join(f"{m} {a[s][m]:.3f} / {b[s][m]:.3f}" for m in metrics))

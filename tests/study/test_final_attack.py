@@ -201,6 +201,9 @@ def test_the_source_commit_names_the_checkout_and_says_when_its_files_were_chang
     assert source_commit(repo / "pkg") == head
     (repo / "pkg" / "code.py").write_text("x = 2\n")
     assert source_commit.__wrapped__(repo / "pkg") == head + "+"
+    (repo / "venv" / "robustal").mkdir(parents=True)  # an installed copy inside the repository, untracked
+    (repo / "venv" / "robustal" / "__init__.py").write_text("")
+    assert source_commit(repo / "venv" / "robustal") == ""
     assert version_label({"robustal": "0.4.0", "commit": head, "torch": "2.13.0"}) == \
         f"robustal 0.4.0 (commit {head}), torch 2.13.0"
     assert version_label({"robustal": "0.4.0", "torch": "2.13.0"}) == "robustal 0.4.0, torch 2.13.0"

@@ -45,13 +45,17 @@ def cpu_capability() -> str:
 @lru_cache(maxsize=8)
 def source_commit(where: str | Path | None = None) -> str:
     """The git commit of the checkout robustal runs from (``where``: default, this package's folder), with ``+``
-    when its files differ from that commit; ``""`` outside a git checkout or without git. A version string is bumped
-    by hand and can be stale; the commit names the code that computed a result."""
+    when its files differ from that commit; ``""`` without git, outside a checkout, or where the repository around
+    the folder does not track it (a copy installed into a project's venv). A version string is bumped by hand and
+    can be stale; the commit names the code that computed a result."""
     folder = Path(where) if where is not None else Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                               text=True, timeout=10)
-        if head.returncode != 0:
+        # an installed copy inside some other repository (a venv in a project) is not that repository's code
+        tracked = subprocess.run(["git", "-C", str(folder), "ls-files", "--", "."], capture_output=True, text=True,
+                                 timeout=10)
+        if head.returncode != 0 or tracked.returncode != 0 or not tracked.stdout.strip():
             return ""
         dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no", "--",
                                 "."], capture_output=True, text=True, timeout=10)
