@@ -198,6 +198,12 @@ def test_shipped_studies_parse():
     assert {t.name.split("-pgd-")[0] for t in full.tasks() if "-pgd-" in t.name} == {
         "mnist-lenet5", "fashion-mnist-lenet5", "svhn-vgg8", "cifar10-resnet18", "cifar10-preact-resnet18",
         "cifar10-vgg16", "cifar10-wide-resnet"}
+    # The AutoAttack re-run must repeat paper-mnist's runs of the ten other functions exactly, or its figures would
+    # not be those runs' figures.
+    paper = {t.name: t.spec for t in Study.load(root / "paper-mnist.toml").tasks()}
+    rerun = Study.load(root / "paper-mnist-autoattack.toml")
+    assert len(rerun.tasks()) == 10 * 10 and all(t.spec == paper[t.name] for t in rerun.tasks())
+    assert (rerun.final_attack.attack, rerun.final_attack.n) == ("autoattack", 200)
 
 
 def test_named_acquisition_variants(tmp_path):
