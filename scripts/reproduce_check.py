@@ -17,9 +17,18 @@ from pathlib import Path
 
 
 def committed(path: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """run -> [(labeled, clean, robust) per stage] of a report's stages.csv (robust NaN where the report has none)."""
+    if not path.is_file():
+        raise SystemExit(f"reproduce_check: {path} does not exist; give a committed report's stages.csv "
+                         "(e.g. docs/results/paper-mnist/stages.csv)")
     out: dict[str, list[tuple[int, float, float]]] = {}
     with path.open(newline="") as f:
-        for row in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        missing = {"run", "labeled", "clean", "robust"} - set(reader.fieldnames or ())
+        if missing:
+            raise SystemExit(f"reproduce_check: {path} has no column {', '.join(sorted(missing))}; give the "
+                             "stages.csv that `robustal report` writes")
+        for row in reader:
             robust = float(row["robust"]) if row["robust"] else float("nan")
             out.setdefault(row["run"], []).append((int(row["labeled"]), float(row["clean"]), robust))
     return out
@@ -33,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from robustal.reports.results import collect
     from robustal.storage.provenance import machine_label
 
+    if not (args.folder / "results.db").is_file():
+        raise SystemExit(f"reproduce_check: {args.folder} holds no results.db; give a study's or run's --out folder")
     reference = committed(args.stages)
     rows = []
     for run in collect(args.folder):
