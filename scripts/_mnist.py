@@ -14,6 +14,7 @@ from robustal.data.builtin import resource
 from robustal.data.download import fetch
 from robustal.data.readers import read_idx
 from robustal.data.registry import default_data_dir
+from robustal.errors import DataError
 
 FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -21,7 +22,10 @@ FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 def mnist_test_set(folder: str | None) -> tuple[np.ndarray, np.ndarray]:
     """The 10 000 MNIST test images (uint8, 28×28) and labels, from ``folder`` or the download cache."""
     if folder is None:
-        paths = [fetch(resource("mnist", name), default_data_dir() / "mnist") for name in FILES]
+        try:
+            paths = [fetch(resource("mnist", name), default_data_dir() / "mnist") for name in FILES]
+        except DataError as e:  # no network: the message names the URLs tried and where to put the file by hand
+            sys.exit(f"{e}\nOr give the folder that holds MNIST's two test files as the MNIST_DIR argument.")
     else:
         paths = [Path(folder) / name for name in FILES]
         missing = [p.name for p in paths if not p.is_file()]

@@ -6,28 +6,52 @@ Usage: python scripts/label_studio_answer.py URL PROJECT_ID REQUEST TRUTH.csv
        (e.g. http://localhost:8080 1 stage-001 mnist-pngs-truth.csv; the API token in $LABEL_STUDIO_TOKEN)
 """
 
+import argparse
 import csv
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 
-url, project, request, truth_file = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3], sys.argv[4]
-token = os.environ["LABEL_STUDIO_TOKEN"]
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("url", help="Label Studio's address, e.g. http://localhost:8080")
+ap.add_argument("project", help="the project's id in Label Studio")
+ap.add_argument("request", help="the robustal request whose tasks to annotate, e.g. stage-001")
+ap.add_argument("truth", metavar="TRUTH.csv", help="the true labels, id,label (scripts/mnist_pngs.py)")
+args = ap.parse_args()
+url, project, request = args.url.rstrip("/"), args.project, args.request
+token = os.environ.get("LABEL_STUDIO_TOKEN")
+if not token:
+    sys.exit("label_studio_answer: $LABEL_STUDIO_TOKEN is not set; set it to the API token of Label Studio's "
+             "Account & Settings page")
 
 
 def call(method: str, path: str, body: object = None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url + path, data=data, method=method,
                                  headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        sys.exit(f"label_studio_answer: {method} {url + path} answered {e.code} {e.reason}; check the project id "
+                 "and $LABEL_STUDIO_TOKEN")
+    except urllib.error.URLError as e:
+        sys.exit(f"label_studio_answer: no Label Studio at {url} ({e.reason}); start it or give its address")
 
 
-with open(truth_file, newline="") as f:
-    truth = {row["id"]: row["label"] for row in csv.DictReader(f)}
+try:
+    with open(args.truth, newline="") as f:
+        truth = {row["id"]: row["label"] for row in csv.DictReader(f)}
+except (OSError, KeyError) as e:
+    sys.exit(f"label_studio_answer: cannot read id,label from {args.truth} ({e}); give a CSV of id,label")
 tasks = [t for t in call("GET", f"/api/tasks?project={project}&page_size=100000")["tasks"]
          if t["data"].get("robustal_request") == request and not t["total_annotations"]]
+unknown = [t["data"]["robustal_id"] for t in tasks if t["data"]["robustal_id"] not in truth]
+if unknown:
+    sys.exit(f"label_studio_answer: {len(unknown)} task(s) of {request} have no label in {args.truth} "
+             f"(first: {unknown[0]!r}); give the truth file written beside the project's image folder")
 confirmed = predicted = 0
 for task in tasks:
     answer = truth[task["data"]["robustal_id"]]

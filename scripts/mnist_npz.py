@@ -6,14 +6,19 @@ MNIST_DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz; without
 Images are padded to 32×32.
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
 from _mnist import mnist_test_set
 
-x, y = mnist_test_set(sys.argv[1] if len(sys.argv) > 1 else None)
-out = Path(sys.argv[2] if len(sys.argv) > 2 else "mnist-8k.npz")
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("mnist_dir", nargs="?", metavar="MNIST_DIR",
+                help="folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (default: download them)")
+ap.add_argument("out", nargs="?", type=Path, default=Path("mnist-8k.npz"), metavar="OUT.npz",
+                help="the npz to write (default: mnist-8k.npz)")
+args = ap.parse_args()
+x, y = mnist_test_set(args.mnist_dir)
 x = np.pad(x, ((0, 0), (2, 2), (2, 2)))
-np.savez(out, x_train=x[:8000], y_train=y[:8000], x_test=x[8000:10000], y_test=y[8000:10000])
-print(f"wrote {out}: 8000 train / 2000 test images, 32x32")
+np.savez(args.out, x_train=x[:8000], y_train=y[:8000], x_test=x[8000:10000], y_test=y[8000:10000])
+print(f"wrote {args.out}: 8000 train / 2000 test images, 32x32")

@@ -6,15 +6,28 @@ MNIST_DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz; without
 (about 2 MB, MD5-checked) into robustal's cache ($ROBUSTAL_DATA/mnist or ~/.cache/robustal/mnist) the first time.
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 from _mnist import mnist_test_set
 from PIL import Image
 
-out = Path(sys.argv[1] if len(sys.argv) > 1 else "mnist-pngs")
-n = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-x, y = mnist_test_set(sys.argv[3] if len(sys.argv) > 3 else None)
+
+def count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of images between 1 and 10000")
+    return int(text)
+
+
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("out", nargs="?", type=Path, default=Path("mnist-pngs"), metavar="OUT_DIR",
+                help="folder of PNG images to write (default: mnist-pngs)")
+ap.add_argument("n", nargs="?", type=count, default=2000, metavar="N", help="how many images (default: 2000)")
+ap.add_argument("mnist_dir", nargs="?", metavar="MNIST_DIR",
+                help="folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (default: download them)")
+args = ap.parse_args()
+out, n = args.out, args.n
+x, y = mnist_test_set(args.mnist_dir)
 x, y = x[:n], y[:n]
 out.mkdir(parents=True, exist_ok=True)
 rows = ["id,label"]

@@ -353,3 +353,11 @@ def test_the_mnist_scripts_name_a_folder_without_mnist_and_the_fix(tmp_path):
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert str(tmp_path) in result.stderr and "t10k-images-idx3-ubyte.gz" in result.stderr
         assert "leave the folder out to download" in result.stderr
+
+
+def test_the_mnist_scripts_explain_their_arguments(tmp_path):
+    for script in ("mnist_npz.py", "mnist_pngs.py"):
+        shown = _script(str(ROOT / "scripts" / script), "--help")
+        assert shown.returncode == 0 and "MNIST_DIR" in shown.stdout
+    bad = _script(str(ROOT / "scripts" / "mnist_pngs.py"), str(tmp_path / "out"), "0", str(tmp_path))
+    assert bad.returncode == 2 and "between 1 and 10000" in bad.stderr and not (tmp_path / "out").exists()
