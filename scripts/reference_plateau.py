@@ -44,11 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     import robustal.engine.training as training_module
     from robustal._runtime import derive_seed
     from robustal.engine.evaluation import evaluate
+    from robustal.errors import RobustalError
     from robustal.loop.experiment import model_factory, resolve, run_experiment
     from robustal.reports.results import fit_steps
     from robustal.studies.study import Study
 
-    study = Study.load(args.study)
+    try:
+        study = Study.load(args.study)
+    except RobustalError as e:
+        sys.exit(f"error: {e}")
     wanted = f"-{args.training}-{args.acquisition}-s{args.seed}"
     tasks = [t for t in study.tasks() if t.name.endswith(wanted)]
     if len(tasks) != 1:

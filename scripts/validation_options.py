@@ -123,6 +123,8 @@ def choose(epochs: list[dict], score: str, clean: str, allowed) -> dict:
 
 
 def analyse(path: Path) -> None:
+    if not path.is_file():
+        sys.exit(f"error: {path} does not exist; give the JSON lines file a run of this script wrote (--out)")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     stages: dict[tuple[int, int], list[dict]] = {}
     for r in rows:
