@@ -18,6 +18,7 @@ one invocation:
 * ``recipe ema``, ``recipe pgd40`` and ``recipe long`` -- ``all on`` with one change of the training recipe measured
   against AutoAttack (issue 26: adopted only at <= 1.5 x ``all on``): weight averaging (``--ema 0.999``), Madry's
   training attack (PGD-40 at step 0.01), twice the steps per stage (20 epochs, at least 200 steps);
+  ``recipe 15ep``: half again the steps per stage (15 epochs, at least 150 steps);
 * ``plain loop`` -- a minimal hand-written PyTorch loop doing the same training, validation and evaluation work as
   ``all on`` (same labeled sets, steps, epochs validated, early-stopping attacks, channels-last): the limit.
 
@@ -247,6 +248,7 @@ VARIANTS = {  # name: (channels_last, any_iterate, validate_last, pool, recipe: 
     "recipe pgd40 (all on + Madry's PGD-40 training attack)": (True, True, "default", NO_POOL,
                                                                {"attack_steps": 40, "step_size": 0.01}),
     "recipe long (all on, twice the steps)": (True, True, "default", NO_POOL, {"epochs": 20, "min_steps": 200}),
+    "recipe 15ep (all on, half again the steps)": (True, True, "default", NO_POOL, {"epochs": 15, "min_steps": 150}),
 }
 
 
