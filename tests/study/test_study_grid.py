@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -204,6 +205,12 @@ def test_shipped_studies_parse():
     rerun = Study.load(root / "paper-mnist-autoattack.toml")
     assert len(rerun.tasks()) == 10 * 10 and all(t.spec == paper[t.name] for t in rerun.tasks())
     assert (rerun.final_attack.attack, rerun.final_attack.n) == ("autoattack", 200)
+    # pool-steps2000-mnist is pool-steps-mnist's random grid with 2 000 pool steps instead of 1 000, nothing else.
+    steps1000 = {t.name: t.spec for t in Study.load(root / "pool-steps-mnist.toml").tasks()}
+    steps2000 = Study.load(root / "pool-steps2000-mnist.toml").tasks()
+    assert len(steps2000) == 10 and all(t.spec.loop.pool.steps == 2000 for t in steps2000)
+    assert all(replace(t.spec, loop=replace(t.spec.loop, pool=steps1000[t.name].loop.pool)) == steps1000[t.name]
+               for t in steps2000)
 
 
 def test_named_acquisition_variants(tmp_path):
