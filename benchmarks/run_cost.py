@@ -15,6 +15,7 @@ one invocation:
   target: at most 2.5 × ``all on``); the teacher's training and pseudo-labelling are their own column;
 * ``pool last-1000`` -- ``all on`` with self-training at the last stage only, raised to 1 000 optimizer steps
   (``--pool-stages last --pool-steps 1000``): fewer stages with the pool, more steps in the one that has it;
+  ``pool last-2000`` the same with 2 000 steps;
 * ``recipe ema``, ``recipe pgd40`` and ``recipe long`` -- ``all on`` with one change of the training recipe measured
   against AutoAttack (issue 26: adopted only at <= 1.5 x ``all on``): weight averaging (``--ema 0.999``), Madry's
   training attack (PGD-40 at step 0.01), twice the steps per stage (20 epochs, at least 200 steps);
@@ -244,6 +245,8 @@ VARIANTS = {  # name: (channels_last, any_iterate, validate_last, pool, recipe: 
     "pool consistency (all on + the pool)": (True, True, "default", PoolConfig(mode="consistency"), {}),
     "pool last-1000 (all on + self-training at the last stage, 1 000 steps)": (
         True, True, "default", PoolConfig(mode="self-training", stages="last", steps=1000), {}),
+    "pool last-2000 (all on + self-training at the last stage, 2 000 steps)": (
+        True, True, "default", PoolConfig(mode="self-training", stages="last", steps=2000), {}),
     "recipe ema (all on + weight averaging)": (True, True, "default", NO_POOL, {"ema": 0.999}),
     "recipe pgd40 (all on + Madry's PGD-40 training attack)": (True, True, "default", NO_POOL,
                                                                {"attack_steps": 40, "step_size": 0.01}),
