@@ -7,18 +7,20 @@ Usage: python scripts/label_studio_answer.py URL PROJECT_ID REQUEST TRUTH.csv
 """
 
 import argparse
-import csv
 import json
 import os
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+from _truth import read_truth
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("url", help="Label Studio's address, e.g. http://localhost:8080")
 ap.add_argument("project", help="the project's id in Label Studio")
 ap.add_argument("request", help="the robustal request whose tasks to annotate, e.g. stage-001")
-ap.add_argument("truth", metavar="TRUTH.csv", help="the true labels, id,label (scripts/mnist_pngs.py)")
+ap.add_argument("truth", type=Path, metavar="TRUTH.csv", help="the true labels, id,label (scripts/mnist_pngs.py)")
 args = ap.parse_args()
 url, project, request = args.url.rstrip("/"), args.project, args.request
 token = os.environ.get("LABEL_STUDIO_TOKEN")
@@ -41,11 +43,7 @@ def call(method: str, path: str, body: object = None):
         sys.exit(f"label_studio_answer: no Label Studio at {url} ({e.reason}); start it or give its address")
 
 
-try:
-    with open(args.truth, newline="") as f:
-        truth = {row["id"]: row["label"] for row in csv.DictReader(f)}
-except (OSError, KeyError) as e:
-    sys.exit(f"label_studio_answer: cannot read id,label from {args.truth} ({e}); give a CSV of id,label")
+truth = read_truth(args.truth, "label_studio_answer")
 tasks = [t for t in call("GET", f"/api/tasks?project={project}&page_size=100000")["tasks"]
          if t["data"].get("robustal_request") == request and not t["total_annotations"]]
 unknown = [t["data"]["robustal_id"] for t in tasks if t["data"]["robustal_id"] not in truth]

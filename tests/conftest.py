@@ -48,3 +48,21 @@ def digits():
     from robustal.data import load_dataset
 
     return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def run_script():
+    """``run_script(name, *args, env={...})``: run ``scripts/NAME`` in a fresh interpreter with ``src`` on the path,
+    as a user runs it; ``env`` adds variables, and a variable given as None is removed."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(name: str, *args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+        environment = {**os.environ, "PYTHONPATH": str(root / "src"), **(env or {})}
+        environment = {k: v for k, v in environment.items() if v is not None}
+        return subprocess.run([sys.executable, str(root / "scripts" / name), *args], capture_output=True, text=True,
+                              env=environment, timeout=120)
+
+    return run

@@ -25,8 +25,6 @@ import importlib.util
 import os
 import re
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -329,35 +327,30 @@ def test_the_checker_catches_a_wrong_option_a_wrong_command_and_an_unmarked_down
     assert one("robustal train --dataset mnist  # needs: download").needs == {"download"}
 
 
-def _script(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120)
-
-
-def test_the_mnist_script_builds_the_npz_from_the_folder_it_is_given(tmp_path):
+def test_the_mnist_script_builds_the_npz_from_the_folder_it_is_given(tmp_path, run_script):
     spec = importlib.util.spec_from_file_location("tests_conftest", ROOT / "tests" / "conftest.py")
     conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conftest)
     MNIST_DIR, build_mnist_npz = conftest.MNIST_DIR, conftest.build_mnist_npz  # noqa: N806
     if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST test set not found in {MNIST_DIR} (set ROBUSTAL_TEST_MNIST)")
-    made = _script(str(ROOT / "scripts" / "mnist_npz.py"), str(MNIST_DIR), str(tmp_path / "m.npz"))
+    made = run_script("mnist_npz.py", str(MNIST_DIR), str(tmp_path / "m.npz"))
     assert made.returncode == 0, made.stderr
     ours, fixture = np.load(tmp_path / "m.npz"), np.load(build_mnist_npz(tmp_path / "fixture.npz"))
     assert set(ours) == set(fixture) and all(np.array_equal(ours[k], fixture[k]) for k in ours)
 
 
-def test_the_mnist_scripts_name_a_folder_without_mnist_and_the_fix(tmp_path):
+def test_the_mnist_scripts_name_a_folder_without_mnist_and_the_fix(tmp_path, run_script):
     for args in (["mnist_npz.py", str(tmp_path)], ["mnist_pngs.py", str(tmp_path / "out"), "5", str(tmp_path)]):
-        result = _script(str(ROOT / "scripts" / args[0]), *args[1:])
+        result = run_script(*args)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert str(tmp_path) in result.stderr and "t10k-images-idx3-ubyte.gz" in result.stderr
         assert "leave the folder out to download" in result.stderr
 
 
-def test_the_mnist_scripts_explain_their_arguments(tmp_path):
+def test_the_mnist_scripts_explain_their_arguments(tmp_path, run_script):
     for script in ("mnist_npz.py", "mnist_pngs.py"):
-        shown = _script(str(ROOT / "scripts" / script), "--help")
+        shown = run_script(script, "--help")
         assert shown.returncode == 0 and "MNIST_DIR" in shown.stdout
-    bad = _script(str(ROOT / "scripts" / "mnist_pngs.py"), str(tmp_path / "out"), "0", str(tmp_path))
+    bad = run_script("mnist_pngs.py", str(tmp_path / "out"), "0", str(tmp_path))
     assert bad.returncode == 2 and "between 1 and 10000" in bad.stderr and not (tmp_path / "out").exists()

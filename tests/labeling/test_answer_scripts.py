@@ -5,42 +5,30 @@ gets a message instead of a traceback, with the request left as it was."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
-                          env=env, timeout=120)
-
-
-def test_answer_fills_the_request_from_the_truth_file(tmp_path):
+def test_answer_fills_the_request_from_the_truth_file(tmp_path, run_script):
     request, truth = tmp_path / "stage-001.csv", tmp_path / "truth.csv"
     request.write_text("id,label\nb.png,\na.png,\n")
     truth.write_text("id,label\na.png,3\nb.png,7\nc.png,1\n")
-    done = _script("answer.py", str(request), str(truth))
+    done = run_script("answer.py", str(request), str(truth))
     assert done.returncode == 0, done.stderr
     assert request.read_text() == "id,label\nb.png,7\na.png,3\n"
 
 
 @pytest.mark.parametrize("case", ["unknown id", "missing truth", "no id column"])
-def test_answer_names_bad_input_and_leaves_the_request(tmp_path, case):
+def test_answer_names_bad_input_and_leaves_the_request(tmp_path, case, run_script):
     request, truth = tmp_path / "stage-001.csv", tmp_path / "truth.csv"
     request.write_text("id,label\na.png,\nz.png,\n" if case != "no id column" else "name,label\na.png,\n")
     if case != "missing truth":
         truth.write_text("id,label\na.png,3\n")
     before = request.read_text()
-    done = _script("answer.py", str(request), str(truth))
+    done = run_script("answer.py", str(request), str(truth))
     assert done.returncode != 0 and "Traceback" not in done.stderr
     expected = {"unknown id": "'z.png'", "missing truth": "does not exist", "no id column": "no id column"}[case]
     assert expected in done.stderr and request.read_text() == before
@@ -100,29 +88,26 @@ def label_studio():
     server.shutdown()
 
 
-def test_label_studio_answer_confirms_right_predictions_and_corrects_wrong_ones(tmp_path, label_studio):
+def test_label_studio_answer_confirms_right_predictions_and_corrects_wrong_ones(tmp_path, label_studio, run_script):
     truth = tmp_path / "truth.csv"
     truth.write_text("id,label\na.png,3\nb.png,7\nc.png,5\nd.png,0\ne.png,2\n")
-    done = _script("label_studio_answer.py", label_studio, "1", "stage-001", str(truth),
-                   env={"LABEL_STUDIO_TOKEN": "secret"})
+    done = run_script("label_studio_answer.py", label_studio, "1", "stage-001", str(truth),
+                      env={"LABEL_STUDIO_TOKEN": "secret"})
     assert done.returncode == 0, done.stderr
     assert _FakeLabelStudio.posted == {1: _choice("3"), 2: _choice("7"), 3: _choice("5")}
     assert "annotated 3 tasks of stage-001; 1 of 2 predictions confirmed, 1 corrected" in done.stdout
 
 
-def test_label_studio_answer_names_what_is_wrong(tmp_path, label_studio):
+def test_label_studio_answer_names_what_is_wrong(tmp_path, label_studio, run_script):
     truth = tmp_path / "truth.csv"
     truth.write_text("id,label\na.png,3\n")
-    cases = [({}, "LABEL_STUDIO_TOKEN is not set"),
+    cases = [({"LABEL_STUDIO_TOKEN": None}, "LABEL_STUDIO_TOKEN is not set"),
              ({"LABEL_STUDIO_TOKEN": "wrong"}, "answered 401"),
              ({"LABEL_STUDIO_TOKEN": "secret"}, "have no label in")]
     for env, expected in cases:
-        environment = {k: v for k, v in os.environ.items() if k != "LABEL_STUDIO_TOKEN"}
-        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "label_studio_answer.py"), label_studio, "1",
-                               "stage-001", str(truth)], capture_output=True, text=True, timeout=120,
-                              env={**environment, "PYTHONPATH": str(ROOT / "src"), **env})
+        done = run_script("label_studio_answer.py", label_studio, "1", "stage-001", str(truth), env=env)
         assert done.returncode != 0 and "Traceback" not in done.stderr and expected in done.stderr, done.stderr
     assert _FakeLabelStudio.posted == {}
-    done = _script("label_studio_answer.py", "http://127.0.0.1:9", "1", "stage-001", str(truth),
-                   env={"LABEL_STUDIO_TOKEN": "secret"})
+    done = run_script("label_studio_answer.py", "http://127.0.0.1:9", "1", "stage-001", str(truth),
+                      env={"LABEL_STUDIO_TOKEN": "secret"})
     assert done.returncode != 0 and "no Label Studio at http://127.0.0.1:9" in done.stderr
