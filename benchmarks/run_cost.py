@@ -10,7 +10,7 @@ one invocation:
   attack's last iterate is still classified right; every image runs all the steps), every epoch validated;
 * each speed-up alone: ``channels-last`` (``--memory-format``), ``any-iterate`` (evaluation attacks stop on fooled
   images), ``validate-last`` (only the last epochs of a stage are validated, ``--validate-last``);
-* ``all on`` -- robustal's defaults;
+* ``all on`` -- robustal's defaults (since 0.4: 15 epochs of at least 150 steps per stage);
 * ``pool self-training`` and ``pool consistency`` -- ``all on`` training on the unlabeled pool too (issue 25's cost
   target: at most 2.5 × ``all on``); the teacher's training and pseudo-labelling are their own column;
 * ``pool last-1000`` -- ``all on`` with self-training at the last stage only, raised to 1 000 optimizer steps
@@ -18,8 +18,9 @@ one invocation:
   ``pool last-2000`` the same with 2 000 steps;
 * ``recipe ema``, ``recipe pgd40`` and ``recipe long`` -- ``all on`` with one change of the training recipe measured
   against AutoAttack (issue 26: adopted only at <= 1.5 x ``all on``): weight averaging (``--ema 0.999``), Madry's
-  training attack (PGD-40 at step 0.01), twice the steps per stage (20 epochs, at least 200 steps);
-  ``recipe 15ep``: half again the steps per stage (15 epochs, at least 150 steps);
+  training attack (PGD-40 at step 0.01), twice robustal 0.3's steps per stage (20 epochs, at least 200 steps);
+  ``recipe 0.3``: robustal 0.3's default schedule (10 epochs, at least 100 steps), which ``all on`` replaced at 1.40x
+  (measured before the switch as ``--variants "all on" "recipe 15ep"``: the same two runs);
 * ``plain loop`` -- a minimal hand-written PyTorch loop doing the same training, validation and evaluation work as
   ``all on`` (same labeled sets, steps, epochs validated, early-stopping attacks, channels-last): the limit.
 
@@ -178,7 +179,7 @@ def plain_robust_accuracy(model, x, y, eps, step, steps, gen) -> float:
     return robust / len(x)
 
 
-def plain_loop(npz: str, picks: list[torch.Tensor], validate_last: int | None) -> dict:
+def plain_loop(npz: str, picks: list[torch.Tensor], validate_last: int | None, epochs: int, min_steps: int) -> dict:
     """The same training, validation and evaluation work as robustal's default run, written out by hand."""
     from robustal.models import create_model
 
@@ -192,14 +193,14 @@ def plain_loop(npz: str, picks: list[torch.Tensor], validate_last: int | None) -
     model = create_model("lenet5").to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
-    eps, epochs, batch = 0.3, 10, 128
+    eps, batch = 0.3, 128
     acc = {"train": 0.0, "validate": 0.0, "evaluate": 0.0}
     labeled = torch.empty(0, dtype=torch.int64)
     t_all = time.process_time()
     for stage, new in enumerate(picks):
         labeled = torch.cat([labeled, new])
         x, y = pool_x[labeled], pool_y[labeled]
-        per_epoch = max(math.ceil(len(x) / batch), math.ceil(100 / epochs))
+        per_epoch = max(math.ceil(len(x) / batch), math.ceil(min_steps / epochs))
         best, best_state = (-1.0, -1.0), None
         for epoch in range(1, epochs + 1):
             t = time.process_time()
@@ -250,8 +251,9 @@ VARIANTS = {  # name: (channels_last, any_iterate, validate_last, pool, recipe: 
     "recipe ema (all on + weight averaging)": (True, True, "default", NO_POOL, {"ema": 0.999}),
     "recipe pgd40 (all on + Madry's PGD-40 training attack)": (True, True, "default", NO_POOL,
                                                                {"attack_steps": 40, "step_size": 0.01}),
-    "recipe long (all on, twice the steps)": (True, True, "default", NO_POOL, {"epochs": 20, "min_steps": 200}),
-    "recipe 15ep (all on, half again the steps)": (True, True, "default", NO_POOL, {"epochs": 15, "min_steps": 150}),
+    "recipe long (all on, twice 0.3's steps)": (True, True, "default", NO_POOL, {"epochs": 20, "min_steps": 200}),
+    "recipe 0.3 (all on with robustal 0.3's 10 epochs of >= 100 steps)": (True, True, "default", NO_POOL,
+                                                                          {"epochs": 10, "min_steps": 100}),
 }
 
 
@@ -267,6 +269,11 @@ def main(argv: list[str] | None = None) -> None:
                     "plain loop runs whenever 'all on' does")
     ap.add_argument("--validate-last", type=int, default=TrainConfig().validate_last,
                     help="the validate-last setting of the 'on' variants (default: robustal's default)")
+    ap.add_argument("--epochs", type=int, default=TrainConfig().epochs,
+                    help="epochs per stage of every variant but the recipe ones that set their own (default: "
+                         "robustal's; 10 with --min-steps 100 for the schedule of the studies under studies/)")
+    ap.add_argument("--min-steps", type=int, default=TrainConfig().min_steps,
+                    help="the step floor per stage, likewise (default: robustal's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     npz = str(mnist_npz(args.npz))
@@ -279,15 +286,15 @@ def main(argv: list[str] | None = None) -> None:
             continue
         rows[name] = robustal_run(npz, args.budget, args.seed, channels_last=cl, any_iterate=any_it,
                                   validate_last=default_last if last == "default" else None, pool=pool,
-                                  recipe=recipe)
+                                  recipe={"epochs": args.epochs, "min_steps": args.min_steps, **recipe})
         print(f"{name}: {rows[name]['total']:.1f} s CPU", flush=True)
     on = rows["all on (defaults)"]  # always measured: the reference of every ratio
-    plain = plain_loop(npz, on["picks"], default_last)
+    plain = plain_loop(npz, on["picks"], default_last, args.epochs, args.min_steps)
     print(f"plain loop: {plain['total']:.1f} s CPU\n", flush=True)
     stages = args.budget // 100
     print(f"One robust active-learning run: mnist-8k.npz, LeNet-5, PGD-10 training, DRE, 100 + 100/stage to "
-          f"{args.budget} labels ({stages} stages), seed {args.seed}, {args.threads} torch thread(s); CPU seconds of "
-          "the process.\n")
+          f"{args.budget} labels ({stages} stages), {args.epochs} epochs of >= {args.min_steps} steps per stage unless "
+          f"a variant says otherwise, seed {args.seed}, {args.threads} torch thread(s); CPU seconds of the process.\n")
     print("| variant | train | validate | select | teacher | evaluate | total | vs all on | validate + evaluate | "
           "final clean / robust |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -302,7 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in rows.items():
         if name.startswith("pool"):
             print(f"{name.split(' (')[0]} / all on: {r['total'] / on['total']:.2f}x (target <= 2.5)")
-        if name.startswith("recipe"):
+        if name.startswith("recipe 0.3"):
+            print(f"all on / recipe 0.3: {on['total'] / r['total']:.2f}x (the cost of 0.4's default schedule)")
+        elif name.startswith("recipe"):
             print(f"{name.split(' (')[0]} / all on: {r['total'] / on['total']:.2f}x (adopted only at <= 1.5)")
     off = rows.get("all off (robustal 0.2)")
     work = on["train"] + on["validate"] + on["evaluate"]

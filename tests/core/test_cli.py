@@ -163,13 +163,6 @@ def test_run_prints_a_final_table(tmp_path):
     assert (tmp_path / "results.db").is_file()
 
 
-def test_the_demos_step_floor_is_robustals_default():
-    from robustal.cli.run import DEMO_MIN_STEPS
-    from robustal.engine.training import TrainConfig
-
-    assert DEMO_MIN_STEPS == TrainConfig().min_steps
-
-
 @pytest.mark.slow
 def test_the_demo_tells_its_story(tmp_path, capsys):
     """The default demo: standard training gives accurate but fragile models, PGD training robust ones, for every

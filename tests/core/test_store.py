@@ -10,7 +10,8 @@ import torch
 
 from robustal.errors import StoreError
 from robustal.storage.outputs import atomic_write_bytes
-from robustal.storage.schema import StageRecord, config_diff
+from robustal.engine.training import TrainConfig
+from robustal.storage.schema import CHANGED_TRAIN_DEFAULTS, StageRecord, config_diff
 from robustal.storage.store import Store
 
 
@@ -55,6 +56,22 @@ def test_different_config_is_refused_with_the_differences(tmp_path):
     store.start_run("a", {"loop": {"budget": 100, "device": "cuda"}}, seed=0)  # device does not matter
     with pytest.raises(StoreError, match="loop.budget: stored 100, now 200"):
         store.start_run("a", {"loop": {"budget": 200, "device": "cpu"}}, seed=0)
+
+
+def test_a_run_stored_under_the_old_training_defaults_is_refused_with_the_flags_that_resume_it(tmp_path):
+    """robustal 0.4 raised the default epochs and step floor: a run stored under 0.3's defaults and resumed with
+    the new ones is refused, and the refusal names the flags that resume it; other differences get no such hint."""
+    now = TrainConfig()
+    assert (now.epochs, now.min_steps) == tuple(CHANGED_TRAIN_DEFAULTS[k][1] for k in ("epochs", "min_steps"))
+    store = Store(tmp_path)
+    store.start_run("a", {"train": {"epochs": 10, "min_steps": 100, "mode": "pgd"}}, seed=0)
+    with pytest.raises(StoreError, match="0.3's training defaults") as refused:
+        store.start_run("a", {"train": {"epochs": now.epochs, "min_steps": now.min_steps, "mode": "pgd"}}, seed=0)
+    assert "--epochs 10 --min-steps 100" in str(refused.value)
+    assert "[train] epochs = 10, min_steps = 100" in str(refused.value)
+    with pytest.raises(StoreError) as other:
+        store.start_run("a", {"train": {"epochs": 5, "min_steps": 100, "mode": "pgd"}}, seed=0)
+    assert "train.epochs: stored 10, now 5" in str(other.value) and "0.3's" not in str(other.value)
 
 
 def test_selection_scores_round_trip(tmp_path):

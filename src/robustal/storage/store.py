@@ -167,7 +167,7 @@ class Store:
                 raise StoreError(
                     f"{self.path} already holds run {name!r} with a different configuration ("
                     + "; ".join(diff) + "). Resume with the same settings, or write to another --out folder "
-                    "(or give the run another --name).")
+                    "(or give the run another --name)." + schema.changed_defaults_hint(diff))
             if row[1] != "finished":  # the caller marks it running once it has read what it resumes from
                 stored = json.loads(row[2])
                 changed = [f"{k} {stored.get(k)} -> {versions.get(k)}" for k in schema.ENVIRONMENT_KEYS

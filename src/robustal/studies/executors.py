@@ -76,7 +76,7 @@ def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str |
     import json
 
     from robustal.loop.experiment import spec_for_store
-    from robustal.storage.schema import config_diff
+    from robustal.storage.schema import changed_defaults_hint, config_diff
 
     store = Store(out, create=False) if (Path(out) / "results.db").is_file() else None
     data: dict[str, tuple[str, int]] = {}  # dataset -> (fingerprint, pool size)
@@ -102,7 +102,7 @@ def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str |
         shown = "\n  ".join(problems[:10]) + (f"\n  and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise StoreError(f"{out} already holds {len(problems)} of these runs made under other settings or "
                          f"data:\n  {shown}\nNothing was run or changed. Undo the change, or write to another --out "
-                         "folder.")
+                         "folder." + changed_defaults_hint(problems))
 
 
 def _prepare(tasks: Sequence[RunTask], out: str | Path, data_dir, checked: bool, on_done):
