@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from robustal.engine.training import TrainConfig
 from robustal.errors import StoreError
 from robustal.storage.outputs import atomic_write_bytes
-from robustal.engine.training import TrainConfig
 from robustal.storage.schema import CHANGED_TRAIN_DEFAULTS, StageRecord, config_diff
 from robustal.storage.store import Store
 

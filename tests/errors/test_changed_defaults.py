@@ -5,6 +5,7 @@ to resume them."""
 from __future__ import annotations
 
 from errors_conftest import assert_unchanged, call, snapshot
+
 from study_files import TINY_LOOP, grid_toml, settings_toml, study_toml
 
 
