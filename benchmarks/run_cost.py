@@ -270,8 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--validate-last", type=int, default=TrainConfig().validate_last,
                     help="the validate-last setting of the 'on' variants (default: robustal's default)")
     ap.add_argument("--epochs", type=int, default=TrainConfig().epochs,
-                    help="epochs per stage of every variant but the recipe ones that set their own (default: "
-                         "robustal's; 10 with --min-steps 100 for the schedule of the studies under studies/)")
+                    help="epochs per stage of every variant but 'recipe long' and 'recipe 0.3', which set their own "
+                         "(default: robustal's; 10 with --min-steps 100 for the schedule of the studies under "
+                         "studies/)")
     ap.add_argument("--min-steps", type=int, default=TrainConfig().min_steps,
                     help="the step floor per stage, likewise (default: robustal's)")
     args = ap.parse_args(argv)

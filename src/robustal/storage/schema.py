@@ -181,8 +181,13 @@ def config_diff(old: dict, new: dict, prefix: str = "", *, same_data: bool | Non
         elif isinstance(a, dict) and isinstance(b, dict):
             out += config_diff(a, b, f"{prefix}{key}.", same_data=same_data)
         elif a != b:
-            out.append(f"{prefix}{key}: stored {a!r}, now {b!r}")
+            out.append(_difference(f"{prefix}{key}", a, b))
     return out
+
+
+def _difference(path: str, stored: object, now: object) -> str:
+    """One line of :func:`config_diff` (and what :func:`changed_defaults_hint` looks for in them)."""
+    return f"{path}: stored {stored!r}, now {now!r}"
 
 
 #: Training defaults that robustal 0.4 changed (docs/recipe.md: 15 epochs of >= 150 steps gained 6.5 AutoAttack
@@ -193,9 +198,9 @@ CHANGED_TRAIN_DEFAULTS = {"epochs": (10, 15, "--epochs"), "min_steps": (100, 150
 def changed_defaults_hint(diff: list[str]) -> str:
     """A sentence for a refusal whose differences are the training defaults robustal 0.4 changed (empty otherwise):
     the stored results were most likely made under the old defaults, and naming them resumes them."""
-    text = "\n".join(diff)
+    text = "\n".join(diff)  # a study's refusal joins several runs' lines with "; "
     old = {key: values for key, values in CHANGED_TRAIN_DEFAULTS.items()
-           if re.search(rf"\btrain\.{key}: stored {values[0]!r}, now {values[1]!r}(;|$)", text, re.MULTILINE)}
+           if re.search(rf"\b{re.escape(_difference(f'train.{key}', values[0], values[1]))}(;|$)", text, re.MULTILINE)}
     if not old:
         return ""
     flags = " ".join(f"{flag} {was}" for was, _, flag in old.values())
