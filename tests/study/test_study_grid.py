@@ -211,6 +211,10 @@ def test_shipped_studies_parse():
     assert len(steps2000) == 10 and all(t.spec.loop.pool.steps == 2000 for t in steps2000)
     assert all(replace(t.spec, loop=replace(t.spec.loop, pool=steps1000[t.name].loop.pool)) == steps1000[t.name]
                for t in steps2000)
+    # pool-budget300-mnist is the same random grid with a budget of 300 labels instead of 1 000, nothing else.
+    budget300 = Study.load(root / "pool-budget300-mnist.toml").tasks()
+    assert len(budget300) == 10 and all(t.spec.loop.budget == 300 for t in budget300)
+    assert all(replace(t.spec, loop=replace(t.spec.loop, budget=1000)) == steps1000[t.name] for t in budget300)
 
 
 def test_named_acquisition_variants(tmp_path):
