@@ -67,3 +67,26 @@ def test_bad_groups_say_what_to_give(script, tmp_path):
         script.main([f"{tmp_path / 'a'}:x", f"{tmp_path / 'b'}:y"])
     with pytest.raises(SystemExit, match="no finished run named z-sSEED"):
         script.main([f"{tmp_path / 'a'}:z", f"{tmp_path / 'b'}:y"])
+
+
+def test_a_stage_by_its_label_count_and_final_attacks_only_on_the_final_stage(script, tmp_path, capsys):
+    b = _store(tmp_path / "b", "y", {0: (0.6, 0.5), 1: (0.62, 0.55), 2: (0.7, 0.6)})
+    for seed, robust in ((0, 0.8), (1, 0.9)):  # seeds 0 and 1 go on to 300 labels; seed 2 ends at 100
+        b.add_stage(f"y-s{seed}", StageRecord(stage=1, labeled=300, clean=0.95, robust=robust), torch.tensor([7]),
+                    None)
+    _store(tmp_path / "a", "x", {0: (0.7, 0.65), 1: (0.7, 0.6), 2: (0.7, 0.6)})
+    assert script.main([f"{tmp_path / 'a'}:x", f"{tmp_path / 'b'}:y@100"]) == 0
+    out = capsys.readouterr().out
+    # at 100 labels: seeds 0 and 1's first stage (not their final one), seed 2's final stage with its AutoAttack row
+    pgd = next(line for line in out.splitlines() if line.startswith("| PGD-50"))
+    assert pgd.split("|")[3] == " 0.640 " and "at 100 labels (3 finished seeds" in out
+    assert "autoattack" not in out.split("paired seeds")[1]  # seeds 0 and 1's AutoAttack is of their 300-label model
+    assert script.main([f"{tmp_path / 'a'}:x", f"{tmp_path / 'b'}:y@300"]) == 0
+    out = capsys.readouterr().out
+    assert "note: y-s2 has no stage at 300 labels (its stages: 100); left out" in out
+    assert "paired seeds: 0, 1\n" in out
+    assert next(line for line in out.splitlines() if line.startswith("| autoattack")).split("|")[3] == " 0.525 "
+    with pytest.raises(SystemExit, match="no finished run named y-sSEED at 500 labels"):
+        script.main([f"{tmp_path / 'a'}:x", f"{tmp_path / 'b'}:y@500"])
+    with pytest.raises(SystemExit, match="FOLDER:PREFIX@LABELS"):
+        script.main([f"{tmp_path / 'a'}:x", f"{tmp_path / 'b'}:y@many"])
