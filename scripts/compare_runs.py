@@ -36,7 +36,7 @@ def group(spec: str) -> tuple[Path, str, int | None]:
     return Path(folder), prefix, int(labels) if at else None
 
 
-def finals(folder: Path, prefix: str, labels: int | None = None) -> dict[int, dict[str, float]]:
+def run_values(folder: Path, prefix: str, labels: int | None = None) -> dict[int, dict[str, float]]:
     """seed -> {"clean", "PGD", <attack>...} of the finished runs ``PREFIX-sSEED`` in ``folder``: at their final
     stage, or at their stage with ``labels`` labels (runs without one are named and left out)."""
     from robustal.storage.store import Store
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from robustal.reports.stats import EXACT_PAIRS, compare_paired, mean_std
 
     (fa, pa, la), (fb, pb, lb) = group(args.a), group(args.b)
-    a, b = finals(fa, pa, la), finals(fb, pb, lb)
+    a, b = run_values(fa, pa, la), run_values(fb, pb, lb)
     for label, runs, folder, prefix, labels in (("A", a, fa, pa, la), ("B", b, fb, pb, lb)):
         at = "" if labels is None else f" at {labels} labels"
         if not runs:
