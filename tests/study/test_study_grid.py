@@ -211,10 +211,12 @@ def test_shipped_studies_parse():
     assert len(steps2000) == 10 and all(t.spec.loop.pool.steps == 2000 for t in steps2000)
     assert all(replace(t.spec, loop=replace(t.spec.loop, pool=steps1000[t.name].loop.pool)) == steps1000[t.name]
                for t in steps2000)
-    # pool-budget300-mnist is the same random grid with a budget of 300 labels instead of 1 000, nothing else.
-    budget300 = Study.load(root / "pool-budget300-mnist.toml").tasks()
-    assert len(budget300) == 10 and all(t.spec.loop.budget == 300 for t in budget300)
-    assert all(replace(t.spec, loop=replace(t.spec.loop, budget=1000)) == steps1000[t.name] for t in budget300)
+    # pool-budget300-mnist and pool-budget500-mnist are the same random grid with a budget of 300 or 500 labels
+    # instead of 1 000, nothing else.
+    for budget in (300, 500):
+        smaller = Study.load(root / f"pool-budget{budget}-mnist.toml").tasks()
+        assert len(smaller) == 10 and all(t.spec.loop.budget == budget for t in smaller)
+        assert all(replace(t.spec, loop=replace(t.spec.loop, budget=1000)) == steps1000[t.name] for t in smaller)
 
 
 def test_named_acquisition_variants(tmp_path):
