@@ -774,6 +774,7 @@ def test_final_models_under_autoattack_from_a_partial_file(reference_study, tmp_
     assert "6 of the 17 finished runs' final models; 1 row(s) with an empty cell left out" in section
     assert "Left out, not a finished run of this folder: some-other-run." in section
     assert "first 200 test images" in section and (tmp_path / "rep" / "final-attacks.csv").is_file()
+    assert not (tmp_path / "rep" / "attacks.csv").exists()  # no stored rows: the legacy file is the only source
     cells = {"random": rows[:3], "entropy": rows[3:5]}
     means = {a: [sum(r[i] for r in rs) / len(rs) for i in (3, 4)] for a, rs in cells.items()}  # PGD, AutoAttack
     for acq, rs in cells.items():
@@ -859,7 +860,18 @@ def test_the_report_reads_both_attacks_from_the_store_beside_the_legacy_file(ref
                     {"cpu": "Other CPU", "isa": "AVX2"})
     text = write_report(copy, tmp_path / "rep", entropies=False).read_text()
     aa = _section(text, "### Final models under AutoAttack")
-    assert "results.db, table final_attacks) and [final-attacks.csv](final-attacks.csv) (1 rows)" in aa
+    assert ("results.db, table final_attacks; each row in [attacks.csv](attacks.csv)) and "
+            "[final-attacks.csv](final-attacks.csv) (1 rows)") in aa
+    # Every stored row is in attacks.csv beside the report (the legacy file's are not: it is copied as it is), so the
+    # sections can be recomputed from committed files.
+    with open(tmp_path / "rep" / "attacks.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["run"], r["attack"]) for r in rows] == sorted((r, a) for r, *_ in standard
+                                                             for a in ("autoattack", "autoattack-fast"))
+    by_key = {(r["run"], r["attack"]): r for r in rows}
+    assert float(by_key[(name("entropy", 1), "autoattack")]["robust"]) == 0.61
+    assert float(by_key[(name("entropy", 1), "autoattack-fast")]["robust"]) == 0.66
+    assert by_key[(name("random", 2), "autoattack-fast")]["machine"].startswith("Other CPU (AVX2)")
     assert _row(aa, "pgd", "random")[5] == _pm([0.50, 0.51, 0.52])  # not the CSV's 0.1
     assert _row(aa, "pgd", "entropy")[2:6] == ["3", "0.900 ± 0.000", "0.700 ± 0.000", _pm([0.60, 0.61, 0.62])]
     assert "Which attack each verdict rests on" in aa and "rests on AutoAttack (standard" in aa

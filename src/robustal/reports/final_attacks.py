@@ -14,6 +14,7 @@ models it covers. A file that cannot be read leaves the section out with the rea
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ from robustal.storage.provenance import machine_label
 #: The file's name in a results folder, and its columns.
 FINAL_ATTACKS = "final-attacks.csv"
 COLUMNS = ("run", "n", "clean", "pgd", "autoattack")
+#: The report's copy of the store's final-attack rows (one per run and attack), and its columns.
+ATTACK_ROWS = "attacks.csv"
+ATTACK_ROW_COLUMNS = ("run", "attack", "version", "n", "clean", "pgd", "robust", "seconds", "machine")
 #: Each final attack's name in the report's headings and columns, and its attacks in words.
 ATTACK_LABELS = {"autoattack": ("AutoAttack", "AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square)"),
                  "autoattack-fast": ("AutoAttack-fast", "AutoAttack's fast version (APGD-CE, APGD-T only; not "
@@ -63,7 +67,7 @@ def store_sources(stored: Sequence[dict], legacy: tuple[dict[str, FinalAttack], 
     by_attack: dict[str, dict[str, dict]] = {}
     for row in stored:
         by_attack.setdefault(row["attack"], {})[row["run"]] = row
-    table = "the results store (results.db, table final_attacks)"
+    table = f"the results store (results.db, table final_attacks; each row in [{ATTACK_ROWS}]({ATTACK_ROWS}))"
     out = []
     if legacy is not None and "autoattack" not in by_attack:
         out.append(AttackSource("autoattack", legacy[0], legacy[1], f"[{FINAL_ATTACKS}]({FINAL_ATTACKS})", {}))
@@ -77,6 +81,20 @@ def store_sources(stored: Sequence[dict], legacy: tuple[dict[str, FinalAttack], 
             source, incomplete = f"{table} and [{FINAL_ATTACKS}]({FINAL_ATTACKS}) ({len(extra)} rows)", legacy[1]
         out.append(AttackSource(attack, finals, incomplete, source, machines))
     return out
+
+
+def attack_rows_csv(stored: Sequence[dict]) -> str:
+    """The store's final-attack rows (:meth:`Store.final_attacks`) as CSV text, one row per run and attack, sorted:
+    the report writes it beside ``stages.csv`` so that the figures of its sections can be recomputed from the
+    committed files, without the store."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(ATTACK_ROW_COLUMNS)
+    for r in sorted(stored, key=lambda r: (r["run"], r["attack"])):
+        writer.writerow([r["run"], r["attack"], r["version"], r["n"], r["clean"],
+                         "" if r["pgd"] is None else r["pgd"], r["robust"], round(r["seconds"], 1),
+                         machine_label(r["provenance"])])
+    return buf.getvalue()
 
 
 def read_final_attacks(path: str | Path) -> tuple[dict[str, FinalAttack], int]:
@@ -273,5 +291,5 @@ def _means(rs: Sequence[RunResults], attacks: dict[str, FinalAttack]) -> list[st
     return [pm([a.clean for a in rows]), pm([a.pgd for a in rows]), pm([a.autoattack for a in rows]), f"{gap:+.3f}"]
 
 
-__all__ = ["ATTACK_LABELS", "COLUMNS", "FINAL_ATTACKS", "AttackSource", "FinalAttack", "final_attacks_section",
-           "read_final_attacks", "store_sources"]
+__all__ = ["ATTACK_LABELS", "ATTACK_ROWS", "ATTACK_ROW_COLUMNS", "COLUMNS", "FINAL_ATTACKS", "AttackSource",
+           "FinalAttack", "attack_rows_csv", "final_attacks_section", "read_final_attacks", "store_sources"]

@@ -37,7 +37,14 @@ from pathlib import Path
 from robustal.errors import ConfigError, DataError, ReportWarning
 from robustal.reports.comparisons import mann_whitney_section, paired_sections, ranking_section, versus_section
 from robustal.reports.figures import CURVES_CAPTION, file_slug, plot_curves
-from robustal.reports.final_attacks import FINAL_ATTACKS, final_attacks_section, read_final_attacks, store_sources
+from robustal.reports.final_attacks import (
+    ATTACK_ROWS,
+    FINAL_ATTACKS,
+    attack_rows_csv,
+    final_attacks_section,
+    read_final_attacks,
+    store_sources,
+)
 from robustal.reports.picks import picks_section
 from robustal.reports.pool_report import pool_section, stopping_section
 from robustal.reports.results import (
@@ -162,8 +169,9 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
 
 def _final_attacks(root: Path, out: Path):
     """The final attacks' sections (:class:`~robustal.reports.final_attacks.AttackSource`): the store's
-    ``final_attacks`` rows and ``root/final-attacks.csv`` (read, and copied beside the report); or why the file cannot
-    be read (a :class:`~robustal.errors.ReportWarning` says it on the terminal too)."""
+    ``final_attacks`` rows (written beside the report as ``attacks.csv``) and ``root/final-attacks.csv`` (read, and
+    copied beside the report); or why the file cannot be read (a :class:`~robustal.errors.ReportWarning` says it on
+    the terminal too)."""
     from robustal.storage.store import Store
 
     path = root / FINAL_ATTACKS
@@ -177,7 +185,10 @@ def _final_attacks(root: Path, out: Path):
             return str(e)
         if out.resolve() != root.resolve():
             atomic_write_bytes(out / FINAL_ATTACKS, path.read_bytes())  # the report links to it
-    return store_sources(Store(root, create=False).final_attacks(), legacy)
+    stored = Store(root, create=False).final_attacks()
+    if stored:
+        atomic_write_bytes(out / ATTACK_ROWS, attack_rows_csv(stored).encode())
+    return store_sources(stored, legacy)
 
 
 def _machines(runs: Sequence[RunResults]) -> list[str]:
