@@ -11,7 +11,11 @@ test (:func:`robustal.reports.stats.compare_paired`), then adjusts each family w
 * ``dre-vs-paper``: DRE minus random and minus each of the paper's 10 other functions under PGD, final robust
   accuracy (claim c: 11 comparisons);
 * ``retrain-N``: DRE minus each of the 11 other metrics after retraining on N more labels, robust accuracy
-  (retrain-paper, claim d: 11 comparisons per N).
+  (retrain-paper, claim d: 11 comparisons per N);
+* ``aa-vs-random`` and ``aa-dre-vs-paper``: the first two families again, final robust accuracy under AutoAttack
+  (standard) on the first 200 test images instead of PGD-50, from the final-attack files: paper-mnist's
+  ``final-attacks.csv`` (random, DRE and the four functions beyond the paper) and paper-mnist-autoattack's
+  ``attacks.csv`` (the ten other paper functions, re-run identically); each family over the functions attacked.
 
 First it prints claim (c)'s planned comparison on its own (no family): DRE minus random under PGD training, final
 robust accuracy at 1 000 labels, in paper-mnist (robustal 0.3) and robust-al-mnist (robustal 0.2, the same data,
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = ROOT / "docs" / "results" / "paper-mnist" / "stages.csv"
 RETRAIN = ROOT / "docs" / "results" / "retrain-paper" / "results.csv"
 EARLIER = ROOT / "docs" / "results" / "robust-al-mnist" / "stages.csv"
+ATTACKS = (ROOT / "docs" / "results" / "paper-mnist" / "final-attacks.csv",
+           ROOT / "docs" / "results" / "paper-mnist-autoattack" / "attacks.csv")
+#: A PGD-trained active-learning run's name: ``{dataset}-{model}-pgd-{function}-s{seed}``.
+PGD_RUN = re.compile(r"-pgd-(?P<acq>[a-z0-9-]+)-s(?P<seed>\d+)$")
 
 #: The paper's twelve functions (random and DRE included); the other active-learning functions are beyond it.
 PAPER = ("random", "dre", "entropy", "margin", "least-confidence", "gini", "entropy-dropout", "bald", "k-center",
@@ -66,6 +75,29 @@ def run_measures(rows: Sequence[dict], training: str) -> dict[str, dict[int, tup
     return out
 
 
+def autoattack_finals(paths: Sequence[Path]) -> dict[str, dict[int, float]]:
+    """Per function and seed of the PGD-trained runs: final robust accuracy under AutoAttack (standard), read from
+    robustal 0.3's ``final-attacks.csv`` (column ``autoattack``) and the report's ``attacks.csv`` (rows of attack
+    ``autoattack``, column ``robust``). Rows with an empty cell are left out; a run given twice with different
+    figures is refused (the files would not describe the same models)."""
+    out: dict[str, dict[int, float]] = {}
+    where: dict[str, Path] = {}
+    for path in paths:
+        for row in read_csv(path):
+            value = row.get("autoattack") if "autoattack" in row else (
+                row.get("robust") if row.get("attack") == "autoattack" else None)
+            match = PGD_RUN.search(row.get("run", ""))
+            if not value or match is None:
+                continue
+            acq, seed = match["acq"], int(match["seed"])
+            if seed in out.get(acq, {}) and out[acq][seed] != float(value):
+                sys.exit(f"error: {row['run']} has AutoAttack {out[acq][seed]} in {where[row['run']]} and {value} in "
+                         f"{path}; give files that attacked the same models.")
+            out.setdefault(acq, {})[seed] = float(value)
+            where[row["run"]] = path
+    return out
+
+
 def paired_family(pairs: Sequence[tuple[str, Mapping[int, float], Mapping[int, float]]]) -> list[tuple]:
     """For each ``(name, x by seed, y by seed)``: x − y on the seeds both have, tested and Holm-adjusted over the
     family. Rows: (name, pairs, mean difference, higher, lower, p, Holm-adjusted p)."""
@@ -95,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"retrain-paper's trial CSV (default: {RETRAIN})")
     parser.add_argument("--earlier", type=Path, default=EARLIER,
                         help=f"robust-al-mnist's per-stage CSV, robustal 0.2 (default: {EARLIER})")
+    parser.add_argument("--attacks", type=Path, nargs="+", default=list(ATTACKS),
+                        help="final-attack files (final-attacks.csv or a report's attacks.csv) of paper-mnist's runs "
+                             f"(default: {' '.join(str(p) for p in ATTACKS)})")
     args = parser.parse_args(argv)
 
     pgd = run_measures(read_csv(args.stages), "pgd")
@@ -122,6 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     versus = [a for a in PAPER if a != "dre" and a in pgd]
     print_family(f"dre-vs-paper, final robust: dre − function under PGD, Holm over the {len(versus)} comparisons",
                  paired_family([(a, final["dre"], final[a]) for a in versus]))
+
+    aa = autoattack_finals(args.attacks)
+    if "random" not in aa or "dre" not in aa:
+        sys.exit(f"error: {' and '.join(map(str, args.attacks))} have no AutoAttack rows of PGD-trained random and "
+                 "dre runs to compare.")
+    others = [a for a in aa if a != "random"]
+    print_family("aa-vs-random, final robust under AutoAttack: function − random under PGD, Holm over the "
+                 f"{len(others)} functions attacked", paired_family([(a, aa[a], aa["random"]) for a in others]))
+    versus = [a for a in PAPER if a != "dre" and a in aa]
+    print_family(f"aa-dre-vs-paper, final robust under AutoAttack: dre − function under PGD, Holm over the "
+                 f"{len(versus)} comparisons", paired_family([(a, aa["dre"], aa[a]) for a in versus]))
 
     trials = read_csv(args.retrain)
     by: dict[tuple[str, int], dict[int, float]] = {}

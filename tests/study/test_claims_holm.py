@@ -66,14 +66,23 @@ def test_prints_every_family_from_the_files(script, tmp_path, capsys):
             stages += _stages("pgd", acq, seed, [0.2, 0.4 + shift + 0.001 * seed * (acq == "dre")])
     trials = [{"metric": m, "size": str(n), "seed": str(s), "robust_after": str(0.4 + 0.01 * s + (m == "dre") * 0.01)}
               for m in ("random", "dre", "entropy") for n in (100, 500) for s in range(5)]
+    legacy = [{"run": f"mnist-8k-lenet5-pgd-{a}-s{s}", "n": "200", "clean": "0.9", "pgd": "0.6",
+               "autoattack": str(0.5 + 0.01 * s)} for a in ("random", "dre") for s in range(5)]
+    stored = [{"run": f"mnist-8k-lenet5-pgd-entropy-s{s}", "attack": "autoattack", "robust": str(0.4 + 0.01 * s)}
+              for s in range(5)]
     args = ["--stages", str(_write(tmp_path / "stages.csv", STAGE_FIELDS, stages)),
             "--earlier", str(_write(tmp_path / "earlier.csv", STAGE_FIELDS, stages)),
-            "--retrain", str(_write(tmp_path / "retrain.csv", ("metric", "size", "seed", "robust_after"), trials))]
+            "--retrain", str(_write(tmp_path / "retrain.csv", ("metric", "size", "seed", "robust_after"), trials)),
+            "--attacks", str(_write(tmp_path / "final-attacks.csv", legacy[0], legacy)),
+            str(_write(tmp_path / "attacks.csv", stored[0], stored))]
     assert script.main(args) == 0
     out = capsys.readouterr().out
     assert "| paper-mnist: dre − random | 6 |" in out and "| robust-al-mnist: dre − random | 6 |" in out
     assert out.count("Holm over the 3 functions (3 comparisons)") == 2  # final and AUC: dre, entropy, badge
     assert "Holm over the 2 comparisons" in out  # dre against random and entropy; badge is beyond the paper
+    assert "aa-vs-random" in out and "Holm over the 2 functions attacked (2 comparisons)" in out
+    assert "| entropy | 5 | -0.100000 | 0 / 5 |" in out  # entropy − random under AutoAttack, seed by seed
+    assert "aa-dre-vs-paper" in out and out.count("Holm over the 2 comparisons") == 2
     assert "retrain-100" in out and "retrain-500" in out and out.count("Holm over the 2 metrics") == 2
 
 
@@ -83,3 +92,21 @@ def test_refuses_files_without_random_and_dre(script, tmp_path):
         script.main(["--stages", str(path), "--earlier", str(path), "--retrain", str(tmp_path / "none.csv")])
     with pytest.raises(SystemExit, match="not found"):
         script.main(["--stages", str(tmp_path / "missing.csv")])
+
+
+def test_autoattack_finals_read_both_files_and_refuse_two_figures_for_one_model(script, tmp_path):
+    legacy = [{"run": "mnist-8k-lenet5-pgd-dre-s3", "n": "200", "clean": "0.9", "pgd": "0.6", "autoattack": "0.5"},
+              {"run": "mnist-8k-lenet5-trades-dre-s3", "n": "200", "clean": "0.9", "pgd": "0.7", "autoattack": "0.6"},
+              {"run": "mnist-8k-lenet5-pgd-random-s4", "n": "", "clean": "", "pgd": "", "autoattack": ""}]
+    stored = [{"run": "mnist-8k-lenet5-pgd-least-confidence-s1", "attack": "autoattack", "robust": "0.4"},
+              {"run": "mnist-8k-lenet5-pgd-least-confidence-s1", "attack": "autoattack-fast", "robust": "0.45"},
+              {"run": "mnist-8k-lenet5-pgd+self-training-random-s0", "attack": "autoattack", "robust": "0.7"},
+              {"run": "mnist-8k-lenet5-pgd-dre-s3", "attack": "autoattack", "robust": "0.5"}]  # the same figure
+    paths = [_write(tmp_path / "final-attacks.csv", legacy[0], legacy), _write(tmp_path / "attacks.csv", stored[0],
+                                                                               stored)]
+    # TRADES, the pool's runs, the fast attack and rows not attacked yet are left out.
+    assert script.autoattack_finals(paths) == {"dre": {3: 0.5}, "least-confidence": {1: 0.4}}
+    stored[-1]["robust"] = "0.55"
+    _write(paths[1], stored[0], stored)
+    with pytest.raises(SystemExit, match="pgd-dre-s3 has AutoAttack 0.5 in .*final-attacks.csv and 0.55 in"):
+        script.autoattack_finals(paths)
