@@ -80,12 +80,21 @@ def autoattack_finals(paths: Sequence[Path]) -> dict[str, dict[int, float]]:
     robustal 0.3's ``final-attacks.csv`` (column ``autoattack``) and the report's ``attacks.csv`` (rows of attack
     ``autoattack``, column ``robust``). Rows with an empty cell are left out; a run given twice with different
     figures is refused (the files would not describe the same models)."""
+    from robustal.errors import DataError
+    from robustal.reports.final_attacks import read_final_attacks
+
     out: dict[str, dict[int, float]] = {}
     where: dict[str, Path] = {}
     for path in paths:
-        for row in read_csv(path):
-            value = row.get("autoattack") if "autoattack" in row else (
-                row.get("robust") if row.get("attack") == "autoattack" else None)
+        rows = read_csv(path)
+        if rows and "autoattack" in rows[0]:  # robustal 0.3's file: the report's own reader checks it
+            try:
+                legacy = read_final_attacks(path)[0]
+            except DataError as e:
+                sys.exit(f"error: {e}")
+            rows = [{"run": run, "attack": "autoattack", "robust": str(a.autoattack)} for run, a in legacy.items()]
+        for row in rows:
+            value = row.get("robust") if row.get("attack") == "autoattack" else None
             match = PGD_RUN.search(row.get("run", ""))
             if not value or match is None:
                 continue
