@@ -1,7 +1,8 @@
 """Command-line interface: a thin layer over the Python API. ``robustal --help`` lists the commands.
 
 One module per command group (``train``, ``run``/``demo``, ``study``/``report``, ``attack``, ``select``/``retrain``/
-``retrain-study``), each with a ``register(sub)`` that adds its parsers; shared options live in :mod:`.common`.
+``retrain-study``, ``export-runs``/``import-runs``), each with a ``register(sub)`` that adds its parsers; shared
+options live in :mod:`.common`.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     from robustal import __version__
-    from robustal.cli import attack, evaluate, label, retrain, run, study, train
+    from robustal.cli import archive, attack, evaluate, label, retrain, run, study, train
 
     parser = argparse.ArgumentParser(prog="robustal", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"robustal {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train, evaluate, run, study, attack, retrain, label):
+    for module in (train, evaluate, run, study, attack, archive, retrain, label):
         module.register(sub)
     parser.set_defaults(_commands=sub.choices)
     return parser
