@@ -303,6 +303,17 @@ def test_status_and_report_show_the_pool_and_the_stopping_rule(digits, tmp_path,
     assert "### When to stop labeling" in report
 
 
+def test_a_study_of_the_pool_alone_gets_no_second_copy_of_its_curves(digits, tmp_path):
+    from robustal.studies.report import write_report
+
+    run_experiment(spec(budget=90), tmp_path, name="pool", dataset=digits)  # POOL: self-training
+    report = write_report(tmp_path, entropies=False).read_text()
+    assert "### Training on the unlabeled pool" in report
+    figures = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert figures == ["curves-digits-small-cnn-pgd_self-training.png"]
+    assert "curves-pool-" not in report
+
+
 @pytest.mark.parametrize("median, shown", [(1000.0, 1000), (900, 900), (450.5, "450.5")])
 def test_the_stopping_table_shows_a_median_label_count_as_a_count(median, shown):
     from robustal.reports.pool_report import _label_count

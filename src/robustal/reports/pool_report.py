@@ -48,6 +48,8 @@ def pool_section(runs: Sequence[RunResults], ds: str, model: str, out: Path) -> 
     modes = list(dict.fromkeys(m for d, mo, m, _ in finished_cells(runs) if (d, mo) == (ds, model)))
     for plain in dict.fromkeys(m.split("+")[0] for m, _ in cells):
         group = [m for m in modes if m.split("+")[0] == plain]
+        if len(group) < 2:  # the pool's runs alone: the report's own curves of that mode show them already
+            continue
         path = plot_curves(runs, ds, model, group, out / f"curves-pool-{file_slug(ds, model, plain)}.png")
         lines += ["", f"![{ds} {model} {plain} with and without the pool]({path.name})"]
     return lines
