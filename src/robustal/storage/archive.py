@@ -29,6 +29,9 @@ FORMAT = "robustal-runs"
 VERSION = 1
 #: The rows an export holds per run, besides the ``runs`` row: the store's tables keyed by run.
 TABLES = ("stages", "selections", "labels", "final_attacks")
+#: Those whose rows start with the run's name, which the file leaves out (it is the run's): a study's all-label run
+#: has 8 000 picks, and its name 8 000 times would be most of the file.
+NAMED = ("selections", "labels", "final_attacks")
 
 
 def export_runs(store: Store, path: str | Path) -> list[str]:
@@ -43,10 +46,7 @@ def export_runs(store: Store, path: str | Path) -> list[str]:
     if not names:
         raise StoreError(f"{store.root} holds no finished run to export (unfinished runs need their checkpoints: "
                          "let them finish, or copy the whole folder).")
-    runs = []
-    for name in names:
-        record = store.export_run(name)
-        runs.append({"run": list(record["run"]), **{t: [list(r) for r in record[t]] for t in TABLES}})
+    runs = [_portable(store.export_run(name)) for name in names]
     document = {"format": FORMAT, "version": VERSION, "robustal": __version__, "exported": time.time(),
                 "source": str(store.root), "runs": runs}
     data = gzip.compress(json.dumps(document, separators=(",", ":")).encode(), mtime=0)
@@ -98,7 +98,7 @@ def import_runs(path: str | Path, store: Store) -> tuple[list[str], list[str]]:
         if held is None:
             imported.append(run)
             continue
-        if _rows(held) == _rows(run):
+        if _rows(_portable(held)) == _rows(run):
             same.append(name)
             continue
         why = "it is not finished there" if held["run"][4] != "finished" else "with other rows"
@@ -108,12 +108,18 @@ def import_runs(path: str | Path, store: Store) -> tuple[list[str], list[str]]:
                          + ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
                          + ". Nothing was imported; import into another --out folder (or remove those runs there).")
     for run in imported:
-        store.import_run({"run": tuple(run["run"]), **{t: [tuple(r) for r in run[t]] for t in TABLES},
-                          "pending": [], "checkpoint": None})
+        name = run["run"][0]
+        store.import_run({"run": tuple(run["run"]), "pending": [], "checkpoint": None,
+                          **{t: [(name, *r) if t in NAMED else tuple(r) for r in run[t]] for t in TABLES}})
     return [run["run"][0] for run in imported], same
 
 
-def _rows(record: dict) -> tuple:
+def _portable(record: dict) -> dict:
+    """A run as :meth:`Store.export_run` gives it, as the file holds it: lists, no checkpoint, no run-name column."""
+    return {"run": list(record["run"]),
+            **{t: [list(r)[1:] if t in NAMED else list(r) for r in record[t]] for t in TABLES}}
+
+
+def _rows(run: dict) -> str:
     """A run's rows compared by :func:`import_runs` (its ``updated`` time left out), as JSON sees them."""
-    run = list(record["run"])
-    return json.dumps([run[:6], *[[list(r) for r in record[t]] for t in TABLES]], sort_keys=True)
+    return json.dumps([run["run"][:6], *[run[t] for t in TABLES]], sort_keys=True)
