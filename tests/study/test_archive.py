@@ -142,3 +142,16 @@ def test_the_commands_refuse_bad_input_with_the_file_named(tmp_path, capsys):
     document = read_export(tmp_path / "a" / "finished-runs.json.gz")
     assert [r["run"][0] for r in document["runs"]] == ["r1"]
     assert json.loads(gzip.decompress((tmp_path / "a" / "finished-runs.json.gz").read_bytes()))["version"] == 1
+
+
+def test_the_export_leaves_checkpoints_unread(tmp_path):
+    """Export files hold rows only: the store's checkpoint bytes are not read for them (a study's are megabytes)."""
+    store = Store(tmp_path / "a")
+    _finished(store, "r1")
+    path = store.checkpoint_path("r1", 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"weights")
+    assert store.export_run("r1")["checkpoint"] == b"weights"
+    assert store.export_run("r1", checkpoint=False)["checkpoint"] is None
+    export_runs(store, tmp_path / "runs.json.gz")
+    assert "checkpoint" not in read_export(tmp_path / "runs.json.gz")["runs"][0]

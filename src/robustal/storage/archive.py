@@ -46,7 +46,7 @@ def export_runs(store: Store, path: str | Path) -> list[str]:
     if not names:
         raise StoreError(f"{store.root} holds no finished run to export (unfinished runs need their checkpoints: "
                          "let them finish, or copy the whole folder).")
-    runs = [_portable(store.export_run(name)) for name in names]
+    runs = [_portable(store.export_run(name, checkpoint=False)) for name in names]
     document = {"format": FORMAT, "version": VERSION, "robustal": __version__, "exported": time.time(),
                 "source": str(store.root), "runs": runs}
     data = gzip.compress(json.dumps(document, separators=(",", ":")).encode(), mtime=0)
@@ -94,7 +94,7 @@ def import_runs(path: str | Path, store: Store) -> tuple[list[str], list[str]]:
     conflicts = []
     for run in document["runs"]:
         name = run["run"][0]
-        held = store.export_run(name)
+        held = store.export_run(name, checkpoint=False)
         if held is None:
             imported.append(run)
             continue

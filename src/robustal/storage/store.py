@@ -302,12 +302,12 @@ class Store:
         return out
 
     # --- moving runs between stores (the Ray executor) ------------------------------------------------------------
-    def export_run(self, name: str, partial: bool = False) -> dict | None:
+    def export_run(self, name: str, partial: bool = False, checkpoint: bool = True) -> dict | None:
         """Run ``name``'s rows and last checkpoint as a plain dict (None if absent; with ``partial``, None if finished).
 
         Keys: ``run`` (the runs row), ``stages`` (:data:`STAGE_COLUMNS` tuples) and ``selections`` (row tuples),
-        ``checkpoint`` (the last stage's
-        checkpoint file as bytes, or None). :meth:`import_run` writes it into another store.
+        ``checkpoint`` (the last stage's checkpoint file as bytes; None if it is missing, or not read when
+        ``checkpoint`` is False). :meth:`import_run` writes it into another store.
         """
         with self._connect() as con:
             run = con.execute("SELECT name, config, seed, versions, status, created, updated FROM runs WHERE name = ?",
@@ -322,12 +322,12 @@ class Store:
             pending = con.execute("SELECT * FROM pending WHERE run = ? ORDER BY stage, position", (name,)).fetchall()
             attacked = con.execute(f"SELECT {', '.join(FINAL_ATTACK_COLUMNS)} FROM final_attacks WHERE run = ?",
                                    (name,)).fetchall()
-        checkpoint = None
-        if stages:
+        weights = None
+        if stages and checkpoint:
             path = self.checkpoint_path(name, stages[-1][0])
-            checkpoint = path.read_bytes() if path.is_file() else None
+            weights = path.read_bytes() if path.is_file() else None
         return {"run": tuple(run), "stages": [tuple(r) for r in stages], "selections": [tuple(r) for r in selections],
-                "labels": [tuple(r) for r in labels], "pending": [tuple(r) for r in pending], "checkpoint": checkpoint,
+                "labels": [tuple(r) for r in labels], "pending": [tuple(r) for r in pending], "checkpoint": weights,
                 "final_attacks": [tuple(r) for r in attacked]}
 
     def import_run(self, record: dict | None) -> None:
