@@ -117,3 +117,42 @@ def test_a_worker_ends_when_its_parent_is_killed(tmp_path, how):
         except ProcessLookupError:
             pass
         proc.stdout.close()
+
+
+#: Two runs whose first stage would outlast any test (a million optimizer steps).
+ENDLESS = study_toml(grid_toml(("random", "entropy")), name="endless",
+                     settings=settings_toml(TINY_LOOP, {**TINY_TRAIN, "min_steps": 1_000_000}))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc")
+def test_an_interrupt_of_the_main_process_alone_stops_the_running_runs(tmp_path):
+    """``kill -INT`` of the study's process (not its whole process group, as Ctrl-C in a terminal is) ends it at once,
+    workers included, instead of waiting for the running runs to finish."""
+    from robustal.storage.store import Store
+
+    study, out = tmp_path / "endless.toml", tmp_path / "out"
+    study.write_text(ENDLESS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "robustal.cli", "study", str(study), "--out", str(out),
+                             "--workers", "2", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        def both_running() -> bool:
+            return (out / "results.db").is_file() and len(Store(out, create=False).runs()) == 2
+        wait_for(lambda: both_running() or proc.poll() is not None, 120, "both runs to start")
+        assert proc.poll() is None, f"the study ended early: {proc.stderr.read().decode()[-2000:]}"
+        workers = [p for p in children(proc.pid) if alive(p)]
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the study went on for 60 s after SIGINT: it waits for its running runs to finish")
+        assert code == 130 and "interrupted" in proc.stderr.read().decode()
+        wait_for(lambda: not any(alive(p) for p in workers), 10, f"the workers {workers} to end")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.stderr.close()

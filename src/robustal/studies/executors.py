@@ -165,11 +165,20 @@ def run_local(tasks: Sequence[RunTask], out: str | Path, *, workers: int = 1, de
                     results[name] = stages
                     if on_done is not None:
                         on_done(name, stages)
-        except BaseException:
+        except BaseException as e:
             for fut in pending:
                 fut.cancel()
+            if isinstance(e, KeyboardInterrupt):
+                _stop_workers(pool)
             raise
     return {n: results[n] for n in names}
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the workers' runs now, not when they finish: an interrupt sent to this process alone (``kill -INT``, a
+    scheduler) would otherwise wait out every running run. Their finished stages are stored; a rerun resumes."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
 
 
 def _ray_task(task: RunTask, partial: dict | None, device: str, data_dir: str | None,
