@@ -50,15 +50,30 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc")
-def test_sigkill_of_the_main_process_leaves_no_worker_running(tmp_path):
-    study, out = tmp_path / "orphans.toml", tmp_path / "out"
-    study.write_text(STUDY)
+def start_study(tmp_path: Path, text: str) -> tuple[subprocess.Popen, Path, dict]:
+    """``robustal study`` with 2 workers on the study ``text``, in a session of its own: (process, results, env)."""
+    study, out = tmp_path / "study.toml", tmp_path / "out"
+    study.write_text(text)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
                                                          os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "robustal.cli", "study", str(study), "--out", str(out),
                              "--workers", "2", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
+    return proc, out, env
+
+
+def stop_session(proc: subprocess.Popen) -> None:
+    """Kill whatever is left of the study's session."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.stderr.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc")
+def test_sigkill_of_the_main_process_leaves_no_worker_running(tmp_path):
+    proc, out, env = start_study(tmp_path, STUDY)
     try:
         wait_for(lambda: stored_stages(out) >= 1 or proc.poll() is not None, 120, "the first stored stage")
         assert proc.poll() is None, f"the study ended early: {proc.stderr.read().decode()[-2000:]}"
@@ -74,11 +89,7 @@ def test_sigkill_of_the_main_process_leaves_no_worker_running(tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert status.returncode == 0 and "interrupted" in status.stdout and "running now" not in status.stdout
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of its session
-        except ProcessLookupError:
-            pass
-        proc.stderr.close()
+        stop_session(proc)
 
 
 FORKED_CHILD = """\
@@ -130,13 +141,7 @@ def test_an_interrupt_of_the_main_process_alone_stops_the_running_runs(tmp_path)
     workers included, instead of waiting for the running runs to finish."""
     from robustal.storage.store import Store
 
-    study, out = tmp_path / "endless.toml", tmp_path / "out"
-    study.write_text(ENDLESS)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
-                                                         os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "robustal.cli", "study", str(study), "--out", str(out),
-                             "--workers", "2", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc, out, _ = start_study(tmp_path, ENDLESS)
     try:
         def both_running() -> bool:
             return (out / "results.db").is_file() and len(Store(out, create=False).runs()) == 2
@@ -151,8 +156,4 @@ def test_an_interrupt_of_the_main_process_alone_stops_the_running_runs(tmp_path)
         assert code == 130 and "interrupted" in proc.stderr.read().decode()
         wait_for(lambda: not any(alive(p) for p in workers), 10, f"the workers {workers} to end")
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.stderr.close()
+        stop_session(proc)
