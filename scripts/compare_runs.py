@@ -16,6 +16,13 @@ final stage, e.g. 300 labels with the pool against the same seeds' stage at 300 
         runs/pool-mnist:mnist-8k-lenet5-pgd-random@300
 
 A final attack (AutoAttack) was made on a run's final model, so it counts only where that stage is the run's last.
+
+FOLDER may also be a committed report folder (``robustal report --out``: its stages.csv, and attacks.csv where there
+is one), so runs whose results folder is gone still pair with new ones, e.g. DRE under TRADES (a second machine)
+against random under TRADES (pool-mnist's first folder, lost with its machine):
+
+    python scripts/compare_runs.py runs/pool-mnist:mnist-8k-lenet5-trades+self-training-dre \
+        docs/results/pool-mnist:mnist-8k-lenet5-trades+self-training-random
 """
 
 from __future__ import annotations
@@ -31,36 +38,83 @@ def group(spec: str) -> tuple[Path, str, int | None]:
     if not sep or not folder or not prefix or (at and not labels.isdigit()):
         raise SystemExit(f"compare_runs: {spec!r} is not FOLDER:PREFIX or FOLDER:PREFIX@LABELS "
                          "(e.g. runs/pool-mnist:mnist-8k-lenet5-pgd-random or ...-random@300)")
-    if not (Path(folder) / "results.db").is_file():
-        raise SystemExit(f"compare_runs: {folder} holds no results.db; give a study's or run's --out folder")
+    if not any((Path(folder) / f).is_file() for f in ("results.db", "stages.csv")):
+        raise SystemExit(f"compare_runs: {folder} holds no results.db or stages.csv; give a study's or run's --out "
+                         "folder, or a report folder (robustal report --out)")
     return Path(folder), prefix, int(labels) if at else None
 
 
-def run_values(folder: Path, prefix: str, labels: int | None = None) -> dict[int, dict[str, float]]:
-    """seed -> {"clean", "PGD", <attack>...} of the finished runs ``PREFIX-sSEED`` in ``folder``: at their final
-    stage, or at their stage with ``labels`` labels (runs without one are named and left out)."""
+#: The key of the robust accuracy under each run's own evaluation attack, whichever attack that was.
+EVAL = "robust"
+
+
+def _at(stages: list, name: str, labels: int | None):
+    """The final stage, or the one with ``labels`` labels (None, said, where there is none)."""
+    chosen = stages[-1] if labels is None else next((s for s in stages if s.labeled == labels), None)
+    if chosen is None:
+        print(f"note: {name} has no stage at {labels} labels "
+              f"(its stages: {', '.join(str(s.labeled) for s in stages)}); left out")
+    return chosen
+
+
+def csv_values(folder: Path, prefix: str, labels: int | None = None) -> tuple[dict[int, dict[str, float]], str]:
+    """As :func:`run_values`, from a report folder's stages.csv and attacks.csv (which do not name the evaluation
+    attack: the label says so)."""
+    import csv
+    from types import SimpleNamespace
+
+    with (folder / "stages.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["run"].rpartition("-s")[0] == prefix and r["status"] == "finished"]
+    attacks: dict[str, list[dict]] = {}
+    if (folder / "attacks.csv").is_file():
+        with (folder / "attacks.csv").open(newline="") as f:
+            for r in csv.DictReader(f):
+                attacks.setdefault(r["run"], []).append(r)
+    runs: dict[str, list] = {}
+    for r in rows:
+        runs.setdefault(r["run"], []).append(SimpleNamespace(stage=int(r["stage"]), labeled=int(r["labeled"]),
+                                                             clean=float(r["clean"]), robust=float(r["robust"])))
+    out: dict[int, dict[str, float]] = {}
+    for name, stages in runs.items():
+        seed = name.rpartition("-s")[2]
+        stages.sort(key=lambda s: s.stage)
+        chosen = _at(stages, name, labels)
+        if chosen is None or not seed.isdigit():
+            continue
+        values = {"clean": chosen.clean, EVAL: chosen.robust}
+        if chosen is stages[-1]:
+            values |= {f"{a['attack']} ({a['n']} images)": float(a["robust"]) for a in attacks.get(name, [])}
+        out[int(seed)] = values
+    return out, "robust (all test images; the evaluation attack of stages.csv)"
+
+
+def run_values(folder: Path, prefix: str, labels: int | None = None) -> tuple[dict[int, dict[str, float]], str]:
+    """seed -> {"clean", EVAL, <attack>...} of the finished runs ``PREFIX-sSEED`` in ``folder``: at their final
+    stage, or at their stage with ``labels`` labels (runs without one are named and left out); and the label of
+    EVAL (the evaluation attack's name). A folder without results.db is read as a report folder."""
+    if not (folder / "results.db").is_file():
+        return csv_values(folder, prefix, labels)
     from robustal.storage.store import Store
 
     store = Store(folder)
     out: dict[int, dict[str, float]] = {}
+    evaluation = "robust"
     for run in store.runs():
         name, _, seed = run["name"].rpartition("-s")
         if name != prefix or not seed.isdigit() or run["status"] != "finished":
             continue
         stages = store.stages(run["name"])
-        chosen = stages[-1] if labels is None else next((s for s in stages if s.labeled == labels), None)
+        chosen = _at(stages, run["name"], labels)
         if chosen is None:
-            print(f"note: {run['name']} has no stage at {labels} labels "
-                  f"(its stages: {', '.join(str(s.labeled) for s in stages)}); left out")
             continue
         attack = (store.run_config(run["name"]) or {}).get("loop", {}).get("eval_attack") or {}
         evaluation = f"{attack.get('name', 'attack').upper()}-{attack['steps']}" if "steps" in attack else "robust"
-        values = {"clean": chosen.clean, f"{evaluation} (all test images)": chosen.robust}
+        values = {"clean": chosen.clean, EVAL: chosen.robust}
         if chosen is stages[-1]:  # a final attack was made on the final model only
             for row in store.final_attacks(run["name"]):
                 values[f"{row['attack']} ({row['n']} images)"] = row["robust"]
         out[int(seed)] = values
-    return out
+    return out, f"{evaluation} (all test images)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     from robustal.reports.stats import EXACT_PAIRS, compare_paired, mean_std
 
     (fa, pa, la), (fb, pb, lb) = group(args.a), group(args.b)
-    a, b = run_values(fa, pa, la), run_values(fb, pb, lb)
+    (a, eval_a), (b, eval_b) = run_values(fa, pa, la), run_values(fb, pb, lb)
+    names, from_csv = {EVAL: eval_a}, [e for e in (eval_a, eval_b) if "stages.csv" in e]
+    if len(from_csv) == 1:  # a report folder's stages.csv does not name its attack: say whose name is shown
+        shown, side = (eval_b, "A") if eval_a in from_csv else (eval_a, "B")
+        names[EVAL] = f"{shown[:-1]}; {side}'s from its stages.csv)"
+    elif eval_a != eval_b:
+        print(f"note: the groups were evaluated under different attacks ({eval_a}, {eval_b}); not paired")
+        for runs in (a, b):
+            for values in runs.values():
+                values.pop(EVAL, None)
     for label, runs, folder, prefix, labels in (("A", a, fa, pa, la), ("B", b, fb, pb, lb)):
         at = "" if labels is None else f" at {labels} labels"
         if not runs:
@@ -88,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     for m in metrics:
         x, y = [a[s][m] for s in seeds], [b[s][m] for s in seeds]
         c = compare_paired(x, y)
-        print(f"| {m} | {mean_std(x)[0]:.3f} | {mean_std(y)[0]:.3f} | {c.mean_diff:+.3f} | {c.higher} / {c.lower} "
-              f"| {c.p:.3f}{approx} |")
+        print(f"| {names.get(m, m)} | {mean_std(x)[0]:.3f} | {mean_std(y)[0]:.3f} | {c.mean_diff:+.3f} "
+              f"| {c.higher} / {c.lower} | {c.p:.3f}{approx} |")
     print("\nper seed (A / B):")
     for s in seeds:
-        print(f"  s{s}: " + ", ".join(f"{m} {a[s][m]:.3f} / {b[s][m]:.3f}" for m in metrics))
+        print(f"  s{s}: " + ", ".join(f"{names.get(m, m)} {a[s][m]:.3f} / {b[s][m]:.3f}" for m in metrics))
     return 0
 
 

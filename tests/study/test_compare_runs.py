@@ -17,10 +17,12 @@ def script(load_script):
     return load_script("compare_runs")
 
 
-def _store(folder: Path, prefix: str, finals: dict[int, tuple[float, float | None]], status: str = "finished"):
-    """Runs ``prefix-sSEED`` with one stage (clean 0.9, robust as given) and an AutoAttack row where given."""
+def _store(folder: Path, prefix: str, finals: dict[int, tuple[float, float | None]], status: str = "finished",
+           steps: int = 50):
+    """Runs ``prefix-sSEED`` with one stage (clean 0.9, robust as given, under PGD-``steps``) and an AutoAttack row
+    where given."""
     store = Store(folder)
-    config = {"loop": {"eval_attack": {"name": "pgd", "steps": 50}}}
+    config = {"loop": {"eval_attack": {"name": "pgd", "steps": steps}}}
     for seed, (robust, autoattack) in finals.items():
         name = f"{prefix}-s{seed}"
         store.start_run(name, config, seed, device="cpu")
@@ -90,3 +92,39 @@ def test_a_stage_by_its_label_count_and_final_attacks_only_on_the_final_stage(sc
         script.main([f"{tmp_path / 'a'}:x", f"{tmp_path / 'b'}:y@500"])
     with pytest.raises(SystemExit, match="FOLDER:PREFIX@LABELS"):
         script.main([f"{tmp_path / 'a'}:x", f"{tmp_path / 'b'}:y@many"])
+
+
+def test_a_report_folder_pairs_with_a_results_folder(script, tmp_path, capsys):
+    """A committed report folder (stages.csv, attacks.csv) stands in for a results folder that is gone."""
+    _store(tmp_path / "a", "x", {0: (0.70, 0.65), 1: (0.72, 0.66), 2: (0.69, 0.60)})
+    report = tmp_path / "report"
+    report.mkdir()
+    header = "run,dataset,model,training,acquisition,seed,status,stage,labeled,clean,robust\n"
+    rows = [f"y-s{seed},d,m,pgd,random,{seed},finished,{stage},{100 * (stage + 1)},0.9,{robust}\n"
+            for seed, finals in ((0, (0.2, 0.60)), (1, (0.3, 0.62)), (2, (0.1, 0.70))) for stage, robust in
+            enumerate(finals)]
+    rows.append("y-s3,d,m,pgd,random,3,interrupted,0,100,0.9,0.99\n")  # unfinished: left out
+    (report / "stages.csv").write_text(header + "".join(rows))
+    (report / "attacks.csv").write_text("run,attack,version,n,clean,pgd,robust,seconds,machine\n"
+                                        "y-s0,autoattack,standard,200,0.9,0.6,0.5,1.0,cpu\n"
+                                        "y-s1,autoattack,standard,200,0.9,0.6,0.55,1.0,cpu\n"
+                                        "y-s2,autoattack,standard,200,0.9,0.6,0.58,1.0,cpu\n")
+    assert script.main([f"{tmp_path / 'a'}:x", f"{report}:y"]) == 0
+    out = capsys.readouterr().out
+    assert "paired seeds: 0, 1, 2\n" in out
+    pgd = next(line for line in out.splitlines() if line.startswith("| PGD-50"))
+    assert "B's from its stages.csv" in pgd and pgd.split("|")[3:6] == [" 0.640 ", " +0.063 ", " 2 / 1 "]
+    autoattack = next(line for line in out.splitlines() if line.startswith("| autoattack (200 images)"))
+    assert autoattack.split("|")[3:5] == [" 0.543 ", " +0.093 "]
+    assert script.main([f"{tmp_path / 'a'}:x", f"{report}:y@100"]) == 0  # the first stages: no final attack
+    out = capsys.readouterr().out.split("paired seeds")[1]
+    assert "autoattack" not in out and "| 0.200 |" in out
+
+
+def test_different_evaluation_attacks_are_not_paired(script, tmp_path, capsys):
+    _store(tmp_path / "a", "x", {0: (0.7, None), 1: (0.7, None)})
+    _store(tmp_path / "b", "y", {0: (0.6, None), 1: (0.6, None)}, steps=20)
+    assert script.main([f"{tmp_path / 'a'}:x", f"{tmp_path / 'b'}:y"]) == 0
+    out = capsys.readouterr().out
+    assert "different attacks (PGD-50 (all test images), PGD-20 (all test images)); not paired" in out
+    assert "| PGD" not in out and "| clean |" in out
