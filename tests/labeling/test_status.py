@@ -53,6 +53,7 @@ def test_status_says_running_only_while_a_process_holds_the_folder(tmp_path, cap
     out = capsys.readouterr().out
     assert "run 'run': interrupted (its process ended without finishing; run the same command again" in out
     with folder_lock(tmp_path, "robustal run --out x"):
+        store.set_status("run", "running")  # taken up by the process that holds the folder, as a resumed run is
         assert main(["status", str(tmp_path)]) == 0
         out = capsys.readouterr().out
     pid = os.getpid()
@@ -66,10 +67,10 @@ def test_a_stage_with_its_labels_in_is_training_now_while_a_process_holds_the_fo
     import torch
 
     store = Store(tmp_path)
-    store.start_run("run", {"loop": {}}, 0)
-    store.set_pending("run", 0, torch.arange(5), None)
-    store.add_labels("run", 0, torch.arange(5), torch.zeros(5, dtype=torch.int64))
     with folder_lock(tmp_path, "robustal study s.toml --out x"):
+        store.start_run("run", {"loop": {}}, 0)
+        store.set_pending("run", 0, torch.arange(5), None)
+        store.add_labels("run", 0, torch.arange(5), torch.zeros(5, dtype=torch.int64))
         assert main(["status", str(tmp_path)]) == 0
         out = capsys.readouterr().out
     assert "stage 0: its 5 labels are imported; training now (pid " in out and ", since 20" in out
@@ -77,3 +78,19 @@ def test_a_stage_with_its_labels_in_is_training_now_while_a_process_holds_the_fo
     store.set_status("run", "waiting")  # stopped for labels that came afterwards: nobody trains it
     assert main(["status", str(tmp_path)]) == 0
     assert "stage 0: its 5 labels are imported; it waits for the command to run again" in capsys.readouterr().out
+
+
+def test_a_run_left_running_by_a_killed_process_is_not_running_under_the_next_holder(tmp_path, capsys):
+    """A study killed and started again: the runs the killed process had running stay recorded as running until the
+    new one reaches them; status must not call them running now."""
+    import time
+
+    store = Store(tmp_path)
+    store.start_run("stale", {"loop": {}}, 0)  # the killed process's run
+    time.sleep(1.1)  # the holder's start is kept in whole seconds
+    with folder_lock(tmp_path, "robustal study s.toml --out x"):
+        store.start_run("live", {"loop": {}}, 1)  # taken up by the new holder
+        assert main(["status", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+    assert "run 'live': running now (pid " in out
+    assert "run 'stale': interrupted (its process ended without finishing, before the command now holding" in out

@@ -248,7 +248,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     holder = lock_holder(folder)
     runs = store.runs()
     for run in runs:
-        run["status"] = _live_status(run["status"], holder)
+        run["status"] = _live_status(run["status"], holder, run.get("updated"))
     if len(runs) > 3:  # a study: one line per run
         _study_status(store, runs)
     else:
@@ -287,15 +287,29 @@ def cmd_labels(args: argparse.Namespace) -> int:
     return 0
 
 
-def _live_status(status: str, holder: str | None) -> str:
+def _live_status(status: str, holder: str | None, updated: float | None = None) -> str:
     """A run recorded as running is running now while a process holds its folder; with no holder, it was stopped
-    without finishing (killed)."""
+    without finishing (killed). So was one last written before the holder started: a process marks each run it
+    takes up as running, so that run is one a killed process left."""
     if status == "running" and holder is None:
         return "interrupted (its process ended without finishing; run the same command again to resume)"
     if status == "running":
         parts = _holder(holder)
+        if parts and updated is not None and updated < _since(parts[2]):
+            return ("interrupted (its process ended without finishing, before the command now holding the folder "
+                    "started; that command resumes it if it includes it)")
         return f"running now (pid {parts[0]}, since {parts[2]})" if parts else "running now"
     return status
+
+
+def _since(text: str) -> float:
+    """The holder's start (local time, whole seconds) as a timestamp; -inf when it cannot be read."""
+    import time
+
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
+    except (ValueError, OverflowError):
+        return float("-inf")
 
 
 def _stopping_advice(run: dict, stages: list) -> str:
