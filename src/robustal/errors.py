@@ -50,6 +50,11 @@ class CheckpointError(StoreError):
                          "results here stay as they are).")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, ``kill``) turned into an interrupt by the CLI, so a terminated command ends as a
+    Ctrl-C does: runs marked interrupted, trackers closed, and the resume hint printed."""
+
+
 class FactoryWarning(UserWarning):
     """A checkpoint or run of a user's model is rebuilt with another factory than the one recorded with it."""
 

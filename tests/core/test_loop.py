@@ -135,6 +135,24 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert len(list((killed / "checkpoints" / "r").glob("stage-*.pt"))) == 1
 
 
+def test_sigterm_ends_a_run_as_an_interrupt_does(tmp_path):
+    """A scheduler's stop (SIGTERM) marks the run interrupted and says how to resume, as Ctrl-C does; it does not
+    leave the run recorded as running, its tracker open, and no word said."""
+    out = tmp_path / "terminated"
+    proc = subprocess.Popen([sys.executable, "-m", "robustal.cli", *RUN_ARGS, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while _stages_in(out / "results.db") < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be terminated"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert "robustal run: terminated (SIGTERM). Finished stages are saved in" in err
+    assert Store(out).status("r") == "interrupted"
+
+
 class UserNet(nn.Module):
     """A user's own model: no robustal base class."""
 

@@ -8,11 +8,12 @@ options live in :mod:`.common`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from robustal.errors import RobustalError, show_plain_warnings
+from robustal.errors import RobustalError, Terminated, show_plain_warnings
 
 DESCRIPTION = """\
 robustal: robust active learning. Train classifiers that are accurate and adversarially robust
@@ -66,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     show_plain_warnings(args.command)
+    with _sigterm_as_interrupt():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with robustal's errors as one line each and interrupts as a resume hint."""
     try:
         return args.func(args)
     except RobustalError as e:
@@ -76,8 +83,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         out = getattr(args, "out", None)
-        print(f"\nrobustal {args.command}: interrupted." + (f" Finished stages are saved in {out}; run the same "
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"\nrobustal {args.command}: {how}." + (f" Finished stages are saved in {out}; run the same "
               "command again to resume." if out else ""), file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`~robustal.errors.Terminated` (outside the main thread, where
+    no handler can be set, nothing changes); the previous handler comes back after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
