@@ -130,9 +130,10 @@ def test_a_worker_ends_when_its_parent_is_killed(tmp_path, how):
         proc.stdout.close()
 
 
-#: Two runs whose first stage would outlast any test (a million optimizer steps).
-ENDLESS = study_toml(grid_toml(("random", "entropy")), name="endless",
-                     settings=settings_toml(TINY_LOOP, {**TINY_TRAIN, "min_steps": 1_000_000}))
+#: A quick run (it stores its stages, so the folder is kept when the study is stopped), and a run whose first stage
+#: would outlast any test (a million optimizer steps).
+ENDLESS = study_toml(grid_toml(("random",), several=True),
+                     grid_toml(("entropy",), several=True, train={"min_steps": 1_000_000}), name="endless")
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc")
@@ -143,9 +144,11 @@ def test_an_interrupt_of_the_main_process_alone_stops_the_running_runs(tmp_path)
 
     proc, out, _ = start_study(tmp_path, ENDLESS)
     try:
-        def both_running() -> bool:
-            return (out / "results.db").is_file() and len(Store(out, create=False).runs()) == 2
-        wait_for(lambda: both_running() or proc.poll() is not None, 120, "both runs to start")
+        def endless_running() -> bool:
+            return (out / "results.db").is_file() and {(r["name"][:-3], r["status"]) for r in
+                                                       Store(out, create=False).runs()} == {
+                ("digits-small-cnn-standard-random", "finished"), ("digits-small-cnn-standard-entropy", "running")}
+        wait_for(lambda: endless_running() or proc.poll() is not None, 120, "the quick run to finish")
         assert proc.poll() is None, f"the study ended early: {proc.stderr.read().decode()[-2000:]}"
         workers = [p for p in children(proc.pid) if alive(p)]
         proc.send_signal(signal.SIGINT)
@@ -155,5 +158,7 @@ def test_an_interrupt_of_the_main_process_alone_stops_the_running_runs(tmp_path)
             pytest.fail("the study went on for 60 s after SIGINT: it waits for its running runs to finish")
         assert code == 130 and "interrupted" in proc.stderr.read().decode()
         wait_for(lambda: not any(alive(p) for p in workers), 10, f"the workers {workers} to end")
+        # its worker took the SIGTERM as an interrupt: the run is marked interrupted, not left "running"
+        assert {r["status"] for r in Store(out, create=False).runs()} == {"finished", "interrupted"}
     finally:
         stop_session(proc)

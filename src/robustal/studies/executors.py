@@ -56,13 +56,20 @@ def _run_task(task: RunTask, out: str, device: str, data_dir: str | None, thread
 
 
 def _worker_init(parent: int) -> None:
-    """A local worker process: it ends with ``parent`` (:mod:`robustal.studies._lifeline`), and shows robustal's
-    warnings as the CLI does, one plain line each (not Python's file-and-line form with the source line)."""
-    from robustal.errors import show_plain_warnings
+    """A local worker process: it ends with ``parent`` (:mod:`robustal.studies._lifeline`), shows robustal's
+    warnings as the CLI does, one plain line each (not Python's file-and-line form with the source line), and takes
+    SIGTERM (:func:`_stop_workers`) as an interrupt, so its run is marked interrupted and its tracker closed."""
+    import signal
+
+    from robustal.errors import Terminated, show_plain_warnings
     from robustal.studies._lifeline import die_with_parent
+
+    def terminate(signum, frame):
+        raise Terminated()
 
     die_with_parent(parent)
     show_plain_warnings("study")
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str | Path | None = None) -> None:
