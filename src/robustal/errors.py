@@ -55,6 +55,11 @@ class Terminated(KeyboardInterrupt):
     Ctrl-C does: runs marked interrupted, trackers closed, and the resume hint printed."""
 
 
+def raise_terminated(signum, frame) -> None:
+    """The SIGTERM handler of the CLI and of a study's workers: raise :class:`Terminated`."""
+    raise Terminated()
+
+
 class FactoryWarning(UserWarning):
     """A checkpoint or run of a user's model is rebuilt with another factory than the one recorded with it."""
 

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 
-from robustal.errors import RobustalError, Terminated, show_plain_warnings
+from robustal.errors import RobustalError, Terminated, raise_terminated, show_plain_warnings
 
 DESCRIPTION = """\
 robustal: robust active learning. Train classifiers that are accurate and adversarially robust
@@ -102,10 +102,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    def terminate(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:

@@ -61,15 +61,12 @@ def _worker_init(parent: int) -> None:
     SIGTERM (:func:`_stop_workers`) as an interrupt, so its run is marked interrupted and its tracker closed."""
     import signal
 
-    from robustal.errors import Terminated, show_plain_warnings
+    from robustal.errors import raise_terminated, show_plain_warnings
     from robustal.studies._lifeline import die_with_parent
-
-    def terminate(signum, frame):
-        raise Terminated()
 
     die_with_parent(parent)
     show_plain_warnings("study")
-    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def check_stored_runs(tasks: Sequence[RunTask], out: str | Path, data_dir: str | Path | None = None) -> None:
