@@ -57,9 +57,9 @@ def _at(stages: list, name: str, labels: int | None):
     return chosen
 
 
-def csv_values(folder: Path, prefix: str, labels: int | None = None) -> tuple[dict[int, dict[str, float]], str]:
-    """As :func:`run_values`, from a report folder's stages.csv and attacks.csv (which do not name the evaluation
-    attack: the label says so)."""
+def csv_values(folder: Path, prefix: str, labels: int | None = None) -> tuple[dict[int, dict[str, float]], None]:
+    """As :func:`run_values`, from a report folder's stages.csv and attacks.csv, which do not name the evaluation
+    attack (None)."""
     import csv
     from types import SimpleNamespace
 
@@ -85,13 +85,15 @@ def csv_values(folder: Path, prefix: str, labels: int | None = None) -> tuple[di
         if chosen is stages[-1]:
             values |= {f"{a['attack']} ({a['n']} images)": float(a["robust"]) for a in attacks.get(name, [])}
         out[int(seed)] = values
-    return out, "robust (all test images; the evaluation attack of stages.csv)"
+    return out, None
 
 
-def run_values(folder: Path, prefix: str, labels: int | None = None) -> tuple[dict[int, dict[str, float]], str]:
+def run_values(folder: Path, prefix: str,
+               labels: int | None = None) -> tuple[dict[int, dict[str, float]], str | None]:
     """seed -> {"clean", EVAL, <attack>...} of the finished runs ``PREFIX-sSEED`` in ``folder``: at their final
     stage, or at their stage with ``labels`` labels (runs without one are named and left out); and the label of
-    EVAL (the evaluation attack's name). A folder without results.db is read as a report folder."""
+    EVAL (the evaluation attack's name; None where it is not known). A folder without results.db is read as a report
+    folder."""
     if not (folder / "results.db").is_file():
         return csv_values(folder, prefix, labels)
     from robustal.storage.store import Store
@@ -126,11 +128,14 @@ def main(argv: list[str] | None = None) -> int:
 
     (fa, pa, la), (fb, pb, lb) = group(args.a), group(args.b)
     (a, eval_a), (b, eval_b) = run_values(fa, pa, la), run_values(fb, pb, lb)
-    names, from_csv = {EVAL: eval_a}, [e for e in (eval_a, eval_b) if "stages.csv" in e]
-    if len(from_csv) == 1:  # a report folder's stages.csv does not name its attack: say whose name is shown
-        shown, side = (eval_b, "A") if eval_a in from_csv else (eval_a, "B")
-        names[EVAL] = f"{shown[:-1]}; {side}'s from its stages.csv)"
-    elif eval_a != eval_b:
+    if eval_a is None and eval_b is None:  # report folders' stages.csv do not name their attack
+        names = {EVAL: "robust (all test images; the evaluation attack of stages.csv)"}
+    elif eval_a is None or eval_b is None:  # one does: shown, with whose figures it does not name
+        shown, side = (eval_b, "A") if eval_a is None else (eval_a, "B")
+        names = {EVAL: f"{shown[:-1]}; {side}'s from its stages.csv)"}
+    else:
+        names = {EVAL: eval_a}
+    if eval_a is not None and eval_b is not None and eval_a != eval_b:
         print(f"note: the groups were evaluated under different attacks ({eval_a}, {eval_b}); not paired")
         for runs in (a, b):
             for values in runs.values():

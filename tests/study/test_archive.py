@@ -144,7 +144,7 @@ def test_the_commands_refuse_bad_input_with_the_file_named(tmp_path, capsys):
     assert json.loads(gzip.decompress((tmp_path / "a" / "finished-runs.json.gz").read_bytes()))["version"] == 1
 
 
-def test_the_export_leaves_checkpoints_unread(tmp_path):
+def test_the_export_leaves_checkpoints_unread(tmp_path, monkeypatch):
     """Export files hold rows only: the store's checkpoint bytes are not read for them (a study's are megabytes)."""
     store = Store(tmp_path / "a")
     _finished(store, "r1")
@@ -153,5 +153,11 @@ def test_the_export_leaves_checkpoints_unread(tmp_path):
     path.write_bytes(b"weights")
     assert store.export_run("r1")["checkpoint"] == b"weights"
     assert store.export_run("r1", checkpoint=False)["checkpoint"] is None
+
+    def unread(*args):
+        raise AssertionError("export-runs looked for a checkpoint")
+
+    monkeypatch.setattr(store, "checkpoint_path", unread)
     export_runs(store, tmp_path / "runs.json.gz")
+    import_runs(tmp_path / "runs.json.gz", store)  # held with the same rows: compared without its checkpoint
     assert "checkpoint" not in read_export(tmp_path / "runs.json.gz")["runs"][0]

@@ -119,6 +119,9 @@ def test_a_report_folder_pairs_with_a_results_folder(script, tmp_path, capsys):
     assert script.main([f"{tmp_path / 'a'}:x", f"{report}:y@100"]) == 0  # the first stages: no final attack
     out = capsys.readouterr().out.split("paired seeds")[1]
     assert "autoattack" not in out and "| 0.200 |" in out
+    assert script.main([f"{report}:y", f"{report}:y@100"]) == 0  # two report folders: no attack named
+    robust = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| robust"))
+    assert "the evaluation attack of stages.csv" in robust and robust.split("|")[2:4] == [" 0.640 ", " 0.200 "]
 
 
 def test_different_evaluation_attacks_are_not_paired(script, tmp_path, capsys):
