@@ -217,6 +217,12 @@ def test_shipped_studies_parse():
         smaller = Study.load(root / f"pool-budget{budget}-mnist.toml").tasks()
         assert len(smaller) == 10 and all(t.spec.loop.budget == budget for t in smaller)
         assert all(replace(t.spec, loop=replace(t.spec.loop, budget=1000)) == steps1000[t.name] for t in smaller)
+    # pool-trades-steps1000-mnist is pool-trades-steps2000-mnist with 1 000 pool steps, nothing else.
+    trades2000 = {t.name: t.spec for t in Study.load(root / "pool-trades-steps2000-mnist.toml").tasks()}
+    trades1000 = Study.load(root / "pool-trades-steps1000-mnist.toml").tasks()
+    assert len(trades1000) == 10 and all(t.spec.loop.pool.steps == 1000 for t in trades1000)
+    assert all(replace(t.spec, loop=replace(t.spec.loop, pool=trades2000[t.name].loop.pool)) == trades2000[t.name]
+               for t in trades1000)
 
 
 def test_named_acquisition_variants(tmp_path):
