@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from robustal.acquisition.diversity import badge_select, typiclust_select
@@ -81,14 +81,18 @@ def test_dre_sample_returns_n_distinct_positions(vn, bins, seed, rounding):
 
 
 def _bins(values: torch.Tensor, bins: int) -> torch.Tensor:
+    """Equal-width bins over [min, max]; one bin when the width is 0 -- also when a range of a few subnormals,
+    divided by ``bins``, underflows to 0."""
     lo, hi = values.min(), values.max()
-    if hi == lo:
+    width = (hi - lo) / bins
+    if width == 0:
         return torch.zeros(len(values), dtype=torch.int64)
-    return ((values - lo) / ((hi - lo) / bins)).floor().clamp(0, bins - 1).long()
+    return ((values - lo) / width).floor().clamp(0, bins - 1).long()
 
 
 @SETTINGS
 @given(values_and_n(), st.integers(1, 60), st.integers(0, 2**31))
+@example((torch.tensor([0.0, 5e-324], dtype=torch.float64), 1), 2, 0)  # the width underflows to 0 (found by CI)
 def test_dre_reference_counts_are_the_tail_of_the_ceil_shares(vn, bins, seed):
     """Per bin: the ceil(mass·n) shares laid out in ascending bin order, of which the last n are kept."""
     values, n = vn
