@@ -205,24 +205,23 @@ def test_shipped_studies_parse():
     rerun = Study.load(root / "paper-mnist-autoattack.toml")
     assert len(rerun.tasks()) == 10 * 10 and all(t.spec == paper[t.name] for t in rerun.tasks())
     assert (rerun.final_attack.attack, rerun.final_attack.n) == ("autoattack", 200)
-    # pool-steps2000-mnist is pool-steps-mnist's random grid with 2 000 pool steps instead of 1 000, nothing else.
-    steps1000 = {t.name: t.spec for t in Study.load(root / "pool-steps-mnist.toml").tasks()}
-    steps2000 = Study.load(root / "pool-steps2000-mnist.toml").tasks()
-    assert len(steps2000) == 10 and all(t.spec.loop.pool.steps == 2000 for t in steps2000)
-    assert all(replace(t.spec, loop=replace(t.spec.loop, pool=steps1000[t.name].loop.pool)) == steps1000[t.name]
-               for t in steps2000)
+    # pool-steps2000-mnist is pool-steps-mnist's random grid with 2 000 pool steps instead of 1 000, and
+    # pool-trades-steps1000-mnist is pool-trades-steps2000-mnist with 1 000 instead of 2 000: nothing else differs.
+    specs = {}
+    for base, variant, steps in (("pool-steps-mnist", "pool-steps2000-mnist", 2000),
+                                 ("pool-trades-steps2000-mnist", "pool-trades-steps1000-mnist", 1000)):
+        specs[base] = {t.name: t.spec for t in Study.load(root / f"{base}.toml").tasks()}
+        tasks = Study.load(root / f"{variant}.toml").tasks()
+        assert len(tasks) == 10 and all(t.spec.loop.pool.steps == steps for t in tasks)
+        assert all(replace(t.spec, loop=replace(t.spec.loop, pool=specs[base][t.name].loop.pool))
+                   == specs[base][t.name] for t in tasks)
+    steps1000 = specs["pool-steps-mnist"]
     # pool-budget300-mnist and pool-budget500-mnist are the same random grid with a budget of 300 or 500 labels
     # instead of 1 000, nothing else.
     for budget in (300, 500):
         smaller = Study.load(root / f"pool-budget{budget}-mnist.toml").tasks()
         assert len(smaller) == 10 and all(t.spec.loop.budget == budget for t in smaller)
         assert all(replace(t.spec, loop=replace(t.spec.loop, budget=1000)) == steps1000[t.name] for t in smaller)
-    # pool-trades-steps1000-mnist is pool-trades-steps2000-mnist with 1 000 pool steps, nothing else.
-    trades2000 = {t.name: t.spec for t in Study.load(root / "pool-trades-steps2000-mnist.toml").tasks()}
-    trades1000 = Study.load(root / "pool-trades-steps1000-mnist.toml").tasks()
-    assert len(trades1000) == 10 and all(t.spec.loop.pool.steps == 1000 for t in trades1000)
-    assert all(replace(t.spec, loop=replace(t.spec.loop, pool=trades2000[t.name].loop.pool)) == trades2000[t.name]
-               for t in trades1000)
 
 
 def test_named_acquisition_variants(tmp_path):
