@@ -222,6 +222,12 @@ def test_shipped_studies_parse():
         smaller = Study.load(root / f"pool-budget{budget}-mnist.toml").tasks()
         assert len(smaller) == 10 and all(t.spec.loop.budget == budget for t in smaller)
         assert all(replace(t.spec, loop=replace(t.spec.loop, budget=1000)) == steps1000[t.name] for t in smaller)
+    # pool-budget2000-mnist goes on from pool-mnist's random runs with the pool at every stage: only the budget
+    # differs, so its first 1 000 labels are those runs again.
+    pool_mnist = {t.name: t.spec for t in Study.load(root / "pool-mnist.toml").tasks()}
+    longer = Study.load(root / "pool-budget2000-mnist.toml").tasks()
+    assert len(longer) == 2 and all(t.spec.loop.budget == 2000 and t.spec.loop.pool.stages == "all" for t in longer)
+    assert all(replace(t.spec, loop=replace(t.spec.loop, budget=1000)) == pool_mnist[t.name] for t in longer)
 
 
 def test_named_acquisition_variants(tmp_path):
