@@ -256,7 +256,7 @@ def test_a_run_stored_before_the_pool_setting_counts_as_without_it():
 
 
 # --- when to stop labeling ------------------------------------------------------------------------------------------
-from robustal.loop.stopping import StoppingRule  # noqa: E402
+from robustal.loop.stopping import StoppingRule, levels_off_stage  # noqa: E402
 
 
 def test_the_stopping_rule_fires_on_a_plateau_of_the_best_validation_score():
@@ -268,6 +268,37 @@ def test_the_stopping_rule_fires_on_a_plateau_of_the_best_validation_score():
     assert rule.gain([0.2, None, 0.5], 2) is None  # an unscored stage says nothing
     with pytest.raises(ConfigError, match="'patience' parameter of StoppingRule"):
         StoppingRule(patience=0)
+
+
+def test_a_curve_levels_off_where_no_later_stage_rises_more_than_the_tolerance():
+    assert levels_off_stage([0.2, 0.5, 0.6, 0.605, 0.61, 0.6]) == 2  # 0.61 is within a point of 0.6
+    assert levels_off_stage([0.2, 0.5, 0.6, 0.59, 0.62, 0.62]) == 4  # the dip at 0.59 is passed by 0.62
+    assert levels_off_stage([0.2, 0.3, 0.4, 0.5]) is None  # still rising at the budget
+    assert levels_off_stage([0.2, 0.3, 0.4, 0.41]) == 2  # exactly one point (a fraction of test images) counts
+    assert levels_off_stage([0.2, 0.3, 0.4, 0.5], tolerance=0.25) == 1  # 0.3 is within 0.25 of every later stage
+    assert levels_off_stage([0.2, None, 0.4]) is None and levels_off_stage([]) is None
+
+
+def test_the_stopping_table_judges_the_rule_where_each_curve_levels_off():
+    from robustal.reports.pool_report import stopping_section
+    from robustal.reports.results import RunResults
+    from robustal.storage.schema import StageRecord
+
+    def run(seed, robust, val):
+        stages = [StageRecord(stage=i, labeled=100 * (i + 1), clean=0.9, robust=r, val_score=v)
+                  for i, (r, v) in enumerate(zip(robust, val, strict=True))]
+        return RunResults(name=f"r{seed}", dataset="d", model="m", training="pgd", acquisition="random", seed=seed,
+                          status="finished", stages=stages, config={"loop": {"initial": 100, "budget": 600}})
+
+    level = [0.2, 0.4, 0.6, 0.6, 0.6, 0.6]  # test robustness that levels off at 300 labels (stage 2)
+    runs = [run(0, level, [0.2, 0.4, 0.6, 0.6, 0.6, 0.6]),  # the rule stops at 500: two stages late
+            run(1, level, [0.2, 0.6, 0.6, 0.6, 0.6, 0.6]),  # stops at 400: within a stage
+            run(2, [0.2, 0.3, 0.4, 0.5, 0.6, 0.7], [0.2, 0.3, 0.4, 0.5, 0.6, 0.7])]  # rises to the end, never stops
+    lines = stopping_section(runs, "d", "m")
+    row = next(line for line in lines[-1].splitlines() if line.startswith("| pgd"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:] == ["3", "2", "500", "600", "0.000 ± 0.000", "0.000", "2", "300", "1 of 2"]
+    assert "levels off" in lines[-3]
 
 
 def test_a_run_stops_early_under_its_rule_and_goes_on_without_it(digits, tmp_path):

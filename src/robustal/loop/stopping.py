@@ -11,6 +11,7 @@ it would have stopped, and how much robustness that would have cost.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -55,4 +56,19 @@ class StoppingRule:
         return asdict(self)
 
 
-__all__ = ["StoppingRule"]
+def levels_off_stage(robust: Sequence[float | None], tolerance: float = 0.01) -> int | None:
+    """The first stage from which the test robust accuracy never rises by more than ``tolerance`` again.
+
+    Where a curve levels off, what the stopping rule is judged against: stopping there loses at most ``tolerance``
+    against any later stage. None where only the last stage qualifies (the curve still rises at the budget, or
+    levels off no earlier than it) or a stage has no robust accuracy.
+    """
+    if not robust or any(r is None for r in robust):
+        return None
+    later_best = list(itertools.accumulate(reversed(robust), max))[::-1]
+    slack = tolerance + 1e-9  # accuracies are fractions of the test images: 0.41 - 0.40 is one point, not more
+    stage = next(i for i, (r, best) in enumerate(zip(robust, later_best, strict=True)) if best - r <= slack)
+    return stage if stage < len(robust) - 1 else None
+
+
+__all__ = ["StoppingRule", "levels_off_stage"]

@@ -4,7 +4,8 @@
   pseudo-labels' accuracy at the first and last stage (how much of the pool's help is noise), and one figure per
   training mode with its curves with and without the pool (the all-label references as lines).
 - Stopping: the stopping rule (:mod:`robustal.loop.stopping`) applied after the fact to every finished run: at how many
-  labels it would have stopped, and the robust accuracy that would have cost against the run's last stage.
+  labels it would have stopped, the robust accuracy that would have cost against the run's last stage, and whether it
+  stopped where the run's test robustness levels off (:func:`robustal.loop.stopping.levels_off_stage`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from robustal.loop.stopping import StoppingRule
+from robustal.loop.stopping import StoppingRule, levels_off_stage
 from robustal.reports.figures import file_slug, plot_curves
 from robustal.reports.results import RunResults, finished_cells
 from robustal.reports.stats import mean_std
@@ -68,19 +69,31 @@ def stopping_section(runs: Sequence[RunResults], ds: str, model: str,
                 if r.final.robust is not None and s.robust is not None]
         if len(rs[0].stages) <= rule.patience:
             continue
+        # Where each run's test robustness levels off, and whether the rule stopped within one stage of it (a rule
+        # that never fires stops at the budget).
+        levels = [levels_off_stage([s.robust for s in r.stages], rule.min_gain) for r in rs]
+        levelled = [(r, i, stop) for r, i, stop in zip(rs, levels, stops, strict=True) if i is not None]
+        near = sum(abs((len(r.stages) - 1 if stop is None else stop) - i) <= 1 for r, i, stop in levelled)
         rows.append([mode, acq, len(rs), sum(i is not None and i < len(r.stages) - 1 for r, i in zip(rs, stops,
                                                                                                        strict=True)),
                      _label_count(statistics.median(s.labeled for s in at)), rs[0].final.labeled,
-                     _mean(lost) if lost else "-", max(lost) if lost else None])
+                     _mean(lost) if lost else "-", max(lost) if lost else None, len(levelled),
+                     _label_count(statistics.median(r.stages[i].labeled for r, i, _ in levelled)) if levelled else "-",
+                     f"{near} of {len(levelled)}" if levelled else "-"])
     if not rows:
         return []
     return ["", "### When to stop labeling", "",
             f"The stopping rule ({rule.describe()}; `robustal status` recommends it, `--stop-gain` applies it), "
             "applied after the fact to each finished run: the runs it would have stopped before the budget, the "
             "median label count it stops at (the budget where it never fires), and the test robust accuracy that "
-            "stopping there loses against the run's last stage (mean ± std, and the worst run).", "",
+            "stopping there loses against the run's last stage (mean ± std, and the worst run). What it is judged "
+            f"against: where a run's test robust accuracy levels off -- the first stage after which it never rises "
+            f"by more than {100 * rule.min_gain:g} point(s) again (runs whose curve still rises at the budget do not "
+            "count) -- the runs that level off, their median label count there, and in how many of them the rule "
+            "stopped within one stage of it.", "",
             format_table(["training", "acquisition", "runs", "stopped early", "median labels at stop", "budget",
-                          "robust lost", "worst"], rows, floatfmt=".3f")]
+                          "robust lost", "worst", "levelled", "median labels at levelling", "stop within a stage"],
+                         rows, floatfmt=".3f")]
 
 
 def _label_count(median: float) -> int | str:
