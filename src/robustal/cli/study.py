@@ -8,6 +8,7 @@ from pathlib import Path
 
 from robustal.cli.common import (
     DATA_DIR_HELP,
+    NON_NEGATIVE,
     POSITIVE_INT,
     POSITIVE_UNIT,
     add_runtime_args,
@@ -18,6 +19,7 @@ from robustal.cli.common import (
     tracker_from,
 )
 from robustal.cli.study_progress import StudyProgress
+from robustal.loop.stopping import StoppingRule
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -131,7 +133,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)  # one line per problem, even two alike
         path = write_report(args.dir, out, data_dir=args.data_dir, entropies=not args.no_entropy, header=header,
-                            factories=args.factory)
+                            factories=args.factory, stopping=StoppingRule(args.stop_gain, args.stop_patience))
     for w in caught:  # shown once the report is written, each as the warnings module would
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     left_out = sum(issubclass(w.category, ReportWarning) for w in caught)
@@ -187,4 +189,10 @@ def register(sub) -> None:
                    help="runs of your own model: its factory (repeat for several), so that the entropy section can "
                         "rebuild them. robustal imports only code you name here, never a factory because a results "
                         "folder records it")
+    p.add_argument("--stop-gain", type=NON_NEGATIVE, default=StoppingRule().min_gain, metavar="G",
+                   help="the stopping rule the report judges on every finished run: stop once validation gained "
+                        "less than G (0.01 = one point) over the last --stop-patience stages (default: %(default)s, "
+                        "the rule `robustal status` recommends)")
+    p.add_argument("--stop-patience", type=POSITIVE_INT, default=StoppingRule().patience, metavar="K",
+                   help="stages over which --stop-gain is measured (default: %(default)s)")
     p.set_defaults(func=cmd_report)

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from robustal.errors import ConfigError, DataError, ReportWarning
+from robustal.loop.stopping import StoppingRule
 from robustal.reports.comparisons import mann_whitney_section, paired_sections, ranking_section, versus_section
 from robustal.reports.figures import CURVES_CAPTION, file_slug, plot_curves
 from robustal.reports.final_attacks import (
@@ -99,7 +100,8 @@ def _pm(ms: tuple[float, float] | None, n: int) -> str:
 
 
 def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: str | Path | None = None,
-                 entropies: bool = True, header: str = "", factories: Sequence[str] = ()) -> Path:
+                 entropies: bool = True, header: str = "", factories: Sequence[str] = (),
+                 stopping: StoppingRule | None = None) -> Path:
     """Write ``report.md``, ``stages.csv`` and PNG figures for the results in ``root``; returns the report's path.
 
     Args:
@@ -110,6 +112,8 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
         header: Markdown put at the top (e.g. the commands that made the results).
         factories: User's model factories the person named (``--factory``): runs of those models are rebuilt for
             the entropy section; a run of any other user's model is left out of it, never imported.
+        stopping: The stopping rule the report judges after the fact (default: :class:`StoppingRule`'s, the one
+            ``robustal status`` recommends).
     """
     from robustal.studies.study_run import load_study_copy
 
@@ -147,7 +151,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *, data_dir: s
         lines += ranking_section(runs, ds, model)
         lines += _chance_section(runs, ds, model)
         lines += pool_section(runs, ds, model, out)
-        lines += stopping_section(runs, ds, model)
+        lines += stopping_section(runs, ds, model, stopping)
         lines += mann_whitney_section(cell)
         lines += paired_sections(runs, ds, model)
         lines += versus_section(runs, ds, model)
