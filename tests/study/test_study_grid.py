@@ -226,7 +226,7 @@ def test_shipped_studies_parse():
     # differs, so its first 1 000 labels are those runs again.
     pool_mnist = {t.name: t.spec for t in Study.load(root / "pool-mnist.toml").tasks()}
     longer = Study.load(root / "pool-budget2000-mnist.toml").tasks()
-    assert len(longer) == 2 and all(t.spec.loop.budget == 2000 and t.spec.loop.pool.stages == "all" for t in longer)
+    assert len(longer) == 4 and all(t.spec.loop.budget == 2000 and t.spec.loop.pool.stages == "all" for t in longer)
     assert all(replace(t.spec, loop=replace(t.spec.loop, budget=1000)) == pool_mnist[t.name] for t in longer)
 
 
