@@ -335,7 +335,7 @@ def test_status_and_report_show_the_pool_and_the_stopping_rule(digits, tmp_path,
     assert main(["report", str(tmp_path), "--no-entropy", "--stop-gain", "0.02", "--stop-patience", "1"]) == 0
     judged = (tmp_path / "report" / "report.md").read_text()
     assert "stop once validation gained less than 2 point(s) over the last 1 stage(s)" in judged
-    assert "never rises by more than 2 point(s) again" in judged
+    assert "never rises by more than 2 point(s) again" in judged and "given to `robustal report`" in judged
 
 
 def test_a_study_of_the_pool_alone_gets_no_second_copy_of_its_curves(digits, tmp_path):

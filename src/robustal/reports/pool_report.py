@@ -83,7 +83,9 @@ def stopping_section(runs: Sequence[RunResults], ds: str, model: str,
     if not rows:
         return []
     return ["", "### When to stop labeling", "",
-            f"The stopping rule ({rule.describe()}; `robustal status` recommends it, `--stop-gain` applies it), "
+            f"The stopping rule ({rule.describe()}; "
+            + ("`robustal status` recommends it" if rule == StoppingRule() else "given to `robustal report`")
+            + ", `--stop-gain` applies it to a run), "
             "applied after the fact to each finished run: the runs it would have stopped before the budget, the "
             "median label count it stops at (the budget where it never fires), and the test robust accuracy that "
             "stopping there loses against the run's last stage (mean ± std, and the worst run). What it is judged "
