@@ -86,6 +86,24 @@ def test_an_unfinished_run_of_the_same_name_is_not_overwritten(tmp_path):
     assert b.status("r1") == "running"
 
 
+def test_a_large_store_travels_in_several_files_that_together_import_every_run(tmp_path, capsys):
+    a = Store(tmp_path / "a")
+    for name in ("m-pgd-random-s0", "m-pgd-all-labels-s0", "m-pgd-all-labels-s1"):
+        _finished(a, name)
+    _finished(a, "m-pgd-random-s1", finished=False)
+    assert export_runs(a, tmp_path / "refs.json.gz", ["*-all-labels-*"]) == ["m-pgd-all-labels-s0",
+                                                                                "m-pgd-all-labels-s1"]
+    assert main(["export-runs", str(tmp_path / "a"), "--out", str(tmp_path / "al.json.gz"), "--runs", "*-random-*",
+                 "--runs", "nothing-*"]) == 0
+    assert "exported 1 finished run(s)" in capsys.readouterr().err
+    b = Store(tmp_path / "b")
+    assert import_runs(tmp_path / "refs.json.gz", b)[0] == ["m-pgd-all-labels-s0", "m-pgd-all-labels-s1"]
+    assert import_runs(tmp_path / "al.json.gz", b)[0] == ["m-pgd-random-s0"]
+    with pytest.raises(StoreError, match=r"No finished run of .* matches --runs \*-trades-\*"):
+        export_runs(a, tmp_path / "none.json.gz", ["*-trades-*"])
+    assert not (tmp_path / "none.json.gz").exists()
+
+
 def test_a_store_without_a_finished_run_is_refused(tmp_path):
     a = Store(tmp_path / "a")
     _finished(a, "r1", finished=False)

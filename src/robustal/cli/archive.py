@@ -19,9 +19,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else store.root / "finished-runs.json.gz"
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give the export file's name (e.g. {out / 'runs.json.gz'}).")
-    names = export_runs(store, out)
+    names = export_runs(store, out, args.runs)
     held = {r["name"]: r for r in store.runs()}
-    unfinished = len(held) - len(names)
+    unfinished = sum(r["status"] != "finished" for r in held.values())
     log(f"exported {len(names)} finished run(s) of {store.root} to {out} ({out.stat().st_size / 1024:.0f} KiB; "
         "rows only, no checkpoints)" + (f"; {unfinished} unfinished run(s) left out" if unfinished else ""))
     for line in machine_lines((n, held[n]["versions"]) for n in names):
@@ -55,6 +55,9 @@ def register(sub) -> None:
     p.add_argument("dir", metavar="DIR", help="a study's (or run's) results folder")
     p.add_argument("--out", default=None, metavar="FILE.json.gz",
                    help="the file to write (default: DIR/finished-runs.json.gz)")
+    p.add_argument("--runs", action="append", default=[], metavar="PATTERN",
+                   help="only the finished runs whose name matches this shell pattern, e.g. '*-all-labels-*' "
+                        "(repeat for several; default: every finished run): a large folder travels in several files")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("import-runs", help="merge the runs of a `robustal export-runs` file into a results folder",
                        description="Write the finished runs of a `robustal export-runs` file into a results folder "

@@ -14,10 +14,12 @@ with other rows (another configuration, other results) refuses the whole import 
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import json
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from robustal.errors import StoreError
@@ -34,11 +36,13 @@ TABLES = ("stages", "selections", "labels", "final_attacks")
 NAMED = ("selections", "labels", "final_attacks")
 
 
-def export_runs(store: Store, path: str | Path) -> list[str]:
+def export_runs(store: Store, path: str | Path, patterns: Sequence[str] = ()) -> list[str]:
     """Write every finished run of ``store`` (rows only, no checkpoints) to ``path`` (gzip JSON), atomically.
 
-    Returns the names of the runs written; a store without a finished run is refused. The study file does not
-    travel (its relative data paths name this machine's folders): resume with ``robustal study FILE --out DIR``.
+    ``patterns``: only the runs whose name matches one of these shell patterns (``*-all-labels-*``), so that a large
+    store travels in several files (empty: every finished run). Returns the names of the runs written; a store
+    without a finished run, or with none that matches, is refused. The study file does not travel (its relative data
+    paths name this machine's folders): resume with ``robustal study FILE --out DIR``.
     """
     from robustal import __version__
 
@@ -46,6 +50,11 @@ def export_runs(store: Store, path: str | Path) -> list[str]:
     if not names:
         raise StoreError(f"{store.root} holds no finished run to export (unfinished runs need their checkpoints: "
                          "let them finish, or copy the whole folder).")
+    if patterns:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+        if not names:
+            raise StoreError(f"No finished run of {store.root} matches --runs {' '.join(patterns)}; "
+                             "`robustal status` lists the runs' names.")
     runs = [_portable(store.export_run(name, checkpoint=False)) for name in names]
     document = {"format": FORMAT, "version": VERSION, "robustal": __version__, "exported": time.time(),
                 "source": str(store.root), "runs": runs}
